@@ -1,0 +1,423 @@
+"""Backend for any OpenAI-compatible chat endpoint (vllm serve, SGLang, llama.cpp, hosted APIs).
+
+One ``AsyncOpenAI`` client per replica URL over the SDK's aiohttp transport,
+least-in-flight balancing across replicas, one semaphore bounding the
+requests in flight for the whole endpoint, and retries done here with
+tenacity (the SDK's own retries are off so there is one retry policy, and it
+honours ``Retry-After``). Selected with ``models.backend=openai``:
+
+    python -m autodata.run stage=generate models=openai \
+        models.base_url=http://localhost:8000/v1 models.model=Qwen/Qwen3-4B
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import httpx2
+from openai import (
+    APIConnectionError,
+    APIStatusError,
+    AsyncOpenAI,
+    DefaultAioHttpClient,
+)
+from openai.types.chat import ChatCompletion
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from autodata.backends.base import BackendError, ChatRequest, Completion, EndpointUnreachable
+from autodata.config import EndpointConfig
+
+log = logging.getLogger(__name__)
+
+# A Retry-After larger than this is clipped: a run should not sleep for an hour on one header.
+RETRY_AFTER_CAP_S = 300.0
+# Below uvicorn's 5 s keep-alive (vLLM, SGLang, llama-cpp-python): reusing a socket the
+# server is about to close costs a failed request and a retry.
+KEEPALIVE_S = 4.0
+# check() should fail within seconds, not after a generation-sized timeout_s.
+CHECK_TIMEOUT_S = 15.0
+BODY_EXCERPT_CHARS = 500
+
+
+@dataclass
+class _Replica:
+    url: str
+    client: AsyncOpenAI
+    in_flight: int = 0
+
+
+# How a JSON schema is sent, tried in this order until a server accepts one: the OpenAI form
+# (vLLM, SGLang, llama.cpp's llama-server, hosted APIs), then llama-cpp-python's
+# {"type": "json_object", "schema": ...}, then nothing (the caller repairs the JSON).
+RESPONSE_FORMATS = ("json_schema", "json_object", None)
+
+
+class _ResponseFormatRejected(BackendError):
+    """The server refused a request because of its response_format."""
+
+
+def _api_key(env_name: Optional[str]) -> str:
+    if not env_name:
+        # Local servers without auth accept any key; the SDK refuses to send none.
+        return "EMPTY"
+    key = os.environ.get(env_name)
+    if not key:
+        raise ValueError(
+            f"models.api_key_env names the environment variable {env_name!r}, but it is not set or empty; "
+            f"export {env_name}=<your key>, or set api_key_env=null for a server without authentication"
+        )
+    return key
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    """The aiohttp/OS error under the SDK's wrappers (the SDK calls almost everything a timeout)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+def _describe(err: BaseException) -> str:
+    root = _root_cause(err)
+    return f"{type(root).__name__}: {root}".rstrip(": ")
+
+
+def _is_timeout(err: BaseException) -> bool:
+    # aiohttp's timeouts (ServerTimeoutError, SocketTimeoutError) are asyncio.TimeoutError.
+    return isinstance(_root_cause(err), TimeoutError)
+
+
+def _retryable(err: BaseException) -> bool:
+    if isinstance(err, APIConnectionError):  # includes timeouts
+        return True
+    if isinstance(err, APIStatusError):
+        # 408 is the server's own request timeout, so it is retried like a client-side one.
+        return err.status_code in (408, 429) or err.status_code >= 500
+    return False
+
+
+def retry_after_s(headers: Any, now: Optional[float] = None) -> Optional[float]:
+    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date), or None.
+
+    >>> retry_after_s({"retry-after": "3"})
+    3.0
+    >>> retry_after_s({"retry-after": "Wed, 21 Oct 2015 07:28:10 GMT"}, now=1445412480.0)
+    10.0
+    >>> retry_after_s({}) is None
+    True
+    """
+    value = headers.get("retry-after") if headers is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def split_evenly(total: int, weights: list[int]) -> list[int]:
+    """Integers proportional to ``weights`` that add up to ``total`` (largest remainder).
+
+    Usage comes per response, not per choice; splitting it this way keeps the
+    sums over a call's completions equal to what the server counted.
+
+    >>> split_evenly(10, [1, 1, 1])
+    [4, 3, 3]
+    >>> split_evenly(7, [0, 0])
+    [4, 3]
+    >>> split_evenly(9, [1, 2])
+    [3, 6]
+    """
+    if not weights:
+        return []
+    if sum(weights) <= 0:
+        weights = [1] * len(weights)
+    scale = sum(weights)
+    shares = [total * w // scale for w in weights]
+    order = sorted(range(len(weights)), key=lambda i: -((total * weights[i]) % scale))
+    for i in order[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
+def _seed_at(seed: Optional[int], offset: int) -> Optional[int]:
+    # Stay in 31 bits: llama.cpp and some hosted APIs reject seeds beyond int32.
+    return None if seed is None else (seed + offset) & 0x7FFFFFFF
+
+
+class OpenAIBackend:
+    """Chat completions against one model served at one or more replica URLs."""
+
+    def __init__(self, endpoint: EndpointConfig, *, backoff_s: float = 1.0, backoff_max_s: float = 60.0):
+        """``backoff_s``/``backoff_max_s``: first and largest wait between retries (tests shrink them)."""
+        urls = list(endpoint.base_urls or ([endpoint.base_url] if endpoint.base_url else []))
+        if not urls:
+            raise ValueError(
+                "backend=openai needs a server URL, found none; set models.base_url=http://HOST:PORT/v1 "
+                "(or models.default.base_urls=[...] for replicas)"
+            )
+        if not endpoint.model:
+            raise ValueError(
+                "backend=openai needs the served model name, found none; set models.model=<name the server lists at /v1/models>"
+            )
+        self.endpoint = endpoint
+        self.model = endpoint.model
+        self.name = f"openai:{endpoint.model}@{urls[0]}" + (f" (+{len(urls) - 1} replicas)" if len(urls) > 1 else "")
+        self.cache_identity = f"openai:{endpoint.model}"
+        max_concurrency = int(endpoint.max_concurrency or 64)
+        timeout_s = float(endpoint.timeout_s or 600.0)
+        api_key = _api_key(endpoint.api_key_env)
+        self._replicas = [_Replica(url, self._client(url, api_key, max_concurrency, timeout_s)) for url in urls]
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._next = 0
+        self._response_format: Optional[str] = RESPONSE_FORMATS[0] if endpoint.structured_output else None
+        # Learned from the first short answer; later calls fan out n single-sample requests at once.
+        self._ignores_n = False
+        self._retry_policy = AsyncRetrying(
+            stop=stop_after_attempt(int(endpoint.max_retries or 0) + 1),
+            wait=self._wait_s,
+            retry=retry_if_exception(_retryable),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        self._backoff = wait_exponential_jitter(multiplier=backoff_s, max=backoff_max_s, jitter=backoff_s)
+
+    @staticmethod
+    def _client(url: str, api_key: str, max_concurrency: int, timeout_s: float) -> AsyncOpenAI:
+        # The pool must allow max_concurrency sockets to one replica: left unset, the aiohttp
+        # transport falls back to aiohttp's own default of 100, which would cap throughput below
+        # the semaphore. The semaphore stays the one bound on requests in flight.
+        limits = httpx2.Limits(
+            max_connections=max_concurrency,
+            max_keepalive_connections=max_concurrency,
+            keepalive_expiry=KEEPALIVE_S,
+        )
+        http_client = DefaultAioHttpClient(timeout=timeout_s, limits=limits)
+        return AsyncOpenAI(api_key=api_key, base_url=url, max_retries=0, timeout=timeout_s, http_client=http_client)
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend({self.name!r})"
+
+    # -- public protocol -------------------------------------------------------------
+
+    async def complete(self, request: ChatRequest) -> list[Completion]:
+        n, seed = request.n, request.sampling.seed
+        if n > 1 and self._ignores_n:
+            batches = await asyncio.gather(*(self._sample(request, 1, _seed_at(seed, i)) for i in range(n)))
+            completions = [c for batch in batches for c in batch]
+        else:
+            completions = await self._sample(request, n, seed)
+            if len(completions) < n:
+                if len(completions) == 1 and not self._ignores_n:
+                    self._ignores_n = True
+                    log.warning("%s returned 1 choice for n=%d; sending one request per sample from now on", self.name, n)
+                got = len(completions)
+                batches = await asyncio.gather(
+                    *(self._sample(request, 1, _seed_at(seed, got + i)) for i in range(n - got))
+                )
+                completions += [c for batch in batches for c in batch]
+        if len(completions) < n:
+            raise BackendError(
+                f"{self.name} returned {len(completions)} completions where {n} were asked for, even one "
+                f"request per sample; the server answers with no choices, check its log"
+            )
+        return completions[:n]
+
+    async def check(self) -> None:
+        results = await asyncio.gather(*(self._check_replica(r) for r in self._replicas), return_exceptions=True)
+        unreachable = [(r.url, err) for r, err in zip(self._replicas, results) if isinstance(err, APIConnectionError)]
+        if unreachable:
+            lines = "\n".join(f"  {url}: {_describe(err)}" for url, err in unreachable)
+            raise EndpointUnreachable(
+                f"{len(unreachable)} of {len(self._replicas)} replicas of model {self.model!r} did not answer GET /models:\n"
+                f"{lines}\nIs the server running and listening there? Start it, or fix models.base_url / base_urls."
+            )
+        for replica, err in zip(self._replicas, results):
+            if isinstance(err, APIStatusError):
+                raise BackendError(
+                    f"GET {replica.url}/models answered {err.status_code}: {_excerpt(err)}; "
+                    f"check the URL ends in /v1 and api_key_env names the right key"
+                ) from err
+            if isinstance(err, BaseException):
+                raise err
+
+    async def aclose(self) -> None:
+        for replica in self._replicas:
+            await replica.client.close()
+
+    # -- one sample batch --------------------------------------------------------------
+
+    async def _sample(self, request: ChatRequest, n: int, seed: Optional[int]) -> list[Completion]:
+        while True:
+            mode = self._response_format if request.json_schema is not None else None
+            try:
+                response = await self._send(self._params(request, n, seed, mode))
+                return _completions(response)
+            except _ResponseFormatRejected as err:
+                # Concurrent requests see the same refusal; only the first one moves down the ladder.
+                if self._response_format == mode:
+                    self._response_format = RESPONSE_FORMATS[RESPONSE_FORMATS.index(mode) + 1]
+                    log.warning(
+                        "%s refused response_format type %r (%s); using %s from now on",
+                        self.name,
+                        mode,
+                        err,
+                        f"type {self._response_format!r}" if self._response_format else "no response_format",
+                    )
+
+    def _params(self, request: ChatRequest, n: int, seed: Optional[int], mode: Optional[str]) -> dict[str, Any]:
+        sampling = request.sampling
+        params: dict[str, Any] = {
+            "model": self.model,
+            "messages": request.messages,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+            "n": n,
+        }
+        if seed is not None:
+            params["seed"] = seed
+        if mode == "json_schema":
+            params["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": request.schema_name, "schema": request.json_schema, "strict": False},
+            }
+        elif mode == "json_object":
+            params["response_format"] = {"type": "json_object", "schema": request.json_schema}
+        if self.endpoint.extra_body:
+            params["extra_body"] = self.endpoint.extra_body
+        return params
+
+    # -- transport: retries, balancing, error mapping ----------------------------------
+
+    async def _send(self, params: dict[str, Any]) -> ChatCompletion:
+        failed: list[str] = []
+        try:
+            return await self._retry_policy.copy()(self._attempt, params, failed)
+        except APIStatusError as err:
+            raise BackendError(
+                f"{self.name} answered {err.status_code} to a chat request: {_excerpt(err)}"
+                + ("" if _retryable(err) else " (not retried: the request itself was refused; fix it or the config)")
+            ) from err
+        except APIConnectionError as err:
+            raise self._unreachable(err, failed) from err
+
+    async def _attempt(self, params: dict[str, Any], failed: list[str]) -> ChatCompletion:
+        async with self._slots:
+            replica = self._pick(failed)
+            replica.in_flight += 1
+            try:
+                return await replica.client.chat.completions.create(**params)
+            except APIStatusError as err:
+                if "response_format" in params and _rejects_response_format(err):
+                    # Not retried: the same body would be refused again.
+                    raise _ResponseFormatRejected(f"HTTP {err.status_code}: {_excerpt(err)}") from err
+                raise
+            except APIConnectionError:
+                # Remembered so the retry prefers another replica.
+                if replica.url not in failed:
+                    failed.append(replica.url)
+                raise
+            finally:
+                replica.in_flight -= 1
+
+    def _pick(self, avoid: list[str]) -> _Replica:
+        """Least requests in flight, ties round-robin; replicas that just failed this request last."""
+        count = len(self._replicas)
+        start = self._next
+        self._next = (start + 1) % count
+        best: Optional[_Replica] = None
+        for i in range(count):
+            replica = self._replicas[(start + i) % count]
+            if replica.url in avoid and len(avoid) < count:
+                continue
+            if best is None or replica.in_flight < best.in_flight:
+                best = replica
+        assert best is not None
+        return best
+
+    def _wait_s(self, state: RetryCallState) -> float:
+        err = state.outcome.exception() if state.outcome else None
+        if isinstance(err, APIStatusError):
+            asked = retry_after_s(err.response.headers)
+            if asked is not None:
+                return min(asked, RETRY_AFTER_CAP_S)
+        return self._backoff(state)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        err = state.outcome.exception() if state.outcome else None
+        if isinstance(err, APIStatusError):
+            what = f"HTTP {err.status_code}"
+        else:
+            what = _describe(err) if err else "unknown error"
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.info("%s: attempt %d failed (%s); retrying in %.1f s", self.name, state.attempt_number, what, wait)
+
+    def _unreachable(self, err: APIConnectionError, failed: list[str]) -> EndpointUnreachable:
+        urls = ", ".join(failed) or ", ".join(r.url for r in self._replicas)
+        attempts = int(self.endpoint.max_retries or 0) + 1
+        if _is_timeout(err):
+            return EndpointUnreachable(
+                f"{urls} did not answer a chat request for model {self.model!r} within timeout_s={self.endpoint.timeout_s} "
+                f"in {attempts} attempts (last error: {_describe(err)}). Is the server overloaded or stuck? "
+                f"Check its log, lower max_concurrency, or raise timeout_s."
+            )
+        return EndpointUnreachable(
+            f"could not connect to {urls} for model {self.model!r} in {attempts} attempts "
+            f"(last error: {_describe(err)}). Is the server running and listening there? "
+            f"Start it, or fix models.base_url / base_urls."
+        )
+
+    async def _check_replica(self, replica: _Replica) -> None:
+        page = await replica.client.models.list(timeout=min(CHECK_TIMEOUT_S, float(self.endpoint.timeout_s or 600.0)))
+        served = [m.id for m in page.data]
+        if served and self.model not in served:
+            log.warning(
+                "%s lists models %s, not %r; requests may fail with 404 (set models.model to a listed name)",
+                replica.url,
+                served[:5],
+                self.model,
+            )
+
+
+def _rejects_response_format(err: APIStatusError) -> bool:
+    # vLLM answers 400, FastAPI validation 422, llama-cpp-python 500 (its validation error
+    # escapes as an internal error); all name the field in the body.
+    if err.status_code not in (400, 422, 500):
+        return False
+    text = _body_text(err).lower()
+    return "response_format" in text or "json_schema" in text
+
+
+def _body_text(err: APIStatusError) -> str:
+    try:
+        return err.response.text
+    except Exception:  # a body that was never read or failed to decode
+        return str(err.body or err.message)
+
+
+def _excerpt(err: APIStatusError) -> str:
+    text = " ".join(_body_text(err).split())
+    return text[:BODY_EXCERPT_CHARS] + ("..." if len(text) > BODY_EXCERPT_CHARS else "")
+
+
+def _completions(response: ChatCompletion) -> list[Completion]:
+    choices = sorted(response.choices or [], key=lambda c: c.index)
+    texts = [(c.message.content if c.message else None) or "" for c in choices]
+    usage = response.usage
+    prompt = split_evenly(usage.prompt_tokens if usage else 0, [1] * len(choices))
+    completion = split_evenly(usage.completion_tokens if usage else 0, [len(t) for t in texts])
+    return [
+        Completion(text=t, finish_reason=c.finish_reason or "unknown", prompt_tokens=p, completion_tokens=k)
+        for c, t, p, k in zip(choices, texts, prompt, completion)
+    ]

@@ -1,0 +1,181 @@
+"""Source documents with stable ids, from a folder, JSONL, Parquet, a HF dataset, or the embedded corpus.
+
+The embedded default (``corpus.source=pydoc``) is the Python Language
+Reference topics that ship inside the standard library (``pydoc_data.topics``):
+real CS text that needs no network.
+
+    python -m autodata.run stage=generate corpus=folder corpus.path=/data/papers
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from autodata.config import CorpusConfig
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst", ".tex")
+
+
+@dataclass
+class Document:
+    id: str
+    text: str
+    source: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class CorpusError(ValueError):
+    """The corpus cannot be read as configured; the message says what to change."""
+
+
+def content_id(text: str) -> str:
+    return "sha1-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
+
+
+def resolve_path(path: str) -> Path:
+    """Absolute paths as given; relative ones against the working dir, then the project root."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    return PROJECT_ROOT / p
+
+
+def _from_pydoc(cfg: CorpusConfig) -> Iterable[Document]:
+    from pydoc_data import topics
+
+    for name, text in sorted(topics.topics.items()):
+        yield Document(id=f"pydoc/{name}", text=text.strip(), source="pydoc", meta={"topic": name})
+
+
+def _from_folder(cfg: CorpusConfig) -> Iterable[Document]:
+    root = _existing(cfg.path, "a folder of .txt/.md files")
+    if not root.is_dir():
+        raise CorpusError(f"corpus.path={cfg.path!r} is a file, but corpus.source=folder expects a folder; "
+                          f"use corpus.source=jsonl or parquet for a single file")
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.suffix.lower() not in TEXT_SUFFIXES:
+            log.warning("skipping %s: not a text file (expected one of %s)", path, ", ".join(TEXT_SUFFIXES))
+            continue
+        raw = path.read_bytes()
+        if b"\x00" in raw[:4096]:
+            log.warning("skipping %s: binary content in a %s file", path, path.suffix)
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            log.warning("skipping %s: not UTF-8 text (%s)", path, err.reason)
+            continue
+        yield Document(id=str(path.relative_to(root).with_suffix("")), text=text.strip(), source=str(root))
+
+
+def _records_to_docs(records: Iterable[dict], cfg: CorpusConfig, origin: str) -> Iterable[Document]:
+    for i, rec in enumerate(records):
+        if cfg.text_field not in rec:
+            raise CorpusError(
+                f"record {i} of {origin} has no field {cfg.text_field!r} (found: {sorted(rec)[:10]}); "
+                f"set corpus.text_field to the field holding the document text"
+            )
+        text = rec[cfg.text_field]
+        if not isinstance(text, str):
+            raise CorpusError(f"record {i} of {origin}: {cfg.text_field!r} is {type(text).__name__}, expected text")
+        doc_id = rec.get(cfg.id_field) if cfg.id_field else None
+        meta = {k: v for k, v in rec.items() if k not in (cfg.text_field, cfg.id_field) and _is_plain(v)}
+        yield Document(id=str(doc_id) if doc_id is not None else content_id(text), text=text.strip(),
+                       source=origin, meta=meta)
+
+
+def _is_plain(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool)) or value is None
+
+
+def _from_jsonl(cfg: CorpusConfig) -> Iterable[Document]:
+    path = _existing(cfg.path, "a .jsonl file")
+
+    def records() -> Iterable[dict]:
+        with path.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise CorpusError(f"{path}:{lineno} is not valid JSON ({err.msg}); fix or remove that line") from None
+
+    return _records_to_docs(records(), cfg, str(path))
+
+
+def _from_parquet(cfg: CorpusConfig) -> Iterable[Document]:
+    import pyarrow.parquet as pq
+
+    path = _existing(cfg.path, "a .parquet file")
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # pyarrow raises several types for a bad file
+        raise CorpusError(f"{path} could not be read as Parquet ({err}); is it a Parquet file?") from None
+    return _records_to_docs(table.to_pylist(), cfg, str(path))
+
+
+def _from_hf(cfg: CorpusConfig) -> Iterable[Document]:
+    import datasets
+
+    if not cfg.path:
+        raise CorpusError("corpus.source=hf needs corpus.path: a dataset name or a local save_to_disk folder")
+    local = resolve_path(cfg.path)
+    if local.exists():
+        loaded = datasets.load_from_disk(str(local))
+        ds = loaded[cfg.split] if isinstance(loaded, datasets.DatasetDict) else loaded
+    else:
+        ds = datasets.load_dataset(cfg.path, split=cfg.split)
+    return _records_to_docs(ds, cfg, cfg.path)
+
+
+def _existing(path: str | None, what: str) -> Path:
+    if not path:
+        raise CorpusError(f"corpus.path is not set; expected {what}")
+    resolved = resolve_path(path)
+    if not resolved.exists():
+        raise CorpusError(f"corpus.path={path!r} does not exist (looked at {resolved}); expected {what}")
+    return resolved
+
+
+LOADERS: dict[str, Callable[[CorpusConfig], Iterable[Document]]] = {
+    "pydoc": _from_pydoc,
+    "folder": _from_folder,
+    "jsonl": _from_jsonl,
+    "parquet": _from_parquet,
+    "hf": _from_hf,
+}
+
+
+def load_corpus(cfg: CorpusConfig) -> tuple[list[Document], dict[str, int]]:
+    """Documents sorted by id and capped at ``cfg.limit``, plus counts of what was skipped."""
+    loader = LOADERS.get(cfg.source)
+    if loader is None:
+        raise CorpusError(f"corpus.source={cfg.source!r} is unknown; expected one of {', '.join(LOADERS)}")
+    docs: dict[str, Document] = {}
+    skipped = {"too_short": 0, "duplicate_id": 0}
+    for doc in loader(cfg):
+        if len(doc.text) < cfg.min_chars:
+            skipped["too_short"] += 1
+            continue
+        if doc.id in docs:
+            skipped["duplicate_id"] += 1
+            continue
+        docs[doc.id] = doc
+    ordered = [docs[k] for k in sorted(docs)]
+    if cfg.limit is not None:
+        ordered = ordered[: cfg.limit]
+    if not ordered:
+        raise CorpusError(
+            f"the corpus is empty: source={cfg.source!r} path={cfg.path!r} gave no document of at least "
+            f"{cfg.min_chars} characters (skipped: {skipped}); point corpus.path at text files or lower corpus.min_chars"
+        )
+    return ordered, skipped

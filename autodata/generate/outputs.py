@@ -1,0 +1,162 @@
+"""The end of a generate run: held-out split, datasets export, stats.json and the summary table.
+
+Everything is recomputed from the files in the run dir (not from in-memory
+counters), so a resumed run reports on all its work, not just the last process's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any, Optional
+
+from autodata.config import ROLES, RootConfig
+from autodata.corpus import Document
+from autodata.llm import LLM
+from autodata.rundir import read_jsonl, rewrite_jsonl
+
+
+def _mean(values: list[float]) -> Optional[float]:
+    return sum(values) / len(values) if values else None
+
+
+def heldout_ids(ids: list[str], size: int, max_fraction: float, seed: int) -> set[str]:
+    """A deterministic held-out subset: the same ids always land on the same side.
+
+    >>> sorted(heldout_ids(["a", "b", "c", "d"], size=100, max_fraction=0.5, seed=0)) == sorted(
+    ...     heldout_ids(["d", "c", "b", "a"], size=100, max_fraction=0.5, seed=0))
+    True
+    >>> len(heldout_ids([str(i) for i in range(10)], size=3, max_fraction=0.5, seed=0))
+    3
+    """
+    n = min(size, math.floor(len(ids) * max_fraction))
+    ranked = sorted(ids, key=lambda i: hashlib.sha1(f"{seed}:{i}".encode()).hexdigest())
+    return set(ranked[:n])
+
+
+def compute_stats(rounds: list[dict], ledger: list[dict], accepted: list[dict], n_docs: int) -> dict[str, Any]:
+    reasons = Counter(r["reason"] for r in rounds if r.get("status") == "rejected" and r.get("reason"))
+    rejected_rounds = sum(reasons.values())
+    per_role: dict[str, dict[str, int]] = {role: {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0} for role in ROLES}
+    for row in rounds:
+        for role, t in row.get("tokens", {}).items():
+            slot = per_role.setdefault(role, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
+            for key in slot:
+                slot[key] += t.get(key, 0)
+    judged = [r for r in rounds if r.get("weak")]
+    weak_all = [m for r in judged if (m := r.get("weak_mean")) is not None]
+    strong_all = [m for r in judged if (m := r.get("strong_mean")) is not None]
+    weak_acc = [m for e in accepted if (m := e.get("weak_mean")) is not None]
+    strong_acc = [m for e in accepted if (m := e.get("strong_mean")) is not None]
+    gaps = [g for e in accepted if (g := e.get("gap")) is not None]
+    statuses = Counter(row["status"] for row in ledger)
+    finished = len(ledger)
+    truncations = sum(1 for r in rounds if r.get("warnings"))
+    return {
+        "documents": n_docs,
+        "documents_finished": finished,
+        "documents_by_status": dict(statuses),
+        "accepted": len(accepted),
+        "acceptance_rate": len(accepted) / finished if finished else 0.0,
+        "rounds": len(rounds),
+        "mean_rounds_per_accepted": _mean([float(e["rounds_used"]) for e in accepted]),
+        "weak_mean_accepted": _mean(weak_acc),
+        "strong_mean_accepted": _mean(strong_acc),
+        "gap_mean_accepted": _mean(gaps),
+        "weak_mean_all_rounds": _mean(weak_all),
+        "strong_mean_all_rounds": _mean(strong_all),
+        "failure_reasons": dict(reasons),
+        "failure_reason_shares": {k: v / rejected_rounds for k, v in reasons.items()} if rejected_rounds else {},
+        "calls_saved_early_exit": sum(r.get("calls_saved", 0) for r in rounds),
+        "strong_runs_skipped_weak_failed": sum(r.get("strong_skipped", 0) for r in rounds),
+        "judge_failures": sum(1 for r in rounds for s in (r.get("weak", []) + r.get("strong", [])) if s.get("judge_error")),
+        "documents_truncated": truncations,
+        "per_role": per_role,
+    }
+
+
+def finalize(cfg: RootConfig, run_dir: Path, docs: list[Document], skipped: dict[str, int], llm: LLM,
+             wall_seconds: float, document_errors: int = 0) -> dict[str, Any]:
+    rounds = list(read_jsonl(run_dir / "rounds.jsonl"))
+    ledger = list(read_jsonl(run_dir / "documents.jsonl"))
+    accepted = list(read_jsonl(run_dir / "accepted.jsonl"))
+
+    held = heldout_ids([e["id"] for e in accepted], cfg.generate.heldout_size,
+                       cfg.generate.heldout_max_fraction, cfg.generate.seed)
+    train_rows = [e for e in accepted if e["id"] not in held]
+    heldout_rows = [e for e in accepted if e["id"] in held]
+    rewrite_jsonl(run_dir / "train.jsonl", train_rows)
+    rewrite_jsonl(run_dir / "heldout.jsonl", heldout_rows)
+    _save_dataset(run_dir / "dataset", train_rows, heldout_rows)
+
+    stats = compute_stats(rounds, ledger, accepted, len(docs))
+    previous = run_dir / "stats.json"
+    earlier_wall = 0.0
+    if previous.exists():
+        try:
+            earlier_wall = float(json.loads(previous.read_text()).get("wall_seconds_total", 0.0))
+        except (ValueError, json.JSONDecodeError):
+            earlier_wall = 0.0
+    stats.update({
+        "method": cfg.method.name,
+        "domain": cfg.domain.name,
+        "train_examples": len(train_rows),
+        "heldout_examples": len(heldout_rows),
+        "documents_skipped": skipped,
+        "document_errors": document_errors,
+        "wall_seconds": round(wall_seconds, 2),
+        "wall_seconds_total": round(earlier_wall + wall_seconds, 2),
+        "this_process": {"per_role": llm.usage_summary()},
+        "why_none_accepted": _why_none(stats) if not accepted else None,
+    })
+    previous.write_text(json.dumps(stats, indent=2))
+    return stats
+
+
+def _why_none(stats: dict[str, Any]) -> str:
+    reasons = stats["failure_reasons"]
+    if not reasons:
+        return "no round was completed"
+    top, count = max(reasons.items(), key=lambda kv: kv[1])
+    return (f"no task separated the models: the most common failure was {top!r} ({count} of "
+            f"{sum(reasons.values())} rounds); see failure_reasons and rounds.jsonl")
+
+
+def _save_dataset(path: Path, train: list[dict], heldout: list[dict]) -> None:
+    import datasets
+
+    def to_ds(rows: list[dict]) -> "datasets.Dataset":
+        # Nested, ragged fields (rubric, loop judge) are stored as JSON strings so
+        # every row has the same Arrow schema whatever the domain wrote.
+        flat = [{k: (json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) and k not in (
+            "weak_scores", "strong_scores", "tags") else v) for k, v in r.items()} for r in rows]
+        return datasets.Dataset.from_list(flat) if flat else datasets.Dataset.from_dict({"id": []})
+
+    datasets.DatasetDict({"train": to_ds(train), "heldout": to_ds(heldout)}).save_to_disk(str(path))
+
+
+def print_summary(stats: dict[str, Any], run_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def fmt(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    table = Table(title=f"generate: {stats['method']} / {stats['domain']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("documents", "documents_finished", "accepted", "acceptance_rate", "mean_rounds_per_accepted",
+                "weak_mean_accepted", "strong_mean_accepted", "gap_mean_accepted", "calls_saved_early_exit",
+                "strong_runs_skipped_weak_failed", "judge_failures", "train_examples", "heldout_examples",
+                "wall_seconds"):
+        table.add_row(key, fmt(stats.get(key)))
+    for reason, count in sorted(stats["failure_reasons"].items()):
+        table.add_row(f"failed: {reason}", str(count))
+    console = Console()
+    console.print(table)
+    if stats.get("why_none_accepted"):
+        console.print(f"[yellow]{stats['why_none_accepted']}[/yellow]")
+    console.print(f"outputs in {run_dir}")

@@ -1,0 +1,96 @@
+"""What every run writes into its run dir besides its outputs: resolved config and provenance."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from omegaconf import OmegaConf
+
+from autodata.config import RootConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def git_commit() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": dirty}
+
+
+def write_provenance(cfg: RootConfig, run_dir: Path, argv: list[str] | None = None) -> None:
+    """Resolved config and git commit; API keys never appear (only the names of their env vars)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    info = {
+        "git": git_commit(),
+        "argv": argv if argv is not None else sys.argv,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "host": platform.node(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+    }
+    # A resumed run keeps the history of its starts.
+    path = run_dir / "run_info.json"
+    history = []
+    if path.exists():
+        try:
+            history = json.loads(path.read_text()).get("starts", [])
+        except (json.JSONDecodeError, AttributeError):
+            history = []
+    path.write_text(json.dumps({"starts": history + [info]}, indent=2))
+
+
+class JsonlWriter:
+    """Append-only JSONL, flushed and fsynced per row so a kill loses at most the row being written."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fh = path.open("a", encoding="utf-8")
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Rows of a JSONL file; a torn last line (a kill mid-write) is skipped."""
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+def rewrite_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Atomically replace a JSONL file (write a temp file, then rename)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
