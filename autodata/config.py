@@ -172,6 +172,10 @@ class DomainConfig:
     banned_phrasings: list[str] = field(
         default_factory=lambda: ["explain why", "explain how"]
     )
+    # Questions opening with one of these are recall, not reasoning (CS QV rule); [] turns the check off
+    recall_openers: list[str] = field(default_factory=lambda: ["what", "which", "how many"])
+    # Answer leakage: this many consecutive words of the reference answer found in the context
+    leakage_ngram: int = 8
     # legal: questions longer than this many characters are sent back
     max_question_chars: int = 1000
     # Judge sees the reference answer (PRBench-style legal: yes; CS: no)
@@ -264,12 +268,17 @@ def endpoint_for(models: ModelsConfig, role: str) -> EndpointConfig:
         value = getattr(models, name)
         if value is not None:
             setattr(base, name, value)
+    if models.base_url is not None:
+        base.base_urls = None
     override = models.roles.get(role)
     if override is not None:
         for f in fields(EndpointConfig):
             value = getattr(override, f.name)
             if value is not None:
                 setattr(base, f.name, value)
+        # A role's single base_url replaces inherited replicas rather than hiding behind them.
+        if override.base_url is not None and override.base_urls is None:
+            base.base_urls = None
     if base.base_url and not base.base_urls:
         base.base_urls = [base.base_url]
     return base

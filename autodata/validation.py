@@ -66,7 +66,7 @@ def check_generate(cfg: RootConfig) -> list[Problem]:
     _choice(problems, "domain.acceptance.policy", acc.policy, KNOWN_POLICIES)
     for name in ("strong_min", "weak_max", "min_gap", "weak_run_max", "strong_max"):
         _unit(problems, f"domain.acceptance.{name}", getattr(acc, name))
-    if acc.policy in ("cs_paper", "cs_deployed") and acc.strong_min < acc.weak_max:
+    if acc.policy == "cs_paper" and acc.strong_min < acc.weak_max:
         problems.append(Problem(
             "domain.acceptance.strong_min", acc.strong_min,
             f"must be >= domain.acceptance.weak_max ({acc.weak_max}), or no task can separate the models",

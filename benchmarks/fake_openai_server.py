@@ -16,8 +16,10 @@ import argparse
 import asyncio
 import contextlib
 import json
-import multiprocessing
+import os
 import socket
+import subprocess
+import sys
 import time
 from typing import Iterator
 
@@ -25,6 +27,7 @@ from aiohttp import web
 
 MODEL = "fake-model"
 ANSWER = "The answer is 42."
+READY = "serving"
 
 
 def make_app(latency_s: float) -> web.Application:
@@ -63,7 +66,7 @@ def make_app(latency_s: float) -> web.Application:
     return app
 
 
-async def _serve(host: str, port: int, latency_s: float, ready=None) -> None:
+async def _serve(host: str, port: int, latency_s: float) -> None:
     runner = web.AppRunner(make_app(latency_s), access_log=None)
     await runner.setup()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -72,32 +75,30 @@ async def _serve(host: str, port: int, latency_s: float, ready=None) -> None:
     # The default backlog (128) drops SYNs when hundreds of clients connect at once,
     # and a dropped SYN costs the client a 1 s retransmit that would show up as latency.
     await web.SockSite(runner, sock, backlog=4096).start()
-    if ready is not None:
-        ready.send(sock.getsockname()[1])  # the real port when port=0
-        ready.close()
+    # The parent reads this line to learn the port (port 0 picks a free one).
+    print(f"{READY} http://{host}:{sock.getsockname()[1]}/v1 latency={latency_s}", flush=True)
     await asyncio.Event().wait()
-
-
-def _run(host: str, port: int, latency_s: float, ready) -> None:
-    asyncio.run(_serve(host, port, latency_s, ready))
 
 
 @contextlib.contextmanager
 def serve_in_subprocess(latency_s: float, host: str = "127.0.0.1") -> Iterator[str]:
     """Start the server in a child process; yield its base URL (``http://host:port/v1``)."""
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_run, args=(host, 0, latency_s, child), daemon=True)
-    process.start()
-    child.close()
+    process = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--host", host, "--port", "0", "--latency", str(latency_s)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        if not parent.poll(30):
-            raise RuntimeError(f"fake OpenAI server did not start within 30 s (exit code {process.exitcode})")
-        port = parent.recv()
-        yield f"http://{host}:{port}/v1"
+        line = process.stdout.readline() if process.stdout else ""
+        if not line.startswith(READY):
+            raise RuntimeError(
+                f"fake OpenAI server did not start (exit code {process.poll()}, said {line!r}); "
+                f"run python {__file__} --port 0 to see why"
+            )
+        yield line.split()[1]
     finally:
         process.terminate()
-        process.join(10)
+        process.wait(10)
 
 
 def main() -> None:
@@ -106,7 +107,6 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--latency", type=float, default=1.0, help="seconds before each chat answer")
     args = parser.parse_args()
-    print(f"fake OpenAI server on http://{args.host}:{args.port}/v1 (latency {args.latency} s)", flush=True)
     asyncio.run(_serve(args.host, args.port, args.latency))
 
 

@@ -155,7 +155,7 @@ class MicroBatcher(Generic[P, R]):
         except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
             _fail(batch, exc)
             return
-        for item, result in zip(batch, results):
+        for item, result in zip(batch, results, strict=True):
             if item.future.done():
                 continue
             if isinstance(result, BaseException):

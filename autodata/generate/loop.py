@@ -27,7 +27,6 @@ from autodata.corpus import Document
 from autodata.domains.base import Domain, FailedAttempt, Grade, Task
 from autodata.generate.recorder import RoundRecorder
 from autodata.llm import LLM
-from autodata.scoring import mean
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +76,11 @@ class DocOutcome:
     rounds_used: int
     example: Optional[dict[str, Any]] = None
     reason: Optional[str] = None
+
+
+def mean(scores: list[float]) -> Optional[float]:
+    """Mean of the graded runs; None when none was graded (never a fake 0)."""
+    return sum(scores) / len(scores) if scores else None
 
 
 def truncate_document(text: str, max_tokens: int) -> tuple[str, Optional[str]]:

@@ -77,7 +77,13 @@ async def generate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
     if llm is None:
         llm = LLM(cfg.models, cache=cache, seed=cfg.generate.seed)
     if todo:
-        await llm.check()
+        try:
+            await llm.check()
+        except EndpointUnreachable as err:
+            if owns_llm:
+                await llm.aclose()
+            raise GenerateAborted(f"{err}\nNothing was generated in this run; start the server (or fix the "
+                                  f"URL) and rerun the same command.") from err
 
     rounds_out = JsonlWriter(run_dir / "rounds.jsonl")
     accepted_out = JsonlWriter(run_dir / "accepted.jsonl")

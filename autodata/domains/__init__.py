@@ -1,0 +1,47 @@
+"""Domain registry: ``domain.name`` -> the class that knows its tasks and prompts."""
+
+from __future__ import annotations
+
+from autodata.config import DomainConfig
+from autodata.domains.base import (
+    Criterion,
+    Domain,
+    FailedAttempt,
+    Grade,
+    OutputFormatError,
+    Task,
+    TaskFormatError,
+)
+from autodata.domains.cs import CSDomain
+from autodata.domains.legal import LegalDomain
+from autodata.domains.principia import PrincipiaDomain
+
+DOMAINS: dict[str, type[Domain]] = {
+    "cs": CSDomain,
+    "legal": LegalDomain,
+    "principia": PrincipiaDomain,
+}
+
+
+def build_domain(cfg: DomainConfig) -> Domain:
+    """The domain ``cfg.name`` names; templates are compiled here, once."""
+    cls = DOMAINS.get(cfg.name)
+    if cls is None:
+        raise ValueError(
+            f"domain.name={cfg.name!r} is not a known domain; expected one of: {', '.join(sorted(DOMAINS))} "
+            "(add a class to autodata.domains.DOMAINS for a new one)"
+        )
+    return cls(cfg)
+
+
+__all__ = [
+    "DOMAINS",
+    "Criterion",
+    "Domain",
+    "FailedAttempt",
+    "Grade",
+    "OutputFormatError",
+    "Task",
+    "TaskFormatError",
+    "build_domain",
+]

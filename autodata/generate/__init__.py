@@ -1,0 +1,1 @@
+"""The generate stage: Agentic Self-Instruct and the CoT Self-Instruct baseline."""

@@ -1,0 +1,1 @@
+"""Evaluation metrics, the eval stage and the report stage."""

@@ -1,0 +1,1 @@
+"""GRPO training of the weak model on generated data (stage=train)."""
