@@ -174,8 +174,9 @@ class DomainConfig:
     )
     # Questions opening with one of these are recall, not reasoning (CS QV rule); [] turns the check off
     recall_openers: list[str] = field(default_factory=lambda: ["what", "which", "how many"])
-    # Answer leakage: this many consecutive words of the reference answer found in the context
-    leakage_ngram: int = 8
+    # Answer leakage: this many consecutive words of the reference answer found in the context.
+    # Long enough that shared terminology or a restated setup does not count as a leak.
+    leakage_ngram: int = 12
     # legal: questions longer than this many characters are sent back
     max_question_chars: int = 1000
     # Judge sees the reference answer (PRBench-style legal: yes; CS: no)

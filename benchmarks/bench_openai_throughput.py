@@ -170,7 +170,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, help="requests in flight (overrides the scenario's)")
     parser.add_argument("--latency", type=float, help="server seconds per request (overrides the scenario's)")
     parser.add_argument("--total", type=int, help="measured calls per client (overrides the scenario's)")
-    parser.add_argument("--clients", default="aiohttp,backend,llm", help="comma-separated subset of aiohttp,backend,llm")
+    parser.add_argument("--clients", default="aiohttp,backend,llm", help="comma-separated subset of the three")
     parser.add_argument("--warmup", type=int, help="unmeasured calls first, to open the pool (default: concurrency)")
     args = parser.parse_args()
 
@@ -187,7 +187,8 @@ def main() -> None:
             latency_s=args.latency if args.latency is not None else scenario.latency_s,
             total=args.total or scenario.total,
         )
-        results = asyncio.run(run_scenario(scenario, clients, args.warmup if args.warmup is not None else scenario.concurrency))
+        warmup = args.warmup if args.warmup is not None else scenario.concurrency
+        results = asyncio.run(run_scenario(scenario, clients, warmup))
         print_table(scenario, results)
     print("\nCPU ms/call is this process's CPU time over the measured calls; '+ vs prev' is what the layer adds.")
 

@@ -248,9 +248,16 @@ def test_unreachable_endpoint_names_the_url(tmp_path):
     cfg.models.base_url = "http://127.0.0.1:9/v1"
     cfg.models.default.max_retries = 1
     cfg.models.default.timeout_s = 2
-    llm = LLM(cfg.models)
+
+    async def attempt():
+        llm = LLM(cfg.models)
+        try:
+            await generate(cfg, tmp_path / "run", llm=llm)
+        finally:
+            await llm.aclose()
+
     with pytest.raises(GenerateAborted, match=r"127\.0\.0\.1:9"):
-        asyncio.run(generate(cfg, tmp_path / "run", llm=llm))
+        asyncio.run(attempt())
 
 
 def test_empty_corpus_is_a_clear_error(tmp_path):

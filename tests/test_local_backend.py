@@ -272,20 +272,6 @@ def test_missing_local_model_fails_check_with_the_path(tmp_path):
         asyncio.run(backend.check())
 
 
-def test_vllm_backend_names_the_install_command_when_vllm_is_missing():
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("vllm is installed here; the missing-package error cannot occur")
-    from autodata.backends.vllm_backend import VLLMBackend
-
-    backend = VLLMBackend(EndpointConfig(backend="vllm", model="Qwen/Qwen3-0.6B"))
-    with pytest.raises(EndpointUnreachable, match=r"pip install 'autodata\[gpu\]'"):
-        asyncio.run(backend.check())
-
-
 # ---- the real embedded model ---------------------------------------------------------
 
 

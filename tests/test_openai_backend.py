@@ -31,7 +31,10 @@ SCHEMA = {"type": "object", "properties": {"answer": {"type": "integer"}}, "requ
 class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
-    body: Optional[dict[str, Any]] = None  # None: a valid ChatCompletion
+    # JSON body; None sends a generic error object
+    body: Optional[dict[str, Any]] = None
+    # Sent as is instead of JSON (a proxy's HTML page, say)
+    raw: Optional[str] = None
 
 
 class ScriptedServer:
@@ -64,7 +67,10 @@ class ScriptedServer:
             self.in_flight -= 1
         if self.script:
             reply = self.script.pop(0)
-            return web.json_response(reply.body or {"error": {"message": "scripted"}}, status=reply.status, headers=reply.headers)
+            if reply.raw is not None:
+                return web.Response(text=reply.raw, status=reply.status, content_type="text/html")
+            body = reply.body or {"error": {"message": "scripted"}}
+            return web.json_response(body, status=reply.status, headers=reply.headers)
         response_format = body.get("response_format")
         if response_format and response_format["type"] not in self.accepts:
             message = f"response_format type {response_format['type']!r} is not supported"
@@ -76,11 +82,11 @@ class ScriptedServer:
         ]
         usage = {"prompt_tokens": 11, "completion_tokens": 7 * n, "total_tokens": 11 + 7 * n}
         return web.json_response(
-            {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": choices, "usage": usage}
+            {"id": "x", "object": "chat.completion", "model": body["model"], "choices": choices, "usage": usage}
         )
 
     async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": "test-model", "object": "model", "created": 0, "owned_by": "t"}]})
+        return web.json_response({"object": "list", "data": [{"id": "test-model", "object": "model", "owned_by": "t"}]})
 
     async def __aenter__(self) -> "ScriptedServer":
         app = web.Application()
@@ -125,7 +131,8 @@ def backend(ep: EndpointConfig) -> OpenAIBackend:
 
 
 def chat(n: int = 1, seed: Optional[int] = 7, schema: Optional[dict] = None) -> ChatRequest:
-    return ChatRequest(messages=MESSAGES, sampling=Sampling(temperature=0.5, top_p=0.9, max_tokens=32, seed=seed), n=n, json_schema=schema)
+    sampling = Sampling(temperature=0.5, top_p=0.9, max_tokens=32, seed=seed)
+    return ChatRequest(messages=MESSAGES, sampling=sampling, n=n, json_schema=schema)
 
 
 def run(coro):
@@ -222,6 +229,22 @@ def test_400_is_not_retried():
     server, info = run(main())
     assert len(server.requests) == 1
     assert "400" in str(info.value) and "max_tokens is too large" in str(info.value)
+
+
+def test_a_200_that_is_not_a_chat_completion_says_what_came_back():
+    async def main():
+        async with ScriptedServer() as server:
+            server.script = [Reply(200, raw="<html>Welcome to nginx!</html>")]
+            b = backend(endpoint(server.url))
+            try:
+                with pytest.raises(BackendError) as info:
+                    await b.complete(chat())
+            finally:
+                await b.aclose()
+        return info
+
+    message = str(run(main()).value)
+    assert "Welcome to nginx" in message and "/v1" in message
 
 
 def test_connection_refused_raises_endpoint_unreachable_naming_the_url():
@@ -337,14 +360,18 @@ def test_requests_spread_across_replicas():
             try:
                 for _ in range(4):
                     await b.complete(chat())
+                sequential = (len(a.requests), len(b_server.requests))
                 await asyncio.gather(*(b.complete(chat()) for _ in range(16)))
             finally:
                 await b.aclose()
-        return a, b_server
+        return a, b_server, sequential
 
-    a, b_server = run(main())
-    assert len(a.requests) == len(b_server.requests) == 10
+    a, b_server, sequential = run(main())
+    # Idle replicas tie, and ties go round-robin.
+    assert sequential == (2, 2)
+    # Concurrent calls go to the replica with fewer in flight: with 8 slots neither holds more than 4.
     assert a.max_in_flight == b_server.max_in_flight == 4
+    assert len(a.requests) + len(b_server.requests) == 20 and 8 <= len(a.requests) <= 12
 
 
 def test_connection_error_moves_to_another_replica():
@@ -393,7 +420,8 @@ def test_api_key_is_sent_but_never_shown(monkeypatch):
             b = backend(endpoint(server.url, api_key_env="AUTODATA_TEST_KEY"))
             try:
                 await b.complete(chat())
-                shown = [repr(b), str(b), b.name, b.cache_identity, json.dumps(vars(b.endpoint), default=str)]
+                shown = [repr(b), str(b), b.name, b.cache_identity, repr(vars(b))]
+                shown.append(json.dumps(vars(b.endpoint), default=str))
             finally:
                 await b.aclose()
         return server, shown

@@ -71,7 +71,8 @@ def test_json_schema_output_parses(llama_server):
         "required": ["color", "primary"],
     }
     messages = [{"role": "user", "content": "Give one primary color as a JSON object."}]
-    [out] = complete(llama_server, ChatRequest(messages, Sampling(temperature=0.0, max_tokens=48, seed=5), json_schema=schema))
+    sampling = Sampling(temperature=0.0, max_tokens=48, seed=5)
+    [out] = complete(llama_server, ChatRequest(messages, sampling, json_schema=schema))
     value = json.loads(out.text)
     assert value["color"] in ("red", "yellow", "blue") and isinstance(value["primary"], bool)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import doctest
+import importlib
+
 import pytest
 
 from autodata.scoring import at_least, at_most, below, clamp, count_correct, gap, mean, pstdev, rubric_score
@@ -69,3 +72,13 @@ def test_threshold_comparisons_absorb_float_noise_only():
     assert not at_least(0.2 - 1e-6, 0.2)
     assert below(0.4999, 0.5) and not below(0.5, 0.5)
     assert at_most(0.65 + 1e-12, 0.65) and not at_most(0.651, 0.65)
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["autodata.scoring", "autodata.acceptance", "autodata.domains.checks", "autodata.domains.templating",
+     "autodata.domains.rubric"],
+)
+def test_docstring_examples(module):
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0

@@ -124,17 +124,17 @@ def retry_after_s(headers: Any, now: Optional[float] = None) -> Optional[float]:
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def split_evenly(total: int, weights: list[int]) -> list[int]:
+def split_by_weight(total: int, weights: list[int]) -> list[int]:
     """Integers proportional to ``weights`` that add up to ``total`` (largest remainder).
 
     Usage comes per response, not per choice; splitting it this way keeps the
     sums over a call's completions equal to what the server counted.
 
-    >>> split_evenly(10, [1, 1, 1])
+    >>> split_by_weight(10, [1, 1, 1])
     [4, 3, 3]
-    >>> split_evenly(7, [0, 0])
+    >>> split_by_weight(7, [0, 0])
     [4, 3]
-    >>> split_evenly(9, [1, 2])
+    >>> split_by_weight(9, [1, 2])
     [3, 6]
     """
     if not weights:
@@ -167,7 +167,8 @@ class OpenAIBackend:
             )
         if not endpoint.model:
             raise ValueError(
-                "backend=openai needs the served model name, found none; set models.model=<name the server lists at /v1/models>"
+                "backend=openai needs the served model name, found none; "
+                "set models.model=<a name the server lists at /v1/models>"
             )
         self.endpoint = endpoint
         self.model = endpoint.model
@@ -219,7 +220,9 @@ class OpenAIBackend:
             if len(completions) < n:
                 if len(completions) == 1 and not self._ignores_n:
                     self._ignores_n = True
-                    log.warning("%s returned 1 choice for n=%d; sending one request per sample from now on", self.name, n)
+                    log.warning(
+                        "%s returned 1 choice for n=%d; sending one request per sample from now on", self.name, n
+                    )
                 got = len(completions)
                 batches = await asyncio.gather(
                     *(self._sample(request, 1, _seed_at(seed, got + i)) for i in range(n - got))
@@ -238,7 +241,8 @@ class OpenAIBackend:
         if unreachable:
             lines = "\n".join(f"  {url}: {_describe(err)}" for url, err in unreachable)
             raise EndpointUnreachable(
-                f"{len(unreachable)} of {len(self._replicas)} replicas of model {self.model!r} did not answer GET /models:\n"
+                f"{len(unreachable)} of {len(self._replicas)} replicas of model {self.model!r} "
+                f"did not answer GET /models:\n"
                 f"{lines}\nIs the server running and listening there? Start it, or fix models.base_url / base_urls."
             )
         for replica, err in zip(self._replicas, results):
@@ -319,7 +323,6 @@ class OpenAIBackend:
                 # The SDK's generic post() skips the typed-params transform and the pydantic
                 # response model, which together cost more CPU per call than the HTTP itself.
                 response = await replica.client.post("/chat/completions", body=params, cast_to=httpx2.Response)
-                return response.json()
             except APIStatusError as err:
                 if "response_format" in params and _rejects_response_format(err):
                     # Not retried: the same body would be refused again.
@@ -332,6 +335,17 @@ class OpenAIBackend:
                 raise
             finally:
                 replica.in_flight -= 1
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
+            text = " ".join(response.text.split())[:BODY_EXCERPT_CHARS]
+            raise BackendError(
+                f"{replica.url}/chat/completions answered {response.status_code} without a ChatCompletion "
+                f"(no 'choices' list): {text!r}; is base_url the server's OpenAI API root (it usually ends in /v1)?"
+            )
+        return body
 
     def _pick(self, avoid: list[str]) -> _Replica:
         """Least requests in flight, ties round-robin; replicas that just failed this request last."""
@@ -370,7 +384,8 @@ class OpenAIBackend:
         attempts = int(self.endpoint.max_retries or 0) + 1
         if _is_timeout(err):
             return EndpointUnreachable(
-                f"{urls} did not answer a chat request for model {self.model!r} within timeout_s={self.endpoint.timeout_s} "
+                f"{urls} did not answer a chat request for model {self.model!r} "
+                f"within timeout_s={self.endpoint.timeout_s} "
                 f"in {attempts} attempts (last error: {_describe(err)}). Is the server overloaded or stuck? "
                 f"Check its log, lower max_concurrency, or raise timeout_s."
             )
@@ -418,8 +433,8 @@ def _completions(response: dict[str, Any]) -> list[Completion]:
     choices = sorted(response.get("choices") or [], key=lambda c: c.get("index", 0))
     texts = [(c.get("message") or {}).get("content") or "" for c in choices]
     usage = response.get("usage") or {}
-    prompt = split_evenly(int(usage.get("prompt_tokens") or 0), [1] * len(choices))
-    completion = split_evenly(int(usage.get("completion_tokens") or 0), [len(t) for t in texts])
+    prompt = split_by_weight(int(usage.get("prompt_tokens") or 0), [1] * len(choices))
+    completion = split_by_weight(int(usage.get("completion_tokens") or 0), [len(t) for t in texts])
     return [
         Completion(text=t, finish_reason=c.get("finish_reason") or "unknown", prompt_tokens=p, completion_tokens=k)
         for c, t, p, k in zip(choices, texts, prompt, completion)

@@ -115,10 +115,13 @@ class Fields:
             self.problems.append(f"(top level): expected a JSON object, found {_show(obj)}")
 
     def get(self, key: str, path: Optional[str] = None, obj: Optional[dict] = None) -> Any:
+        """The value, or None after recording a problem (missing key, or JSON null)."""
         src = self.obj if obj is None else obj
         if key not in src:
             self.problems.append(f"{path or key}: missing")
             return None
+        if src[key] is None:
+            self.problems.append(f"{path or key}: expected a value, found null")
         return src[key]
 
     def text(self, key: str, *, obj: Optional[dict] = None, path: Optional[str] = None,

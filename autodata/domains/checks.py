@@ -28,7 +28,9 @@ def words(text: str) -> list[str]:
 
 
 def normalized(text: str) -> str:
-    """>>> normalized("  The  Answer: 42. ")
+    """Words joined by single spaces: the form text is compared in.
+
+    >>> normalized("  The  Answer: 42. ")
     'the answer 42'
     """
     return " ".join(words(text))

@@ -19,7 +19,8 @@ from autodata.domains.base import STRING, Domain, Fields, Grade, Task, TaskForma
 MAX_ANSWER_CHARS = 300
 # Words that may surround a number without making it more than a bare number.
 _FILLER = {"the", "answer", "is", "it", "value", "result", "equals", "equal", "to", "exactly", "n", "x"}
-_PRECISE_REAL = re.compile(r"\d+\.\d{3,}|\d(?:\.\d+)?\s*[eE][-+]?\d+|≈|\bapproximately\b|\babout\b")
+# Three or more decimals, scientific notation, or an explicit approximation
+_PRECISE_REAL = re.compile(r"\d+\.\d{3,}|\d(?:\.\d+)?\s*[eE][-+]?\d+|≈|\bapproximately\b")
 
 
 class PrincipiaDomain(Domain):

@@ -115,10 +115,20 @@ class DocumentRunner:
         return result.value, result.error
 
     async def solve(self, rec: RoundRecorder, task: Task, side: str, doc_text: Optional[str],
-                    early_exit: bool) -> SolverResult:
-        """Sample a solver in waves, judge each answer, stop once the criterion is decided."""
+                    early_exit: bool, weak_mean: Optional[float] = None) -> SolverResult:
+        """Sample a solver in waves, judge each answer, stop once the criterion is decided.
+
+        For the strong side, ``weak_mean`` lets the gap rule decide early too. A
+        domain whose loop judge reads every rollout exits early only on failure,
+        so an accepted task is judged on the full set of runs.
+        """
         k = self.gen.weak_samples if side == "weak" else self.gen.strong_samples
-        status_of = self.policy.weak_status if side == "weak" else self.policy.strong_status
+        if side == "weak":
+            status_of = self.policy.weak_status
+        else:
+            def status_of(scores: list[float], k: int) -> Status:
+                return self.policy.strong_status(scores, k, weak_mean=weak_mean)
+        stop_on = {Status.FAIL} if self.domain.has_loop_judge else {Status.PASS, Status.FAIL}
         role = f"{side}_solver"
         messages = self.domain.solver_messages(task, doc_text)
         result = SolverResult()
@@ -136,7 +146,7 @@ class DocumentRunner:
             # is decided over the runs that were graded.
             effective_k = k - result.judge_failures
             result.status = status_of(result.scores, effective_k) if effective_k > 0 else Status.FAIL
-            if early_exit and result.status is not Status.UNDECIDED and drawn < k:
+            if early_exit and result.status in stop_on and drawn < k:
                 result.saved = k - drawn
                 break
         if result.status is Status.UNDECIDED:  # only when early exit is off mid-way; decide on all runs
@@ -222,7 +232,8 @@ class DocumentRunner:
                                     f"weak solver scored {_fmt(weak.scores)}: the weak criterion does not hold")
             else:
                 privileged = doc_text if self.gen.strong_sees_document else None
-                strong = await self.solve(rec, task, "strong", privileged, self.gen.early_exit)
+                strong = await self.solve(rec, task, "strong", privileged, self.gen.early_exit,
+                                          weak_mean=mean(weak.scores))
                 decision = self.policy.decide(weak.scores, strong.scores)
             loop_verdict = None
             if decision.accepted and self.domain.has_loop_judge:
