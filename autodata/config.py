@@ -177,6 +177,11 @@ class DomainConfig:
     # Answer leakage: this many consecutive words of the reference answer found in the context.
     # Long enough that shared terminology or a restated setup does not count as a leak.
     leakage_ngram: int = 12
+    # Cap on every free-text field of the structured outputs (JSON-schema maxLength); null = no cap.
+    # Small models need it to close their JSON within the token budget.
+    max_field_chars: Optional[int] = None
+    # The same cap for strings inside array items (rubric criteria, tags); null = max_field_chars
+    max_item_chars: Optional[int] = None
     # legal: questions longer than this many characters are sent back
     max_question_chars: int = 1000
     # Judge sees the reference answer (PRBench-style legal: yes; CS: no)
@@ -228,6 +233,121 @@ class CacheConfig:
 
 
 @dataclass
+class LoraConfig:
+    """Optional LoRA adapters (peft); the final save is then the adapter, not the full model."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    # Module names to adapt; ["all-linear"] adapts every linear layer but the output head
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+
+
+@dataclass
+class RolloutVLLMConfig:
+    """vLLM for GRPO rollouts (GPU only; TRL's use_vllm / vllm_mode)."""
+
+    # Generate completions with vLLM instead of transformers' generate()
+    enabled: bool = False
+    # colocate: vLLM shares the training GPUs in the training processes; server: a separate `trl vllm-serve` process
+    mode: str = "colocate"
+    # server: the URL the vLLM server listens on (e.g. http://node7:8000); required in server mode
+    server_base_url: Optional[str] = None
+    # server: seconds to wait for the server to come up
+    server_timeout_s: float = 240.0
+    # colocate: share of each GPU's memory vLLM may take (the rest trains)
+    gpu_memory_utilization: float = 0.3
+    # colocate: tensor parallel degree of the in-process engine
+    tensor_parallel_size: int = 1
+    # colocate: offload vLLM weights and cache during the optimizer step (saves memory, costs transfer time)
+    enable_sleep_mode: bool = False
+    # Context window (prompt + completion tokens); null infers it from the model config
+    max_model_length: Optional[int] = None
+
+
+@dataclass
+class TrainConfig:
+    """GRPO on a generate run's accepted examples (stage=train); defaults are the paper's CS setting.
+
+    Batch mapping: one optimizer step uses ``completions_per_step`` completions,
+    i.e. ``batch_size * group_size`` when ``batch_unit=prompts`` (the paper's
+    "batch size 16" = 16 prompts x 8 rollouts = 128 completions). TRL's view of
+    the same number is ``per_device_batch_size x num_processes x
+    gradient_accumulation_steps``; the stage derives gradient accumulation from
+    the other three, so one generation batch feeds exactly one optimizer step.
+    """
+
+    # A generate run's accepted.jsonl / train.jsonl, its run dir, or its dataset/ dir; a list of them for the
+    # combined arm. Held-out examples are never trained on.
+    dataset: Optional[Any] = None
+    # Policy to train: a hub id (clusters), a local checkpoint dir, or "embedded" (SmolLM2-135M-Instruct)
+    model: str = "Qwen/Qwen3.5-4B"
+    # Size of one optimizer step, counted in batch_unit (paper CS: 16; science: 64)
+    batch_size: int = 16
+    # What batch_size counts: prompts (each sampled group_size times) or completions (TRL's own unit)
+    batch_unit: str = "prompts"
+    # Completions sampled per prompt: the GRPO group (TRL's num_generations)
+    group_size: int = 8
+    # Completions in one forward/backward pass on one device (TRL's per_device_train_batch_size)
+    per_device_batch_size: int = 8
+    learning_rate: float = 1e-6
+    # transformers scheduler name: linear, constant, cosine, ...
+    lr_scheduler_type: str = "linear"
+    # Passes over the training examples (the paper trains about one epoch); max_steps wins when set
+    epochs: float = 1.0
+    # Stop after this many optimizer steps; null lets epochs decide
+    max_steps: Optional[int] = None
+    # Rollout sampling
+    temperature: float = 1.0
+    top_p: float = 1.0
+    # Tokens per completion; a completion that reaches it counts as truncated (science setting: 65,536)
+    max_completion_length: int = 16384
+    # KL coefficient against the frozen reference model (not published; 0 loads no reference model)
+    beta: float = 0.0
+    # TRL loss aggregation: grpo, dr_grpo, dapo, bnpo, cispo, sapo (see TRL's GRPOConfig.loss_type)
+    loss_type: str = "dapo"
+    # Advantage scaling: group (divide by the group's reward std, original GRPO), batch, or none (Dr. GRPO)
+    scale_rewards: str = "group"
+    # Drop completions that hit max_completion_length from the loss (DAPO); they still count in the metrics
+    mask_truncated_completions: bool = False
+    # Policy updates per generation batch (mu in the GRPO paper)
+    num_iterations: int = 1
+    # PPO clip range
+    epsilon: float = 0.2
+    # bf16 weights and compute; null: on with CUDA, off on CPU
+    bf16: Optional[bool] = None
+    # Recompute activations in backward to save memory; null: on with CUDA, off on CPU
+    gradient_checkpointing: Optional[bool] = None
+    # Keyword arguments for the policy's chat template (e.g. {enable_thinking: false} for Qwen3-style models)
+    chat_template_kwargs: Optional[dict[str, Any]] = None
+    # Grade only the text after the last </think>; a completion whose reasoning never closes has no answer
+    strip_reasoning: bool = True
+    # Completions that try to instruct the judge get reward 0 without a judge call (logged to injections.jsonl)
+    injection_guard: bool = True
+    # Ask the judge endpoint to answer once before the policy loads (fail fast with the URL)
+    check_judge: bool = True
+    # Save a checkpoint every this many optimizer steps (into <run dir>/checkpoints)
+    save_steps: int = 50
+    # Checkpoints kept on disk (older ones are deleted)
+    save_total_limit: int = 3
+    # Continue from the newest checkpoint in <run dir>/checkpoints (pass the same hydra.run.dir)
+    resume: bool = False
+    # Log metrics every this many optimizer steps
+    logging_steps: int = 1
+    # Log prompts, completions and rewards (TRL's completions table; W&B with logger=wandb)
+    log_completions: bool = True
+    seed: int = 0
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    vllm: RolloutVLLMConfig = field(default_factory=RolloutVLLMConfig)
+
+    @property
+    def completions_per_step(self) -> int:
+        """Completions one optimizer step consumes (= prompts per step x group size)."""
+        return self.batch_size * self.group_size if self.batch_unit == "prompts" else self.batch_size
+
+
+@dataclass
 class RootConfig:
     # Which stage to run: see autodata.stages.STAGES
     stage: str = MISSING
@@ -237,6 +357,7 @@ class RootConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     # none or wandb
     logger: str = "none"
     # Shown progress bar (off in CI logs)

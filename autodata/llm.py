@@ -67,19 +67,20 @@ def extract_json(text: str) -> Any:
     {'a': {'b': 2}}
     """
     text = text.strip()
+    # strict=False: some servers' grammars let raw newlines into JSON strings.
     try:
-        return json.loads(text)
+        return json.loads(text, strict=False)
     except json.JSONDecodeError:
         pass
     for block in _FENCE.findall(text):
         try:
-            return json.loads(block.strip())
+            return json.loads(block.strip(), strict=False)
         except json.JSONDecodeError:
             continue
     start = text.find("{")
     if start < 0:
         raise ValueError("no JSON object found in the model output")
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(strict=False)
     try:
         obj, _ = decoder.raw_decode(text[start:])
         return obj

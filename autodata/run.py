@@ -27,6 +27,9 @@ from autodata.validation import ConfigError, validate
 log = logging.getLogger("autodata")
 
 register_configs()
+# One INFO line per HTTP request floods the run log at hundreds of requests per second.
+for _noisy in ("httpx", "httpx2", "urllib3"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="config")

@@ -12,6 +12,7 @@ from typing import Callable
 
 STAGES: dict[str, str] = {
     "generate": "autodata.generate.stage:run",
+    "train": "training.stage:run",
 }
 
 

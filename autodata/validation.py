@@ -135,7 +135,82 @@ def check_models(cfg: RootConfig) -> list[Problem]:
     return problems
 
 
-CHECKS = {"generate": check_generate}
+KNOWN_BATCH_UNITS = ("prompts", "completions")
+KNOWN_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
+KNOWN_REWARD_SCALING = ("group", "batch", "none")
+KNOWN_VLLM_MODES = ("colocate", "server")
+
+
+def check_train(cfg: RootConfig) -> list[Problem]:
+    """Rules of stage=train that need no file or process: the data and the world size are checked at start."""
+    problems: list[Problem] = []
+    t = cfg.train
+    _choice(problems, "domain.name", cfg.domain.name, KNOWN_DOMAINS)
+    _choice(problems, "logger", cfg.logger, KNOWN_LOGGERS)
+    paths = [t.dataset] if isinstance(t.dataset, str) else t.dataset
+    if not paths or not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
+        problems.append(Problem(
+            "train.dataset", t.dataset, "must name a generate run's output (a path, or a list of paths)",
+            "set train.dataset=runs/<generate run>/accepted.jsonl, or train.dataset='[RUN_A,RUN_B]' for the combined "
+            "arm (python -m autodata.run stage=generate hydra.run.dir=runs/<name> makes one)",
+        ))
+    if not t.model:
+        problems.append(Problem("train.model", t.model, "must name the policy", "set train.model to a hub id, a "
+                                "checkpoint dir or embedded"))
+    _choice(problems, "train.batch_unit", t.batch_unit, KNOWN_BATCH_UNITS)
+    _choice(problems, "train.loss_type", t.loss_type, KNOWN_LOSS_TYPES)
+    _choice(problems, "train.scale_rewards", t.scale_rewards, KNOWN_REWARD_SCALING)
+    for key in ("batch_size", "per_device_batch_size", "learning_rate", "epochs", "max_completion_length",
+                "num_iterations", "save_steps", "save_total_limit", "logging_steps"):
+        _positive(problems, f"train.{key}", getattr(t, key))
+    _positive(problems, "train.beta", t.beta, allow_zero=True)
+    _positive(problems, "train.epsilon", t.epsilon)
+    if t.max_steps is not None:
+        _positive(problems, "train.max_steps", t.max_steps)
+    if not isinstance(t.group_size, int) or t.group_size < 2:
+        problems.append(Problem("train.group_size", t.group_size,
+                                "must be >= 2 (GRPO's advantage compares completions of one prompt)",
+                                "set train.group_size to 2 or more (paper: 8)"))
+    elif t.batch_unit == "completions" and isinstance(t.batch_size, int) and t.batch_size % t.group_size:
+        problems.append(Problem(
+            "train.batch_size", t.batch_size,
+            f"must be divisible by train.group_size ({t.group_size}) when train.batch_unit=completions, or a step "
+            "would hold a partial group",
+            f"set train.batch_size to a multiple of {t.group_size}, or count prompts with train.batch_unit=prompts",
+        ))
+    elif t.batch_unit in KNOWN_BATCH_UNITS and isinstance(t.per_device_batch_size, int) and t.per_device_batch_size > 0 \
+            and t.batch_size > 0 and t.completions_per_step % t.per_device_batch_size:
+        problems.append(Problem(
+            "train.per_device_batch_size", t.per_device_batch_size,
+            f"must divide the completions per step ({t.completions_per_step} = train.batch_size x train.group_size)",
+            "pick a divisor; gradient accumulation makes up the rest",
+        ))
+    if not 0.0 < float(t.temperature) <= 2.0:
+        problems.append(Problem("train.temperature", t.temperature, "must lie in (0, 2]",
+                                "set a sampling temperature in (0, 2] (paper: 1.0)"))
+    if not 0.0 < float(t.top_p) <= 1.0:
+        problems.append(Problem("train.top_p", t.top_p, "must lie in (0, 1]", "set train.top_p in (0, 1]"))
+    v = t.vllm
+    if v.enabled:
+        _choice(problems, "train.vllm.mode", v.mode, KNOWN_VLLM_MODES)
+        if v.mode == "server" and not v.server_base_url:
+            problems.append(Problem("train.vllm.server_base_url", v.server_base_url, "is required in server mode",
+                                    "start `trl vllm-serve --model MODEL` on a spare GPU and set "
+                                    "train.vllm.server_base_url=http://HOST:8000"))
+        if not 0.0 < float(v.gpu_memory_utilization) < 1.0:
+            problems.append(Problem("train.vllm.gpu_memory_utilization", v.gpu_memory_utilization, "must lie in (0, 1)",
+                                    "leave room for training, e.g. 0.3"))
+    if t.lora.enabled:
+        _positive(problems, "train.lora.r", t.lora.r)
+        _positive(problems, "train.lora.alpha", t.lora.alpha)
+        if not t.lora.target_modules:
+            problems.append(Problem("train.lora.target_modules", t.lora.target_modules, "must not be empty",
+                                    "name the modules to adapt, or [all-linear]"))
+    problems.extend(check_models(cfg))
+    return problems
+
+
+CHECKS = {"generate": check_generate, "train": check_train}
 
 
 def validate(cfg: RootConfig) -> None:

@@ -146,7 +146,9 @@ class JsonGrammars:
         """The compiled grammar for ``schema``, or None (decode unconstrained) when it cannot be built."""
         if self._compiler is None:
             return None
-        key = json.dumps(schema, sort_keys=True)
+        # Property order is meaningful (a "plan" written before the answer), so the
+        # key and the compiled grammar keep the schema's own order.
+        key = json.dumps(schema)
         with self._lock:
             if key in self._cache:
                 return self._cache[key]

@@ -203,6 +203,34 @@ def object_schema(properties: dict[str, Any]) -> dict[str, Any]:
 
 STRING = {"type": "string"}
 
+
+def cap_strings(schema: Any, max_chars: int, item_chars: Optional[int] = None) -> Any:
+    """A copy of ``schema`` whose free-text strings carry ``maxLength`` (enums are left alone).
+
+    Small models ramble inside JSON strings until the token budget runs out; a
+    constrained decoder honours maxLength, so the answer still closes. Strings
+    inside array items (rubric criteria, tags) get ``item_chars``.
+
+    >>> cap_strings({"type": "object", "properties": {"q": {"type": "string"}}}, 50)["properties"]["q"]
+    {'type': 'string', 'maxLength': 50}
+    >>> cap_strings({"type": "array", "items": {"type": "string"}}, 50, 20)["items"]
+    {'type': 'string', 'maxLength': 20}
+    """
+    if isinstance(schema, dict):
+        out = {}
+        for key, value in schema.items():
+            if key == "items" and item_chars:
+                out[key] = cap_strings(value, item_chars, item_chars)
+            else:
+                out[key] = cap_strings(value, max_chars, item_chars)
+        if out.get("type") == "string" and "enum" not in out:
+            out["maxLength"] = max_chars
+        return out
+    if isinstance(schema, list):
+        return [cap_strings(v, max_chars, item_chars) for v in schema]
+    return schema
+
+
 QV_SCHEMA = object_schema({"feedback": STRING, "verdict": {"type": "string", "enum": ["PASS", "FAIL"]}})
 
 # Order of the feedback groups in the challenger prompt, and what each means.
@@ -253,6 +281,9 @@ class Domain:
         self.prompts = PromptSet(self.name, list(self.template_names), cfg.template_dir)
         self.challenger_schema: dict[str, Any] = self._challenger_schema()
         self.qv_schema: dict[str, Any] = QV_SCHEMA
+        if cfg.max_field_chars:
+            for name in ("challenger_schema", "qv_schema", "extractor_schema", "loop_judge_schema"):
+                setattr(self, name, cap_strings(getattr(self, name), cfg.max_field_chars, cfg.max_item_chars))
 
     # ----------------------------------------------------------------- challenger
     def challenger_messages(self, doc_text: str, history: list[FailedAttempt], method: str) -> list[dict]:

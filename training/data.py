@@ -1,0 +1,256 @@
+"""Training examples from generate runs: find them, drop held-out ones, check fields, build policy prompts.
+
+``train.dataset`` may name, per source:
+
+- a generate run dir (``runs/cs_agentic``): its ``train.jsonl`` (the held-out
+  split already removed), else ``accepted.jsonl``, else ``dataset/``;
+- ``accepted.jsonl`` or ``train.jsonl`` of such a run;
+- a saved ``datasets`` dir: a DatasetDict (its ``train`` split) or a Dataset.
+
+A list of sources is the combined arm (concatenated). Whatever the form, ids in
+the run's ``heldout.jsonl`` (or a DatasetDict's ``heldout`` split) are dropped:
+the held-out examples are for evaluation and are never trained on.
+
+The prompt the policy sees is the domain's solver prompt (the one the weak
+solver answered during generation) rendered from the example's context and
+question; TRL applies the policy's chat template to it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from autodata.domains import Domain, Task
+from autodata.rundir import read_jsonl
+
+log = logging.getLogger(__name__)
+
+# Fields every example needs, and the ones rubric-graded domains add.
+REQUIRED_FIELDS = ("id", "question", "reference_answer")
+RUBRIC_FIELDS = ("rubric",)
+RUBRIC_DOMAINS = ("cs", "legal")
+PRODUCER = ("these fields are written by stage=generate (accepted.jsonl, train.jsonl, dataset/); point train.dataset "
+            "at a generate run's output, e.g. python -m autodata.run stage=generate hydra.run.dir=runs/cs_agentic "
+            "then train.dataset=runs/cs_agentic")
+NESTED_FIELDS = ("rubric", "tags", "extra")
+
+
+class DataError(ValueError):
+    """The training data cannot be used; the message says what was expected, what was found and what to do."""
+
+
+@dataclass
+class Source:
+    path: Path
+    # What was read: train.jsonl, accepted.jsonl, dataset:train, ...
+    kind: str
+    rows: list[dict[str, Any]]
+    heldout_dropped: int = 0
+
+
+@dataclass
+class TrainingData:
+    # Rows ready for TRL: prompt (chat messages), task (JSON of the Task), example_id, source
+    rows: list[dict[str, Any]]
+    sources: list[Source] = field(default_factory=list)
+    duplicates_dropped: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "examples": len(self.rows),
+            "sources": [{"path": str(s.path), "read": s.kind, "examples": len(s.rows),
+                         "heldout_dropped": s.heldout_dropped} for s in self.sources],
+            "duplicates_dropped": self.duplicates_dropped,
+        }
+
+    def to_dataset(self):
+        import datasets
+
+        return datasets.Dataset.from_list(self.rows)
+
+
+def as_paths(dataset: Any) -> list[str]:
+    if isinstance(dataset, str):
+        return [dataset]
+    return [str(p) for p in (dataset or [])]
+
+
+def load_training_data(dataset: Any, domain: Domain) -> TrainingData:
+    """Every training example of the sources ``dataset`` names, with the policy prompt built."""
+    paths = as_paths(dataset)
+    if not paths:
+        raise DataError(f"train.dataset is empty; {PRODUCER}")
+    sources = [read_source(Path(p)) for p in paths]
+    picked: list[tuple[dict[str, Any], Source]] = []
+    seen: set[str] = set()
+    duplicates = 0
+    problems: list[str] = []
+    for source in sources:
+        problems += field_problems(source, domain.name)
+        for row in source.rows:
+            ident = str(row.get("id"))
+            if ident in seen:
+                duplicates += 1
+                continue
+            seen.add(ident)
+            picked.append((row, source))
+    if problems:
+        raise DataError("the training data is missing fields the reward needs:\n" + "\n".join(f"  - {p}" for p in problems)
+                        + f"\n{PRODUCER}")
+    if duplicates:
+        log.warning("train.dataset: dropped %d examples whose id appeared in an earlier source", duplicates)
+    if not picked:
+        raise DataError(_empty_message(sources))
+    examples = [to_example(row, domain, source_name=str(source.path)) for row, source in picked]
+    return TrainingData(examples, sources, duplicates)
+
+
+def read_source(path: Path) -> Source:
+    if not path.exists():
+        raise DataError(f"train.dataset: {path} does not exist (looked in {path.resolve().parent}); {PRODUCER}")
+    if path.is_dir():
+        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+            return _read_saved_dataset(path, heldout=_heldout_ids(path.parent))
+        for name in ("train.jsonl", "accepted.jsonl"):
+            if (path / name).exists():
+                return read_source(path / name)
+        if (path / "dataset").is_dir():
+            return read_source(path / "dataset")
+        raise DataError(f"train.dataset: {path} is a folder without train.jsonl, accepted.jsonl or dataset/; {PRODUCER}")
+    if path.name == "heldout.jsonl":
+        raise DataError(f"train.dataset: {path} is the held-out split, which is never trained on; point at the run's "
+                        f"train.jsonl or accepted.jsonl ({path.parent})")
+    if path.suffix != ".jsonl":
+        raise DataError(f"train.dataset: {path} is not a .jsonl file or a folder; expected accepted.jsonl, train.jsonl, "
+                        f"a generate run dir or its dataset/ dir")
+    heldout = _heldout_ids(path.parent)
+    rows, dropped = [], 0
+    for row in read_jsonl(path):
+        if str(row.get("id")) in heldout:
+            dropped += 1
+            continue
+        rows.append(row)
+    return Source(path, path.name, rows, dropped)
+
+
+def _heldout_ids(run_dir: Path) -> set[str]:
+    ids = {str(r.get("id")) for r in read_jsonl(run_dir / "heldout.jsonl")}
+    saved = run_dir / "dataset"
+    if (saved / "dataset_dict.json").exists():
+        ids |= _saved_split_ids(saved, "heldout")
+    return ids
+
+
+def _saved_split_ids(path: Path, split: str) -> set[str]:
+    import datasets
+
+    saved = datasets.load_from_disk(str(path))
+    if split not in saved or "id" not in saved[split].column_names:
+        return set()
+    return {str(i) for i in saved[split]["id"]}
+
+
+def _read_saved_dataset(path: Path, heldout: set[str]) -> Source:
+    import datasets
+
+    try:
+        saved = datasets.load_from_disk(str(path))
+    except (OSError, ValueError, FileNotFoundError) as err:
+        raise DataError(f"train.dataset: could not load the saved dataset at {path}: {err}") from err
+    kind = "dataset"
+    if isinstance(saved, datasets.DatasetDict):
+        if "train" not in saved:
+            raise DataError(f"train.dataset: {path} is a DatasetDict with splits {list(saved)}, none named 'train'; "
+                            "stage=generate saves train and heldout splits")
+        if "heldout" in saved and "id" in saved["heldout"].column_names:
+            heldout = heldout | {str(i) for i in saved["heldout"]["id"]}
+        saved, kind = saved["train"], "dataset:train"
+    rows, dropped = [], 0
+    for row in saved:
+        row = {k: _unflatten(k, v) for k, v in row.items()}
+        if str(row.get("id")) in heldout:
+            dropped += 1
+            continue
+        rows.append(row)
+    return Source(path, kind, rows, dropped)
+
+
+def _unflatten(key: str, value: Any) -> Any:
+    """The dataset export stores nested fields (rubric, extra) as JSON strings; read them back."""
+    if key in NESTED_FIELDS and isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def field_problems(source: Source, domain_name: str) -> list[str]:
+    """One line per missing field (with how many rows lack it) and per domain mismatch."""
+    if not source.rows:
+        return []
+    required = REQUIRED_FIELDS + (RUBRIC_FIELDS if domain_name in RUBRIC_DOMAINS else ())
+    problems = []
+    for name in required:
+        lacking = sum(1 for r in source.rows if r.get(name) in (None, "", []))
+        if lacking:
+            share = "every row" if lacking == len(source.rows) else f"{lacking} of {len(source.rows)} rows"
+            problems.append(f"{source.path}: field {name!r} is missing or empty in {share}")
+    found = sorted({str(r["domain"]) for r in source.rows if r.get("domain")})
+    wrong = [d for d in found if d != domain_name]
+    if wrong:
+        problems.append(f"{source.path}: examples are from domain {', '.join(found)} but domain.name={domain_name}; "
+                        f"the judge must be that domain's (add domain={wrong[0]} to the command)")
+    return problems
+
+
+def _empty_message(sources: list[Source]) -> str:
+    lines = []
+    for s in sources:
+        why = ""
+        stats = (s.path if s.path.is_dir() else s.path.parent) / "stats.json"
+        if stats.exists():
+            try:
+                reason = json.loads(stats.read_text()).get("why_none_accepted")
+            except (OSError, ValueError):
+                reason = None
+            if reason:
+                why = f" (its generate run says: {reason})"
+        held = f", {s.heldout_dropped} held-out examples dropped" if s.heldout_dropped else ""
+        lines.append(f"  - {s.path} ({s.kind}): 0 training examples{held}{why}")
+    return ("train.dataset has no training examples:\n" + "\n".join(lines) + "\nRun stage=generate on more documents "
+            "(corpus.limit) or with stronger models until accepted.jsonl has examples, then train on it.")
+
+
+def to_example(row: dict[str, Any], domain: Domain, source_name: str = "") -> dict[str, Any]:
+    """One TRL row: the policy's chat prompt and the task the judge grades against."""
+    task = Task.from_dict({"context": row.get("context") or "", **{k: row[k] for k in (
+        "question", "reference_answer", "rubric", "question_type", "tags", "extra") if row.get(k) is not None}})
+    return {
+        "prompt": domain.solver_messages(task, None),
+        "task": json.dumps(task.to_dict(), ensure_ascii=False),
+        "example_id": str(row["id"]),
+        "source": source_name,
+    }
+
+
+def task_of(encoded: str) -> Task:
+    return Task.from_dict(json.loads(encoded))
+
+
+def prompts_per_step(completions_per_step: int, group_size: int) -> int:
+    return completions_per_step // group_size
+
+
+def check_enough(data: TrainingData, completions_per_step: int, group_size: int, max_steps: Optional[int]) -> None:
+    """TRL drops an incomplete last batch: fewer prompts than one step needs would train on nothing."""
+    need = prompts_per_step(completions_per_step, group_size)
+    if len(data.rows) < need:
+        raise DataError(
+            f"train.dataset has {len(data.rows)} training examples but one optimizer step needs {need} prompts "
+            f"({completions_per_step} completions / group of {group_size}); lower train.batch_size or add data"
+        )

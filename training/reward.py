@@ -1,0 +1,269 @@
+"""The GRPO reward: the domain's judge grades each completion against its example (async, concurrent).
+
+One scoring implementation with the generate stage: the judge sees the domain's
+judge prompt (``Domain.judge_messages``: the completion fenced as data, the
+rubric criterion by criterion, or the reference answer for verifiable domains),
+returns per-criterion verdicts (or an equivalence verdict), and the framework
+computes the score (``Domain.parse_grade`` -> ``scoring.rubric_score``). Calls go
+through ``autodata.llm.LLM`` with role ``judge``, so the endpoint, the response
+cache, retries, timeouts and the one JSON repair are the generate stage's.
+
+Per completion, in order:
+1. ``final_answer``: the text after the last ``</think>`` (no answer: reward 0);
+2. the injection guard (``training.guard``): an attempt to instruct the judge
+   gets reward 0 with no judge call, and is logged;
+3. the judge call. A failure after retries and the repair is reward ``None``:
+   TRL then leaves the completion out of the group baseline and gives it zero
+   advantage. It is counted, never turned into a fake 0.
+
+TRL awaits ``JudgeReward.__call__`` (an async reward function); all judge calls
+of a step run at once with ``asyncio.gather``, so a step's reward time is about
+one judge call's latency, not k of them. The LLM lives on a ``JudgeLoop`` (one
+event loop on a daemon thread for the whole run), so its HTTP clients and
+batchers never see a second event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import statistics
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Optional, Sequence, TypeVar
+
+from autodata.domains import Domain, Task
+from autodata.llm import LLM
+from training.data import task_of
+from training.guard import final_answer, injection_flags
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Characters of a flagged completion kept in injections.jsonl and the log line
+EXCERPT_CHARS = 500
+
+
+class JudgeLoop:
+    """One event loop on a daemon thread; coroutines from any thread or loop run on it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="autodata-judge-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Awaitable[T], timeout: Optional[float] = None) -> T:
+        """Block the calling thread until ``coro`` finishes on the judge loop."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def run_async(self, coro: Awaitable[T]) -> T:
+        """Await ``coro`` on the judge loop from another event loop (TRL's)."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+@dataclass
+class Outcome:
+    """The grade of one completion."""
+
+    # None: the judge failed after retries (TRL excludes the completion)
+    reward: Optional[float]
+    # graded | failure | injection | empty
+    status: str
+    flags: list[str] = field(default_factory=list)
+    met: Optional[list[bool]] = None
+    correct: Optional[bool] = None
+    latency_s: float = 0.0
+    error: Optional[str] = None
+
+
+@dataclass
+class BatchResult:
+    outcomes: list[Outcome]
+    # Wall time of the whole batch (all judge calls, concurrent)
+    seconds: float
+    cache_hits: int = 0
+
+    @property
+    def rewards(self) -> list[Optional[float]]:
+        return [o.reward for o in self.outcomes]
+
+    def metrics(self) -> dict[str, float]:
+        """Per-step numbers, logged as train/judge/... (the names the README lists)."""
+        status = Counter(o.status for o in self.outcomes)
+        latencies = [o.latency_s for o in self.outcomes if o.status in ("graded", "failure")]
+        out = {
+            "judge/calls": float(len(latencies)),
+            "judge/cache_hits": float(self.cache_hits),
+            "judge/failures": float(status["failure"]),
+            "judge/injection_flags": float(status["injection"]),
+            "judge/empty_answers": float(status["empty"]),
+            "judge/reward_time_s": self.seconds,
+        }
+        if latencies:
+            out["judge/latency_mean_s"] = statistics.fmean(latencies)
+            out["judge/latency_max_s"] = max(latencies)
+        return out
+
+
+def completion_text(completion: Any) -> str:
+    """TRL passes a string (standard prompts) or a list of messages (chat prompts)."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list):
+        return "".join(str(m.get("content") or "") for m in completion if isinstance(m, dict))
+    return str(completion)
+
+
+def digest(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def is_truncated(ids: Sequence[int], max_length: Optional[int], eos_ids: Sequence[int]) -> bool:
+    """A completion that filled the token budget without an end-of-turn token was cut off.
+
+    >>> is_truncated([5, 6, 7], 3, [2]), is_truncated([5, 6, 2], 3, [2]), is_truncated([5, 2], 3, [2])
+    (True, False, False)
+    """
+    return bool(max_length) and len(ids) >= max_length and (not ids or ids[-1] not in eos_ids)
+
+
+class JudgeReward:
+    """TRL reward function (async): ``await reward(prompts=..., completions=..., task=..., example_id=...)``.
+
+    ``task`` and ``example_id`` are dataset columns (see ``training.data``);
+    TRL passes every column to the reward function, one value per completion.
+    """
+
+    def __init__(
+        self,
+        domain: Domain,
+        llm: LLM,
+        *,
+        loop: Optional[JudgeLoop] = None,
+        strip_reasoning: bool = True,
+        injection_guard: bool = True,
+        concurrency: Optional[int] = None,
+        max_completion_length: Optional[int] = None,
+        eos_token_ids: Sequence[int] = (),
+        on_outcome: Optional[Callable[[dict[str, Any]], None]] = None,
+        on_injection: Optional[Callable[[dict[str, Any]], None]] = None,
+    ):
+        self.domain = domain
+        self.llm = llm
+        self.loop = loop
+        self.strip_reasoning = strip_reasoning
+        self.injection_guard = injection_guard
+        # None: every call of a batch at once (the endpoint's max_concurrency still bounds it); 1: sequential
+        self.concurrency = concurrency
+        self.max_completion_length = max_completion_length
+        self.eos_token_ids = list(eos_token_ids)
+        self.on_outcome = on_outcome
+        self.on_injection = on_injection
+        # TRL names the reward's metrics (rewards/<name>/mean) after this
+        self.__name__ = "equivalence_judge" if domain.name == "principia" else "rubric_judge"
+        self.totals: Counter[str] = Counter()
+        self._tasks: dict[str, Task] = {}
+
+    async def __call__(self, prompts: list, completions: list, task: list[str], example_id: Optional[list[str]] = None,
+                       completion_ids: Optional[list[list[int]]] = None, trainer_state: Any = None,
+                       log_metric: Optional[Callable[[str, float], None]] = None,
+                       log_extra: Optional[Callable[[str, list], None]] = None, **_: Any) -> list[Optional[float]]:
+        texts = [completion_text(c) for c in completions]
+        step = int(getattr(trainer_state, "global_step", 0) or 0)
+        work = self.score(task, texts, example_id, step=step)
+        result = await (self.loop.run_async(work) if self.loop is not None else work)
+        metrics = result.metrics()
+        if completion_ids is not None and self.max_completion_length:
+            truncated = [is_truncated(ids, self.max_completion_length, self.eos_token_ids) for ids in completion_ids]
+            metrics["truncation_rate"] = sum(truncated) / max(1, len(truncated))
+        if log_metric is not None:
+            for name, value in metrics.items():
+                log_metric(name, value)
+        if log_extra is not None:
+            log_extra("judge_status", [o.status for o in result.outcomes])
+            log_extra("injection_flags", [",".join(o.flags) for o in result.outcomes])
+        return result.rewards
+
+    async def score(self, tasks: Sequence[str | Task], texts: Sequence[str], ids: Optional[Sequence[str]] = None,
+                    step: int = 0) -> BatchResult:
+        """Grade every (task, completion) pair concurrently; one Outcome per pair, in order."""
+        if len(tasks) != len(texts):
+            raise ValueError(f"score got {len(tasks)} tasks for {len(texts)} completions; pass one task per completion")
+        ids = list(ids) if ids is not None else [f"#{i}" for i in range(len(texts))]
+        gate = asyncio.Semaphore(self.concurrency) if self.concurrency else None
+        usage = self.llm.usage["judge"]
+        cached_before = usage.cached_calls
+        started = time.perf_counter()
+
+        async def one(i: int) -> Outcome:
+            task = tasks[i] if isinstance(tasks[i], Task) else self._task(tasks[i])
+            if gate is None:
+                return await self.grade(task, texts[i], ids[i], step)
+            async with gate:
+                return await self.grade(task, texts[i], ids[i], step)
+
+        outcomes = list(await asyncio.gather(*(one(i) for i in range(len(texts)))))
+        result = BatchResult(outcomes, time.perf_counter() - started, usage.cached_calls - cached_before)
+        self.totals.update(o.status for o in outcomes)
+        self.totals["completions"] += len(outcomes)
+        return result
+
+    def _task(self, encoded: str) -> Task:
+        task = self._tasks.get(encoded)
+        if task is None:
+            task = self._tasks[encoded] = task_of(encoded)
+        return task
+
+    async def grade(self, task: Task, text: str, example_id: str, step: int = 0) -> Outcome:
+        answer = final_answer(text) if self.strip_reasoning else text.strip()
+        if not answer:
+            outcome = Outcome(0.0, "empty")
+        elif self.injection_guard and (flags := injection_flags(answer)):
+            outcome = Outcome(0.0, "injection", flags=flags)
+            self._report_injection(example_id, step, flags, answer)
+        else:
+            outcome = await self._judge(task, answer, example_id)
+        if self.on_outcome is not None:
+            self.on_outcome({"step": step, "example_id": example_id, "completion_sha1": digest(text),
+                             "reward": outcome.reward, "status": outcome.status, "flags": outcome.flags,
+                             "met": outcome.met, "correct": outcome.correct,
+                             "latency_s": round(outcome.latency_s, 4), "error": outcome.error})
+        return outcome
+
+    async def _judge(self, task: Task, answer: str, example_id: str) -> Outcome:
+        started = time.perf_counter()
+        try:
+            result = await self.llm.chat_json(
+                "judge", self.domain.judge_messages(task, answer), schema=self.domain.judge_schema(task),
+                parse=lambda obj: self.domain.parse_grade(task, obj), schema_name="verdicts",
+                # Content-addressed: an identical completion of the same example is a cache hit.
+                seed_key=f"train/{example_id}/{digest(answer)}",
+            )
+        except Exception as err:  # noqa: BLE001 - a judge failure must never stop training
+            latency = time.perf_counter() - started
+            log.warning("judge call failed for example %s after retries (reward None): %s", example_id, err)
+            return Outcome(None, "failure", latency_s=latency, error=f"{type(err).__name__}: {err}")
+        latency = time.perf_counter() - started
+        if not result.ok:
+            log.warning("judge output unusable for example %s after one repair (reward None): %s", example_id,
+                        result.error)
+            return Outcome(None, "failure", latency_s=latency, error=result.error)
+        grade = result.value
+        return Outcome(grade.score, "graded", met=grade.met, correct=grade.correct, latency_s=latency)
+
+    def _report_injection(self, example_id: str, step: int, flags: list[str], answer: str) -> None:
+        excerpt = answer[:EXCERPT_CHARS]
+        log.warning("injection guard: completion of example %s at step %d tried to instruct the judge (%s); reward 0: %r",
+                    example_id, step, ", ".join(flags), excerpt[:160])
+        if self.on_injection is not None:
+            self.on_injection({"step": step, "example_id": example_id, "flags": flags, "excerpt": excerpt})

@@ -1,0 +1,306 @@
+"""``stage=train``: GRPO (TRL) on a generate run's accepted examples, rewarded by the rubric judge.
+
+    python -m autodata.run stage=train train.dataset=runs/cs_agentic                # GRPO on agentic data
+    python -m autodata.run stage=train train.dataset='[runs/cs_cot,runs/cs_agentic]'  # the combined arm
+    python -m autodata.run stage=train train=smoke                                  # two steps on CPU, embedded model
+    python -m autodata.run stage=train train.dataset=runs/cs_agentic hydra.run.dir=runs/train_a train.resume=true
+    accelerate launch --config_file conf/accelerate/zero3.yaml -m autodata.run stage=train train=paper_cs \\
+        train.dataset=runs/cs_agentic hydra.run.dir=runs/train_cs_agentic
+
+Order of work: read and check the data, check the batch arithmetic against the
+number of processes, ask the judge endpoint to answer (fail fast, naming the
+URL), and only then load the policy. Writes into the run dir:
+``checkpoints/checkpoint-N`` (every ``train.save_steps``), ``metrics.jsonl``,
+``rewards.jsonl`` (one row per graded completion), ``injections.jsonl``, and
+``final/``: the model (or LoRA adapter), its tokenizer, ``README.md`` (model
+card: data, config, metrics), ``train_summary.json`` and ``autodata_config.yaml``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from autodata.backends.base import BackendError
+from autodata.cache import ResponseCache
+from autodata.config import RootConfig, TrainConfig
+from autodata.domains import build_domain
+from autodata.llm import LLM
+from autodata.rundir import JsonlWriter, git_commit
+from training.data import DataError, TrainingData, check_enough, load_training_data
+from training.report import JsonlMetrics, command_line, init_wandb, write_model_card
+from training.reward import JudgeLoop, JudgeReward
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+FINAL = "final"
+
+
+class TrainAborted(RuntimeError):
+    """Training cannot start (bad data, impossible batch, unreachable judge); the message says what to do."""
+
+
+@dataclass
+class BatchPlan:
+    """How the paper's batch maps onto TRL's knobs; logged at start and written to the model card."""
+
+    prompts_per_step: int
+    completions_per_step: int
+    per_device_batch_size: int
+    num_processes: int
+    gradient_accumulation_steps: int
+
+
+def batch_plan(t: TrainConfig, num_processes: int) -> BatchPlan:
+    """completions per step = per_device_batch_size x num_processes x gradient_accumulation_steps.
+
+    >>> from autodata.config import TrainConfig
+    >>> batch_plan(TrainConfig(), num_processes=4)
+    BatchPlan(prompts_per_step=16, completions_per_step=128, per_device_batch_size=8, num_processes=4, gradient_accumulation_steps=4)
+    """
+    per_step = t.completions_per_step
+    micro = t.per_device_batch_size * num_processes
+    if per_step % micro:
+        raise TrainAborted(
+            f"train: {per_step} completions per step (train.batch_size={t.batch_size} {t.batch_unit}, group of "
+            f"{t.group_size}) cannot be split into micro-batches of train.per_device_batch_size="
+            f"{t.per_device_batch_size} on {num_processes} processes ({micro} per pass); pick a per_device_batch_size "
+            f"such that per_device_batch_size x {num_processes} divides {per_step}"
+        )
+    return BatchPlan(per_step // t.group_size, per_step, t.per_device_batch_size, num_processes, per_step // micro)
+
+
+def num_processes() -> int:
+    """Processes of this launch (accelerate/torchrun set WORLD_SIZE); 1 for a plain python run."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def latest_checkpoint(output_dir: Path) -> Optional[Path]:
+    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
+
+
+def resume_point(t: TrainConfig, output_dir: Path) -> Optional[Path]:
+    last = latest_checkpoint(output_dir)
+    if t.resume:
+        if last is None:
+            log.warning("train.resume=true but %s holds no checkpoint yet; starting from step 0", output_dir)
+        return last
+    if last is not None:
+        raise TrainAborted(
+            f"train: {output_dir} already holds {last.name}; continue it with train.resume=true, or train from "
+            "scratch in a new run dir (hydra.run.dir=...)"
+        )
+    return None
+
+
+class Judge:
+    """The reward judge's runtime: its own event loop, the LLM (role judge) and the response cache."""
+
+    def __init__(self, cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None):
+        self.loop = JudgeLoop()
+        self.cache = ResponseCache(cfg.cache.path or run_dir / "cache.sqlite") if cfg.cache.enabled else None
+        self.owns_llm = llm is None
+        self._closed = False
+        try:
+            self.llm = llm if llm is not None else LLM(cfg.models, cache=self.cache, seed=cfg.train.seed)
+        except (ValueError, BackendError) as err:  # e.g. api_key_env names an unset variable
+            self.close()
+            raise TrainAborted(f"the reward judge cannot be set up: {err}") from err
+        backend = self.llm.backends["judge"]
+        self.name = getattr(backend, "name", type(backend).__name__)
+
+    def check(self) -> None:
+        """Fail fast: one request to the judge endpoint before the policy loads."""
+        try:
+            self.loop.run(self.llm.backends["judge"].check())
+        except BackendError as err:
+            raise TrainAborted(f"the reward judge ({self.name}) cannot serve: {err}\nNothing was trained. Start the "
+                               "judge server (or fix models.roles.judge / models.base_url) and rerun.") from err
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.owns_llm and hasattr(self, "llm"):
+            self.loop.run(self.llm.aclose(), timeout=30)
+        self.loop.close()
+        if self.cache is not None:
+            self.cache.close()
+
+
+def grpo_config(cfg: RootConfig, run_dir: Path, plan: BatchPlan, cuda: bool):
+    from trl import GRPOConfig
+
+    t = cfg.train
+    v = t.vllm
+    bf16 = cuda if t.bf16 is None else t.bf16
+    checkpointing = cuda if t.gradient_checkpointing is None else t.gradient_checkpointing
+    return GRPOConfig(
+        output_dir=str(run_dir / CHECKPOINTS),
+        run_name=run_dir.name,
+        seed=t.seed,
+        use_cpu=not cuda,
+        bf16=bf16,
+        # transformers 5 name of gradient checkpointing (TRL reads the mirrored gradient_checkpointing)
+        activation_checkpointing=checkpointing,
+        model_init_kwargs={"dtype": "bfloat16" if bf16 else "float32"},
+        # The batch: one generation batch = one optimizer step = completions_per_step completions.
+        per_device_train_batch_size=plan.per_device_batch_size,
+        gradient_accumulation_steps=plan.gradient_accumulation_steps,
+        num_generations=t.group_size,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler_type,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps if t.max_steps is not None else -1,
+        temperature=t.temperature,
+        top_p=t.top_p,
+        max_completion_length=t.max_completion_length,
+        chat_template_kwargs=t.chat_template_kwargs,
+        beta=t.beta,
+        loss_type=t.loss_type,
+        scale_rewards=t.scale_rewards,
+        mask_truncated_completions=t.mask_truncated_completions,
+        num_iterations=t.num_iterations,
+        epsilon=t.epsilon,
+        use_vllm=v.enabled,
+        vllm_mode=v.mode,
+        vllm_server_base_url=v.server_base_url,
+        vllm_server_timeout=v.server_timeout_s,
+        vllm_gpu_memory_utilization=v.gpu_memory_utilization,
+        vllm_tensor_parallel_size=v.tensor_parallel_size,
+        vllm_enable_sleep_mode=v.enable_sleep_mode,
+        vllm_max_model_length=v.max_model_length,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        logging_steps=t.logging_steps,
+        log_completions=t.log_completions,
+        num_completions_to_print=4,
+        report_to=["wandb"] if cfg.logger == "wandb" else "none",
+        disable_tqdm=not cfg.progress,
+    )
+
+
+def lora_config(t: TrainConfig):
+    if not t.lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    targets: Any = t.lora.target_modules
+    if list(targets) == ["all-linear"]:
+        targets = "all-linear"
+    return LoraConfig(r=t.lora.r, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout, target_modules=targets,
+                      task_type="CAUSAL_LM")
+
+
+def train(cfg: RootConfig, run_dir: Path, *, llm: Optional[LLM] = None, model: Any = None,
+          tokenizer: Any = None) -> dict[str, Any]:
+    """Run GRPO; ``llm`` (the judge), ``model`` and ``tokenizer`` may be injected by tests. Returns the summary."""
+    t = cfg.train
+    run_dir.mkdir(parents=True, exist_ok=True)
+    domain = build_domain(cfg.domain)
+    try:
+        data = load_training_data(t.dataset, domain)
+        check_enough(data, t.completions_per_step, t.group_size, t.max_steps)
+    except DataError as err:
+        raise TrainAborted(str(err)) from err
+    plan = batch_plan(t, num_processes())
+    output_dir = run_dir / CHECKPOINTS
+    resume_from = resume_point(t, output_dir)
+    log.info("train: %d examples from %d source(s); %d prompts x %d = %d completions per step = %d per device x %d "
+             "processes x %d accumulation", len(data.rows), len(data.sources), plan.prompts_per_step, t.group_size,
+             plan.completions_per_step, plan.per_device_batch_size, plan.num_processes,
+             plan.gradient_accumulation_steps)
+
+    judge = Judge(cfg, run_dir, llm)
+    try:
+        if t.check_judge:
+            judge.check()
+        return _train(cfg, run_dir, data, plan, judge, resume_from, model, tokenizer)
+    finally:
+        judge.close()
+
+
+def _train(cfg: RootConfig, run_dir: Path, data: TrainingData, plan: BatchPlan, judge: Judge,
+           resume_from: Optional[Path], model: Any, tokenizer: Any) -> dict[str, Any]:
+    import torch
+    from transformers import AutoTokenizer
+    from trl import GRPOTrainer
+
+    from autodata.backends.embedded import resolve_model
+
+    t = cfg.train
+    cuda = torch.cuda.is_available()
+    args = grpo_config(cfg, run_dir, plan, cuda)
+    suffix = "" if rank() == 0 else f".rank{rank()}"
+    rewards_out = JsonlWriter(run_dir / f"rewards{suffix}.jsonl")
+    injections_out = JsonlWriter(run_dir / f"injections{suffix}.jsonl")
+    reward = JudgeReward(
+        build_domain(cfg.domain), judge.llm, loop=judge.loop, strip_reasoning=t.strip_reasoning,
+        injection_guard=t.injection_guard, max_completion_length=t.max_completion_length,
+        on_outcome=rewards_out.write, on_injection=injections_out.write,
+    )
+    if model is None:
+        model = resolve_model(t.model)
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(model if isinstance(model, str) else model.name_or_path)
+    tokenizer.padding_side = "left"
+    if cfg.logger == "wandb" and rank() == 0:
+        init_wandb(cfg, run_dir)
+    metrics = JsonlMetrics(run_dir / "metrics.jsonl")
+    trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=data.to_dataset(),
+                          processing_class=tokenizer, callbacks=[metrics], peft_config=lora_config(t))
+    reward.eos_token_ids = list(trainer.eos_token_ids)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finally:
+        rewards_out.close()
+        injections_out.close()
+
+    final_dir = run_dir / FINAL
+    trainer.save_model(str(final_dir))
+    summary = {
+        "global_step": trainer.state.global_step,
+        "resumed_from": str(resume_from) if resume_from else None,
+        "training_loss": getattr(result, "training_loss", None),
+        "batch": asdict(plan),
+        "data": data.summary(),
+        "judge": judge.name,
+        "reward_function": reward.__name__,
+        "judge_totals": dict(reward.totals),
+        "judge_usage": judge.llm.usage_summary()["judge"],
+        "metrics": metrics.last,
+        "command": command_line(),
+        "git": git_commit(),
+        "final_dir": str(final_dir),
+    }
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(final_dir))
+        write_model_card(final_dir, cfg, summary)
+    if cfg.logger == "wandb" and rank() == 0:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.run.summary.update({k: v for k, v in metrics.last.items() if isinstance(v, (int, float))})
+            wandb.finish()
+    log.info("train: %d steps; final %s saved to %s", trainer.state.global_step,
+             "adapter" if t.lora.enabled else "model", final_dir)
+    return summary
+
+
+def run(cfg: RootConfig, run_dir: Path) -> None:
+    try:
+        summary = train(cfg, run_dir)
+    except TrainAborted as err:
+        log.error("%s", err)
+        raise SystemExit(3) from None
+    print(f"trained {summary['global_step']} steps; final model, tokenizer and model card in {summary['final_dir']}")
