@@ -177,6 +177,8 @@ class DomainConfig:
     # Answer leakage: this many consecutive words of the reference answer found in the context.
     # Long enough that shared terminology or a restated setup does not count as a leak.
     leakage_ngram: int = 12
+    # Run the framework's own quality rules (rubric shape, banned phrasings, leakage) before the LLM verifier
+    structural_checks: bool = True
     # Cap on every free-text field of the structured outputs (JSON-schema maxLength); null = no cap.
     # Small models need it to close their JSON within the token budget.
     max_field_chars: Optional[int] = None

@@ -109,13 +109,14 @@ def check_generate(cfg: RootConfig) -> list[Problem]:
     return problems
 
 
-def check_models(cfg: RootConfig) -> list[Problem]:
+def check_models(cfg: RootConfig, roles: tuple[str, ...] = ROLES) -> list[Problem]:
+    """Endpoint rules for ``roles`` (the roles the stage calls)."""
     problems: list[Problem] = []
     unknown_roles = sorted(set(cfg.models.roles) - set(ROLES))
     for role in unknown_roles:
         problems.append(Problem(f"models.roles.{role}", role, f"is not a role (roles: {', '.join(ROLES)})",
                                 "fix the spelling or remove it"))
-    for role in ROLES:
+    for role in roles:
         ep = endpoint_for(cfg.models, role)
         prefix = f"models.roles.{role}"
         _choice(problems, f"{prefix}.backend", ep.backend, KNOWN_BACKENDS)
@@ -206,7 +207,8 @@ def check_train(cfg: RootConfig) -> list[Problem]:
         if not t.lora.target_modules:
             problems.append(Problem("train.lora.target_modules", t.lora.target_modules, "must not be empty",
                                     "name the modules to adapt, or [all-linear]"))
-    problems.extend(check_models(cfg))
+    # Training calls one role: the reward judge.
+    problems.extend(check_models(cfg, roles=("judge",)))
     return problems
 
 

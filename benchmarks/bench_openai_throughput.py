@@ -2,7 +2,7 @@
 
 Three clients hit the same fake server in one run:
   aiohttp  a bare aiohttp fan-out: the ceiling of this machine and event loop
-  backend  ``OpenAIBackend.complete`` (SDK, pool, semaphore, retries, balancing)
+  backend  ``OpenAIBackend.complete`` (aiohttp session, semaphore, retries, balancing)
   llm      ``autodata.llm.LLM.chat`` (the full framework path: roles, accounting)
 
 Two scenarios by default:

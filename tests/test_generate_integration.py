@@ -31,9 +31,13 @@ def run_cli(run_dir: Path, *overrides: str, timeout: int = 900) -> subprocess.Co
 
 
 def server_overrides(server) -> list[str]:
+    # The same CPU sizing as the embedded preset (capped fields, short rubrics), on the server.
     return ["models=openai", f"models.base_url={server.base_url}", f"models.model={server.model}",
-            "models.default.max_tokens=256", "models.default.max_document_tokens=400",
-            "models.roles.challenger.max_tokens=700", "generate.max_rounds=1"]
+            "models.default.max_tokens=160", "models.default.max_document_tokens=320",
+            "models.roles.challenger.max_tokens=640", "generate.max_rounds=1",
+            "domain.max_field_chars=200", "domain.max_item_chars=64", "domain.rubric_min=7",
+            "domain.rubric_max=8", "domain.positive_only=true", "domain.max_weight=7",
+            "domain.structural_checks=false"]
 
 
 def assert_run_outputs(run_dir: Path) -> dict:

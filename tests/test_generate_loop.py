@@ -278,3 +278,11 @@ def test_non_text_file_is_skipped_and_long_document_truncated(tmp_path, caplog):
     assert long_rows and "truncated" in long_rows[0]["warnings"][0]
     assert stats["documents"] == 2 and stats["documents_truncated"] >= 1
     assert all(len(m["content"]) < 5000 for req in backends["challenger"].requests for m in req.messages)
+
+
+def test_structural_checks_can_be_turned_off(tmp_path):
+    recall = cs_task(question="What is the name of the operator that short-circuits?")
+    cfg = make_cfg(tmp_path, max_rounds=1)
+    cfg.domain.structural_checks = False
+    stats, backends = run(cfg, tmp_path, Scenario([{"task": recall, "weak": "BAD", "strong": "GOOD"}]))
+    assert stats["accepted"] == 1 and len(backends["quality_verifier"].requests) == 1

@@ -1,7 +1,7 @@
 """OpenAIBackend against a real local HTTP server whose answers each test scripts.
 
 The server is aiohttp.web on 127.0.0.1 in the test's own event loop: requests go
-through the SDK, its aiohttp transport and real sockets; only the answers are
+through the backend's aiohttp session and real sockets; only the answers are
 scripted. Retries and timeouts are kept tiny so the file runs in seconds.
 """
 
@@ -35,6 +35,8 @@ class Reply:
     body: Optional[dict[str, Any]] = None
     # Sent as is instead of JSON (a proxy's HTML page, say)
     raw: Optional[str] = None
+    # Close the connection without answering (a server that crashed mid-request)
+    drop: bool = False
 
 
 class ScriptedServer:
@@ -46,11 +48,15 @@ class ScriptedServer:
         self.arrivals: list[float] = []
         self.headers: list[dict[str, str]] = []
         self.delay_s = delay_s
+        # Delays of the first requests, in order of arrival, before delay_s applies
+        self.delays: list[float] = []
         self.honours_n = honours_n
         # response_format types this server understands; others get a 400 naming the field
         self.accepts = accepts
         self.in_flight = 0
         self.max_in_flight = 0
+        # Scripted answers to GET /models, in order, before the real model list
+        self.models_script: list[Reply] = []
         self.url = ""
         self._runner: Optional[web.AppRunner] = None
 
@@ -62,15 +68,11 @@ class ScriptedServer:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            await asyncio.sleep(self.delay_s)
+            await asyncio.sleep(self.delays.pop(0) if self.delays else self.delay_s)
         finally:
             self.in_flight -= 1
         if self.script:
-            reply = self.script.pop(0)
-            if reply.raw is not None:
-                return web.Response(text=reply.raw, status=reply.status, content_type="text/html")
-            body = reply.body or {"error": {"message": "scripted"}}
-            return web.json_response(body, status=reply.status, headers=reply.headers)
+            return _scripted(request, self.script.pop(0))
         response_format = body.get("response_format")
         if response_format and response_format["type"] not in self.accepts:
             message = f"response_format type {response_format['type']!r} is not supported"
@@ -86,6 +88,8 @@ class ScriptedServer:
         )
 
     async def _models(self, request: web.Request) -> web.Response:
+        if self.models_script:
+            return _scripted(request, self.models_script.pop(0))
         return web.json_response({"object": "list", "data": [{"id": "test-model", "object": "model", "owned_by": "t"}]})
 
     async def __aenter__(self) -> "ScriptedServer":
@@ -102,6 +106,16 @@ class ScriptedServer:
     async def __aexit__(self, *exc: object) -> None:
         assert self._runner is not None
         await self._runner.cleanup()
+
+
+def _scripted(request: web.Request, reply: Reply) -> web.Response:
+    if reply.drop:
+        assert request.transport is not None
+        request.transport.close()
+    if reply.raw is not None:
+        return web.Response(text=reply.raw, status=reply.status, content_type="text/html")
+    body = reply.body or {"error": {"message": "scripted"}}
+    return web.json_response(body, status=reply.status, headers=reply.headers)
 
 
 def _bound_socket() -> socket.socket:
@@ -196,6 +210,41 @@ def test_500_is_retried():
     assert out[0].text == "answer 0: 42" and len(server.requests) == 3
 
 
+@pytest.mark.parametrize("status", [408, 429, 502])
+def test_server_timeouts_rate_limits_and_gateway_errors_are_retried(status, caplog):
+    caplog.set_level("INFO", logger=openai_backend.__name__)
+
+    async def main():
+        async with ScriptedServer() as server:
+            server.script = [Reply(status)]
+            b = backend(endpoint(server.url))
+            try:
+                out = await b.complete(chat())
+            finally:
+                await b.aclose()
+        return server, out
+
+    server, out = run(main())
+    assert out[0].text == "answer 0: 42" and len(server.requests) == 2
+    [retry] = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert f"attempt 1 failed (HTTP {status})" in retry
+
+
+def test_dropped_connection_is_retried():
+    async def main():
+        async with ScriptedServer() as server:
+            server.script = [Reply(drop=True)]
+            b = backend(endpoint(server.url))
+            try:
+                out = await b.complete(chat())
+            finally:
+                await b.aclose()
+        return server, out
+
+    server, out = run(main())
+    assert out[0].text == "answer 0: 42" and len(server.requests) == 2
+
+
 def test_500_after_last_retry_raises_backend_error_with_body():
     async def main():
         async with ScriptedServer() as server:
@@ -281,6 +330,22 @@ def test_timeout_raises_endpoint_unreachable_saying_so():
 
     server, info = run(main())
     assert server.url in str(info.value) and "timeout_s=0.2" in str(info.value)
+
+
+def test_timeout_is_retried():
+    async def main():
+        async with ScriptedServer() as server:
+            # The first attempt times out; the retry gets a quick answer.
+            server.delays = [0.6]
+            b = backend(endpoint(server.url, max_retries=1, timeout_s=0.3))
+            try:
+                out = await b.complete(chat())
+            finally:
+                await b.aclose()
+        return server, out
+
+    server, out = run(main())
+    assert out[0].text == "answer 0: 42" and len(server.requests) == 2
 
 
 def test_fewer_choices_than_n_are_filled_with_more_requests():
@@ -447,6 +512,58 @@ def test_check_passes_against_a_live_server():
                 await b.aclose()
 
     run(main())
+
+
+def test_check_reports_a_refusal_with_status_and_body():
+    async def main():
+        async with ScriptedServer() as server:
+            server.models_script = [Reply(401, body={"error": {"message": "invalid api key"}})]
+            b = backend(endpoint(server.url))
+            try:
+                with pytest.raises(BackendError) as info:
+                    await b.check()
+            finally:
+                await b.aclose()
+        return server, info
+
+    server, info = run(main())
+    message = str(info.value)
+    assert not isinstance(info.value, EndpointUnreachable)
+    assert f"{server.url}/models answered 401" in message and "invalid api key" in message
+    assert "/v1" in message and "api_key_env" in message
+
+
+def test_check_on_a_page_that_is_not_a_model_list_says_so():
+    async def main():
+        async with ScriptedServer() as server:
+            server.models_script = [Reply(200, raw="<html>Welcome to nginx!</html>")]
+            b = backend(endpoint(server.url))
+            try:
+                with pytest.raises(BackendError) as info:
+                    await b.check()
+            finally:
+                await b.aclose()
+        return info
+
+    message = str(run(main()).value)
+    assert "model list" in message and "/v1" in message
+
+
+def test_aclose_closes_the_session_and_a_later_call_opens_a_new_one():
+    async def main():
+        async with ScriptedServer() as server:
+            b = backend(endpoint(server.url))
+            try:
+                await b.complete(chat())
+                first = b._session
+                await b.aclose()
+                assert first is not None and first.closed and b._session is None
+                out = await b.complete(chat())
+            finally:
+                await b.aclose()
+        return out
+
+    assert run(main())[0].text == "answer 0: 42"
 
 
 def test_module_doctests():

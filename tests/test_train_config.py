@@ -58,6 +58,15 @@ def test_the_judge_moves_with_the_models_group():
     assert (ep.backend, ep.model, ep.base_urls, ep.temperature) == ("openai", "kimi", ["http://judge:8000/v1"], 0.0)
 
 
+def test_only_the_judge_endpoint_matters_for_training():
+    cfg = compose_typed(["stage=train", DATA, "models=openai", "models.roles.judge.base_url=http://judge:8000/v1",
+                         "models.roles.judge.model=kimi"])
+    validate(cfg)  # the generate roles have no URL, and training never calls them
+    text = problems([DATA, "models=openai", "models.model=kimi"])
+    assert "models.roles.judge.base_url (None) is required for the openai backend" in text
+    assert "weak_solver" not in text
+
+
 def test_the_combined_arm_is_one_override():
     cfg = compose_typed(["stage=train", "train.dataset=[runs/cs_cot,runs/cs_agentic]"])
     assert cfg.train.dataset == ["runs/cs_cot", "runs/cs_agentic"]

@@ -33,9 +33,9 @@ log = logging.getLogger(__name__)
 REQUIRED_FIELDS = ("id", "question", "reference_answer")
 RUBRIC_FIELDS = ("rubric",)
 RUBRIC_DOMAINS = ("cs", "legal")
-PRODUCER = ("these fields are written by stage=generate (accepted.jsonl, train.jsonl, dataset/); point train.dataset "
-            "at a generate run's output, e.g. python -m autodata.run stage=generate hydra.run.dir=runs/cs_agentic "
-            "then train.dataset=runs/cs_agentic")
+PRODUCER = ("stage=generate writes training data into its run dir (accepted.jsonl, train.jsonl, dataset/): run "
+            "python -m autodata.run stage=generate hydra.run.dir=runs/cs_agentic, then train.dataset=runs/cs_agentic")
+FIELDS_PRODUCER = "these fields are written by stage=generate; " + PRODUCER
 NESTED_FIELDS = ("rubric", "tags", "extra")
 
 
@@ -100,7 +100,7 @@ def load_training_data(dataset: Any, domain: Domain) -> TrainingData:
             picked.append((row, source))
     if problems:
         raise DataError("the training data is missing fields the reward needs:\n" + "\n".join(f"  - {p}" for p in problems)
-                        + f"\n{PRODUCER}")
+                        + f"\n{FIELDS_PRODUCER}")
     if duplicates:
         log.warning("train.dataset: dropped %d examples whose id appeared in an earlier source", duplicates)
     if not picked:

@@ -24,9 +24,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from autodata.backends import build_backend
 from autodata.backends.base import BackendError
 from autodata.cache import ResponseCache
-from autodata.config import RootConfig, TrainConfig
+from autodata.config import RootConfig, TrainConfig, endpoint_for
 from autodata.domains import build_domain
 from autodata.llm import LLM
 from autodata.rundir import JsonlWriter, git_commit
@@ -111,7 +112,10 @@ class Judge:
         self.owns_llm = llm is None
         self._closed = False
         try:
-            self.llm = llm if llm is not None else LLM(cfg.models, cache=self.cache, seed=cfg.train.seed)
+            # Only the judge is called during training: no backend is built for the other roles.
+            self.llm = llm if llm is not None else LLM(
+                cfg.models, cache=self.cache, seed=cfg.train.seed,
+                backends={"judge": build_backend(endpoint_for(cfg.models, "judge"))})
         except (ValueError, BackendError) as err:  # e.g. api_key_env names an unset variable
             self.close()
             raise TrainAborted(f"the reward judge cannot be set up: {err}") from err

@@ -192,7 +192,7 @@ class DocumentRunner:
 
     async def _verify(self, rec: RoundRecorder, task: Task, doc_text: str) -> tuple[bool, str, dict[str, Any]]:
         """Framework rules first (free), then the LLM quality verifier."""
-        problems = self.domain.structural_problems(task, doc_text)
+        problems = self.domain.structural_problems(task, doc_text) if self.cfg.domain.structural_checks else []
         info: dict[str, Any] = {"structural_problems": problems}
         if problems:
             return False, "; ".join(problems), info
