@@ -179,8 +179,8 @@ def check_train(cfg: RootConfig) -> list[Problem]:
             "would hold a partial group",
             f"set train.batch_size to a multiple of {t.group_size}, or count prompts with train.batch_unit=prompts",
         ))
-    elif t.batch_unit in KNOWN_BATCH_UNITS and isinstance(t.per_device_batch_size, int) and t.per_device_batch_size > 0 \
-            and t.batch_size > 0 and t.completions_per_step % t.per_device_batch_size:
+    elif (t.batch_unit in KNOWN_BATCH_UNITS and isinstance(t.per_device_batch_size, int) and t.per_device_batch_size > 0
+          and t.batch_size > 0 and t.completions_per_step % t.per_device_batch_size):
         problems.append(Problem(
             "train.per_device_batch_size", t.per_device_batch_size,
             f"must divide the completions per step ({t.completions_per_step} = train.batch_size x train.group_size)",

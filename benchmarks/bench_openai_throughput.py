@@ -1,9 +1,11 @@
 """Throughput of the OpenAI-compatible client path against a fake server in its own process.
 
-Three clients hit the same fake server in one run:
+Four clients hit the same fake server in one run:
   aiohttp  a bare aiohttp fan-out: the ceiling of this machine and event loop
   backend  ``OpenAIBackend.complete`` (aiohttp session, semaphore, retries, balancing)
-  llm      ``autodata.llm.LLM.chat`` (the full framework path: roles, accounting)
+  llm      ``autodata.llm.LLM.chat`` (roles, seeds, accounting)
+  loop     the generate loop's work per judge call: prompt rendering, response cache (SQLite),
+           the call, verdict parsing and scoring
 
 Two scenarios by default:
   latency  512 concurrent requests, 1 s server latency: bound = concurrency / latency
@@ -135,6 +137,41 @@ async def bench_llm(url: str, scenario: Scenario, warmup: int) -> Result | None:
         await llm.aclose()
 
 
+async def bench_loop(url: str, scenario: Scenario, warmup: int) -> Result | None:
+    """The generate loop's per-call work: render a CS judge prompt, cache, call, parse verdicts, score."""
+    import json
+    import tempfile
+
+    from autodata.cache import ResponseCache
+    from autodata.config import DomainConfig
+    from autodata.domains import Criterion, Task, build_domain
+    from autodata.llm import LLM, extract_json
+
+    domain = build_domain(DomainConfig())
+    task = Task(question="Predict what the interpreter prints and justify each step.", context="A short program.",
+                reference_answer="It prints 3.",
+                rubric=[Criterion(f"States consequence {i}", 5 if i < 9 else -3, "reasoning") for i in range(12)])
+    verdicts = json.dumps({"verdicts": [{"id": i + 1, "met": i % 2 == 0} for i in range(12)]})
+    models = ModelsConfig(backend="openai", model=MODEL, base_url=url)
+    models.default.max_concurrency = scenario.concurrency
+    models.default.max_tokens = 64
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = ResponseCache(f"{tmp}/cache.sqlite")
+        llm = LLM(models, cache=cache, seed=0)
+        try:
+
+            async def call(i: int) -> None:
+                messages = domain.judge_messages(task, f"Answer number {i}: it prints 3 because ...")
+                await llm.chat("judge", messages, schema=domain.judge_schema(task), seed_key=f"bench/{i}")
+                # The fake server's text is not a verdict; parse a canned one so the cost is counted.
+                domain.parse_grade(task, extract_json(verdicts))
+
+            return await measure("loop", call, scenario, warmup)
+        finally:
+            await llm.aclose()
+            cache.close()
+
+
 def print_table(scenario: Scenario, results: list[Result]) -> None:
     print(
         f"\n{scenario.name}: {scenario.concurrency} concurrent, {scenario.latency_s * 1000:g} ms latency, "
@@ -154,7 +191,7 @@ def print_table(scenario: Scenario, results: list[Result]) -> None:
 
 
 async def run_scenario(scenario: Scenario, clients: list[str], warmup: int) -> list[Result]:
-    runners = {"aiohttp": bench_aiohttp, "backend": bench_backend, "llm": bench_llm}
+    runners = {"aiohttp": bench_aiohttp, "backend": bench_backend, "llm": bench_llm, "loop": bench_loop}
     results = []
     with serve_in_subprocess(scenario.latency_s) as url:
         for client in clients:
@@ -170,7 +207,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, help="requests in flight (overrides the scenario's)")
     parser.add_argument("--latency", type=float, help="server seconds per request (overrides the scenario's)")
     parser.add_argument("--total", type=int, help="measured calls per client (overrides the scenario's)")
-    parser.add_argument("--clients", default="aiohttp,backend,llm", help="comma-separated subset of the three")
+    parser.add_argument("--clients", default="aiohttp,backend,llm,loop", help="comma-separated subset of the four")
     parser.add_argument("--warmup", type=int, help="unmeasured calls first, to open the pool (default: concurrency)")
     args = parser.parse_args()
 

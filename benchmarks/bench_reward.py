@@ -15,7 +15,6 @@ Target: concurrent reward time close to one judge call's latency, not k times it
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os

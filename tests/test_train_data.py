@@ -28,7 +28,8 @@ def write_run(path: Path, rows: list[dict], heldout_ids: set[str] = frozenset(),
     path.mkdir(parents=True, exist_ok=True)
     train = [r for r in rows if r["id"] not in heldout_ids]
     held = [r for r in rows if r["id"] in heldout_ids]
-    for name, subset in (("accepted.jsonl", rows), ("heldout.jsonl", held)) + ((("train.jsonl", train),) if train_file else ()):
+    files = {"accepted.jsonl": rows, "heldout.jsonl": held, **({"train.jsonl": train} if train_file else {})}
+    for name, subset in files.items():
         (path / name).write_text("".join(json.dumps(r) + "\n" for r in subset))
     if dataset:
         _save_dataset(path / "dataset", train, held)
@@ -169,6 +170,6 @@ def test_a_run_whose_examples_are_all_held_out_is_empty(tmp_path):
 
 def test_too_few_examples_for_one_step():
     data = load_training_data(str(FIXTURE), CS)
-    check_enough(data, completions_per_step=48, group_size=8, max_steps=None)
+    check_enough(data, completions_per_step=48, group_size=8)
     with pytest.raises(DataError, match="needs 16 prompts"):
-        check_enough(data, completions_per_step=128, group_size=8, max_steps=None)
+        check_enough(data, completions_per_step=128, group_size=8)

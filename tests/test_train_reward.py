@@ -18,7 +18,8 @@ from autodata.domains import Criterion, Task, build_domain
 from autodata.llm import LLM
 from autodata.scoring import rubric_score
 from tests.scripted import ScriptedBackend, last_user
-from training import guard, reward as reward_module
+from training import guard
+from training import reward as reward_module
 from training.reward import JudgeLoop, JudgeReward
 
 WEIGHTS = [5, 3, 2, -3]

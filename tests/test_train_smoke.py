@@ -100,6 +100,51 @@ def test_the_final_model_is_saved_with_tokenizer_and_model_card(smoke_run):
     assert (run_dir / "checkpoints" / "checkpoint-2").is_dir()
 
 
+def test_lora_on_a_tiny_model_with_a_scripted_judge(tmp_path):
+    """A 2-layer model built from a config, LoRA adapters, a judge whose grade is known for each answer."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from autodata.backends.embedded import resolve_model
+    from autodata.config import ModelsConfig
+    from autodata.llm import LLM
+    from tests.scripted import ScriptedBackend, last_user
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("embedded"))
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id))
+    lengths: dict[str, int] = {}
+
+    def judge(role, request, call):
+        # Criterion 1 is met when the answer has an even number of characters: a grade only the judge knows.
+        answer = last_user(request).split("<answer>\n", 1)[1].split("\n</answer>", 1)[0]
+        lengths[answer] = len(answer)
+        met = [len(answer) % 2 == 0, False, False, False]
+        return json.dumps({"verdicts": [{"id": i, "met": m} for i, m in enumerate(met, start=1)]})
+
+    backend = ScriptedBackend("judge", judge)
+    llm = LLM(ModelsConfig(), backends={"judge": backend})
+    cfg = smoke_cfg("train.lora.enabled=true", "train.lora.r=4", "train.max_steps=1", "train.max_completion_length=16",
+                    "train.learning_rate=1e-3")
+    summary = train(cfg, tmp_path / "run", llm=llm, model=model, tokenizer=tokenizer)
+
+    rows = list(read_jsonl(tmp_path / "run" / "rewards.jsonl"))
+    graded = [r for r in rows if r["status"] == "graded"]
+    assert len(backend.requests) == len(graded) > 0
+    for r in graded:
+        assert r["reward"] == (0.5 if r["met"][0] else 0.0)  # weight 5 of 10 positive
+    final = tmp_path / "run" / "final"
+    assert (final / "adapter_config.json").exists() and (final / "adapter_model.safetensors").exists()
+    assert not (final / "model.safetensors").exists()
+    # LoRA's B matrices start at zero: any nonzero one was moved by the judge's rewards.
+    lora_b = {k: v for k, v in load_weights(final).items() if "lora_B" in k}
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b.values())
+    assert "library_name: peft" in (final / "README.md").read_text()
+    assert summary["global_step"] == 1
+
+
 def test_resume_continues_from_the_latest_checkpoint(smoke_run):
     run_dir, _ = smoke_run
     summary = train(smoke_cfg("train.resume=true", "train.max_steps=3"), run_dir)

@@ -22,7 +22,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from autodata.domains import Domain, Task
 from autodata.rundir import read_jsonl
@@ -99,8 +99,8 @@ def load_training_data(dataset: Any, domain: Domain) -> TrainingData:
             seen.add(ident)
             picked.append((row, source))
     if problems:
-        raise DataError("the training data is missing fields the reward needs:\n" + "\n".join(f"  - {p}" for p in problems)
-                        + f"\n{FIELDS_PRODUCER}")
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise DataError(f"the training data is missing fields the reward needs:\n{lines}\n{FIELDS_PRODUCER}")
     if duplicates:
         log.warning("train.dataset: dropped %d examples whose id appeared in an earlier source", duplicates)
     if not picked:
@@ -120,13 +120,14 @@ def read_source(path: Path) -> Source:
                 return read_source(path / name)
         if (path / "dataset").is_dir():
             return read_source(path / "dataset")
-        raise DataError(f"train.dataset: {path} is a folder without train.jsonl, accepted.jsonl or dataset/; {PRODUCER}")
+        raise DataError(f"train.dataset: {path} is a folder without train.jsonl, accepted.jsonl or dataset/; "
+                        f"{PRODUCER}")
     if path.name == "heldout.jsonl":
         raise DataError(f"train.dataset: {path} is the held-out split, which is never trained on; point at the run's "
                         f"train.jsonl or accepted.jsonl ({path.parent})")
     if path.suffix != ".jsonl":
-        raise DataError(f"train.dataset: {path} is not a .jsonl file or a folder; expected accepted.jsonl, train.jsonl, "
-                        f"a generate run dir or its dataset/ dir")
+        raise DataError(f"train.dataset: {path} is not a .jsonl file or a folder; expected accepted.jsonl, "
+                        "train.jsonl, a generate run dir or its dataset/ dir")
     heldout = _heldout_ids(path.parent)
     rows, dropped = [], 0
     for row in read_jsonl(path):
@@ -246,7 +247,7 @@ def prompts_per_step(completions_per_step: int, group_size: int) -> int:
     return completions_per_step // group_size
 
 
-def check_enough(data: TrainingData, completions_per_step: int, group_size: int, max_steps: Optional[int]) -> None:
+def check_enough(data: TrainingData, completions_per_step: int, group_size: int) -> None:
     """TRL drops an incomplete last batch: fewer prompts than one step needs would train on nothing."""
     need = prompts_per_step(completions_per_step, group_size)
     if len(data.rows) < need:

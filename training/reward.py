@@ -263,7 +263,7 @@ class JudgeReward:
 
     def _report_injection(self, example_id: str, step: int, flags: list[str], answer: str) -> None:
         excerpt = answer[:EXCERPT_CHARS]
-        log.warning("injection guard: completion of example %s at step %d tried to instruct the judge (%s); reward 0: %r",
-                    example_id, step, ", ".join(flags), excerpt[:160])
+        log.warning("injection guard: completion of example %s at step %d tried to instruct the judge (%s); "
+                    "reward 0: %r", example_id, step, ", ".join(flags), excerpt[:160])
         if self.on_injection is not None:
             self.on_injection({"step": step, "example_id": example_id, "flags": flags, "excerpt": excerpt})

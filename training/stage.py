@@ -28,7 +28,7 @@ from autodata.backends import build_backend
 from autodata.backends.base import BackendError
 from autodata.cache import ResponseCache
 from autodata.config import RootConfig, TrainConfig, endpoint_for
-from autodata.domains import build_domain
+from autodata.domains import Domain, build_domain
 from autodata.llm import LLM
 from autodata.rundir import JsonlWriter, git_commit
 from training.data import DataError, TrainingData, check_enough, load_training_data
@@ -60,8 +60,9 @@ def batch_plan(t: TrainConfig, num_processes: int) -> BatchPlan:
     """completions per step = per_device_batch_size x num_processes x gradient_accumulation_steps.
 
     >>> from autodata.config import TrainConfig
-    >>> batch_plan(TrainConfig(), num_processes=4)
-    BatchPlan(prompts_per_step=16, completions_per_step=128, per_device_batch_size=8, num_processes=4, gradient_accumulation_steps=4)
+    >>> plan = batch_plan(TrainConfig(), num_processes=4)
+    >>> plan.prompts_per_step, plan.completions_per_step, plan.gradient_accumulation_steps
+    (16, 128, 4)
     """
     per_step = t.completions_per_step
     micro = t.per_device_batch_size * num_processes
@@ -214,7 +215,7 @@ def train(cfg: RootConfig, run_dir: Path, *, llm: Optional[LLM] = None, model: A
     domain = build_domain(cfg.domain)
     try:
         data = load_training_data(t.dataset, domain)
-        check_enough(data, t.completions_per_step, t.group_size, t.max_steps)
+        check_enough(data, t.completions_per_step, t.group_size)
     except DataError as err:
         raise TrainAborted(str(err)) from err
     plan = batch_plan(t, num_processes())
@@ -229,12 +230,12 @@ def train(cfg: RootConfig, run_dir: Path, *, llm: Optional[LLM] = None, model: A
     try:
         if t.check_judge:
             judge.check()
-        return _train(cfg, run_dir, data, plan, judge, resume_from, model, tokenizer)
+        return _train(cfg, run_dir, domain, data, plan, judge, resume_from, model, tokenizer)
     finally:
         judge.close()
 
 
-def _train(cfg: RootConfig, run_dir: Path, data: TrainingData, plan: BatchPlan, judge: Judge,
+def _train(cfg: RootConfig, run_dir: Path, domain: Domain, data: TrainingData, plan: BatchPlan, judge: Judge,
            resume_from: Optional[Path], model: Any, tokenizer: Any) -> dict[str, Any]:
     import torch
     from transformers import AutoTokenizer
@@ -249,7 +250,7 @@ def _train(cfg: RootConfig, run_dir: Path, data: TrainingData, plan: BatchPlan, 
     rewards_out = JsonlWriter(run_dir / f"rewards{suffix}.jsonl")
     injections_out = JsonlWriter(run_dir / f"injections{suffix}.jsonl")
     reward = JudgeReward(
-        build_domain(cfg.domain), judge.llm, loop=judge.loop, strip_reasoning=t.strip_reasoning,
+        domain, judge.llm, loop=judge.loop, strip_reasoning=t.strip_reasoning,
         injection_guard=t.injection_guard, max_completion_length=t.max_completion_length,
         on_outcome=rewards_out.write, on_injection=injections_out.write,
     )
@@ -294,7 +295,8 @@ def _train(cfg: RootConfig, run_dir: Path, data: TrainingData, plan: BatchPlan, 
         import wandb
 
         if wandb.run is not None:
-            wandb.run.summary.update({k: v for k, v in metrics.last.items() if isinstance(v, (int, float))})
+            wandb.run.summary.update({k: v for k, v in metrics.last.items()
+                                      if k.startswith("train/") and isinstance(v, (int, float))})
             wandb.finish()
     log.info("train: %d steps; final %s saved to %s", trainer.state.global_step,
              "adapter" if t.lora.enabled else "model", final_dir)
