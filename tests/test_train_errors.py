@@ -89,6 +89,16 @@ def test_a_judge_model_that_cannot_load(tmp_path):
         train(cfg, tmp_path / "run")
 
 
+def test_vllm_rollouts_without_a_gpu(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    cfg = smoke_cfg()
+    cfg.train.vllm.enabled = True
+    with pytest.raises(TrainAborted, match="needs a CUDA GPU"):
+        train(cfg, tmp_path / "run")
+
+
 def test_existing_checkpoints_need_resume(tmp_path):
     (tmp_path / "run" / "checkpoints" / "checkpoint-5").mkdir(parents=True)
     with pytest.raises(TrainAborted, match="already holds checkpoint-5; continue it with train.resume=true"):

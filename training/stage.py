@@ -85,6 +85,22 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def check_platform(t: TrainConfig) -> None:
+    """Optional parts (vLLM rollouts, LoRA) need packages and hardware this machine may not have: say so first."""
+    import importlib.util
+
+    if t.vllm.enabled:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise TrainAborted("train.vllm.enabled=true needs a CUDA GPU and this torch sees none; set "
+                               "train.vllm.enabled=false (rollouts with transformers' generate) or run on a GPU node")
+        if importlib.util.find_spec("vllm") is None:
+            raise TrainAborted("train.vllm.enabled=true needs the vllm package: pip install 'autodata[gpu]'")
+    if t.lora.enabled and importlib.util.find_spec("peft") is None:
+        raise TrainAborted("train.lora.enabled=true needs the peft package: pip install 'autodata[lora]'")
+
+
 def latest_checkpoint(output_dir: Path) -> Optional[Path]:
     found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
     return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
@@ -219,6 +235,7 @@ def train(cfg: RootConfig, run_dir: Path, *, llm: Optional[LLM] = None, model: A
     except DataError as err:
         raise TrainAborted(str(err)) from err
     plan = batch_plan(t, num_processes())
+    check_platform(t)
     output_dir = run_dir / CHECKPOINTS
     resume_from = resume_point(t, output_dir)
     log.info("train: %d examples from %d source(s); %d prompts x %d = %d completions per step = %d per device x %d "
