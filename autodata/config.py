@@ -350,6 +350,47 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    """stage=eval: sample the evaluated model (role weak_solver) on held-out sets, grade with the domain's judge."""
+
+    # Held-out sets: generate run dirs (their heldout.jsonl) or JSONL files (generate rows, PRBench-style rows with
+    # prompt + criteria, principia-bench-style rows with question + answer)
+    datasets: list[str] = field(default_factory=list)
+    # Completions per prompt (paper CS: mean@3 / best@3; science: avg@8)
+    n: int = 3
+    # Shortcut for models.roles.weak_solver.model (the evaluated model)
+    model: Optional[str] = None
+    # Keep the first this many prompts of each set (in file order); null keeps all
+    limit: Optional[int] = None
+    # A sample counts as passing (pass@k) when its score is >= this
+    pass_threshold: float = 1.0
+    # Grade only the text after the last </think>; an unclosed reasoning block is graded as an empty answer
+    strip_reasoning: bool = True
+    # Prompts sampled and graded concurrently
+    max_prompts_in_flight: int = 16
+    # Base seed of the per-call seeds
+    seed: int = 0
+
+
+@dataclass
+class ReportConfig:
+    """stage=report: side-by-side tables of eval runs and the paper's published numbers."""
+
+    # "row/column" label (e.g. base/cot_test) -> an eval run dir; RUN_DIR#DATASET picks one set of a multi-set run
+    runs: dict[str, str] = field(default_factory=dict)
+    # Published numbers: "row/column" label -> metric name -> value (conf/report/paper_cs.yaml)
+    paper: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Row and column ids in table order; empty: taken from runs and paper labels
+    rows: list[str] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+    # Display names of rows and columns (id when absent)
+    titles: dict[str, str] = field(default_factory=dict)
+    # Metrics shown in every cell, in order
+    metrics: list[str] = field(default_factory=lambda: ["mean_at_3", "best_at_3"])
+    title: str = "Evaluation"
+
+
+@dataclass
 class RootConfig:
     # Which stage to run: see autodata.stages.STAGES
     stage: str = MISSING
@@ -360,6 +401,8 @@ class RootConfig:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     # none or wandb
     logger: str = "none"
     # Shown progress bar (off in CI logs)

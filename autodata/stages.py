@@ -13,6 +13,8 @@ from typing import Callable
 STAGES: dict[str, str] = {
     "generate": "autodata.generate.stage:run",
     "train": "training.stage:run",
+    "eval": "eval.stage:run",
+    "report": "eval.report:run",
 }
 
 

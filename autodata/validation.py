@@ -212,7 +212,41 @@ def check_train(cfg: RootConfig) -> list[Problem]:
     return problems
 
 
-CHECKS = {"generate": check_generate, "train": check_train}
+def check_eval(cfg: RootConfig) -> list[Problem]:
+    """Rules of stage=eval that need no file: the sets themselves are read and checked at start."""
+    problems: list[Problem] = []
+    e = cfg.eval
+    _choice(problems, "domain.name", cfg.domain.name, KNOWN_DOMAINS)
+    if not isinstance(e.n, int) or e.n < 1:
+        problems.append(Problem("eval.n", e.n, "must be >= 1 (completions per prompt)",
+                                "set eval.n=3 for the paper's mean@3 / best@3, or 8 for avg@8"))
+    _positive(problems, "eval.max_prompts_in_flight", e.max_prompts_in_flight)
+    if e.limit is not None:
+        _positive(problems, "eval.limit", e.limit)
+    _unit(problems, "eval.pass_threshold", e.pass_threshold)
+    if not isinstance(e.datasets, list) or not all(isinstance(p, str) and p for p in e.datasets):
+        problems.append(Problem("eval.datasets", e.datasets, "must be a list of paths",
+                                "set eval.datasets=[runs/cs_agentic] (a generate run dir or a .jsonl file)"))
+    # Eval calls two roles: the evaluated model (weak_solver) and the judge.
+    problems.extend(check_models(cfg, roles=("weak_solver", "judge")))
+    return problems
+
+
+def check_report(cfg: RootConfig) -> list[Problem]:
+    problems: list[Problem] = []
+    for key, labels in (("report.runs", cfg.report.runs), ("report.paper", cfg.report.paper)):
+        for label in labels:
+            row, sep, column = label.rpartition("/")
+            if not (sep and row and column):
+                problems.append(Problem(f"{key}.{label}", label, "must be a ROW/COLUMN label",
+                                        "name it like base/cot_test"))
+    if not cfg.report.metrics:
+        problems.append(Problem("report.metrics", cfg.report.metrics, "must not be empty",
+                                "list the metrics to show, e.g. [mean_at_3, best_at_3]"))
+    return problems
+
+
+CHECKS = {"generate": check_generate, "train": check_train, "eval": check_eval, "report": check_report}
 
 
 def validate(cfg: RootConfig) -> None:

@@ -1,0 +1,160 @@
+"""``stage=report``: our eval numbers beside the paper's, as report.md and report.csv.
+
+    python -m autodata.run stage=report report=paper_cs hydra.run.dir=runs/report_cs \\
+        '+report.runs={base/cot_test: runs/eval_base_cot, base/agentic_test: runs/eval_base_agentic}'
+
+``report.runs`` maps a "row/column" label to an eval run dir (``'RUN_DIR#SET'``,
+quoted, picks one set of a run that evaluated several; ``+`` because Hydra adds
+new keys to a dict only with it). ``report=paper_cs`` brings the
+paper's CS table (rows, columns, published numbers). Each cell shows, per metric,
+our value with its standard error, the paper's value and the difference. A run
+that is not named, or whose metrics.json is absent, says "missing": the paper's
+number is never shown in its place.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from autodata.config import ReportConfig, RootConfig
+
+log = logging.getLogger(__name__)
+
+MISSING = "missing"
+
+
+class ReportError(ValueError):
+    pass
+
+
+@dataclass
+class Cell:
+    row: str
+    column: str
+    metric: str
+    ours: Optional[float]
+    stderr: Optional[float]
+    paper: Optional[float]
+    # Where our number comes from, or why it is missing
+    source: str
+
+    @property
+    def diff(self) -> Optional[float]:
+        return None if self.ours is None or self.paper is None else self.ours - self.paper
+
+
+def load_run_metrics(spec: str) -> tuple[Optional[dict[str, Any]], str]:
+    """The metrics of one set of an eval run, or None and the reason it is missing."""
+    path_text, _, dataset = spec.partition("#")
+    metrics_path = Path(path_text) / "metrics.json"
+    if not metrics_path.exists():
+        return None, f"{metrics_path} not found (run stage=eval with hydra.run.dir={path_text})"
+    sets = json.loads(metrics_path.read_text()).get("datasets", {})
+    if dataset:
+        if dataset not in sets:
+            return None, f"{metrics_path} has no set {dataset!r} (sets: {', '.join(sorted(sets))})"
+        return sets[dataset], f"{path_text}#{dataset}"
+    if len(sets) != 1:
+        return None, (f"{metrics_path} has {len(sets)} sets ({', '.join(sorted(sets))}); name one as "
+                      f"{path_text}#SET")
+    (name, values), = sets.items()
+    return values, f"{path_text}#{name}"
+
+
+def _split(label: str) -> tuple[str, str]:
+    row, sep, column = label.rpartition("/")
+    if not sep or not row or not column:
+        raise ReportError(f"report label {label!r} must be ROW/COLUMN, e.g. base/cot_test")
+    return row, column
+
+
+def build_cells(cfg: ReportConfig) -> tuple[list[str], list[str], list[Cell]]:
+    labels = list(cfg.paper) + [k for k in cfg.runs if k not in cfg.paper]
+    pairs = [_split(label) for label in labels]
+    rows = list(cfg.rows) or list(dict.fromkeys(r for r, _ in pairs))
+    columns = list(cfg.columns) or list(dict.fromkeys(c for _, c in pairs))
+    cells = []
+    for row in rows:
+        for column in columns:
+            label = f"{row}/{column}"
+            spec = cfg.runs.get(label)
+            values, source = load_run_metrics(spec) if spec else (None, "no run named in report.runs")
+            published = cfg.paper.get(label, {})
+            for metric in cfg.metrics:
+                est = (values or {}).get(metric)
+                est = est if isinstance(est, dict) else {}
+                ours = est.get("value")
+                # A run that lacks this metric (e.g. evaluated with eval.n=8) is named as the reason.
+                why = f"{source} has no {metric}" if values is not None and ours is None else source
+                cells.append(Cell(row, column, metric, ours, est.get("stderr"), published.get(metric), why))
+    return rows, columns, cells
+
+
+def _num(x: Optional[float], signed: bool = False) -> str:
+    if x is None:
+        return "-"
+    return f"{x:+.3f}" if signed else f"{x:.3f}"
+
+
+def cell_text(cell: Cell) -> str:
+    ours = MISSING if cell.ours is None else f"{cell.ours:.3f} ± {cell.stderr or 0.0:.3f}"
+    return f"{ours} (paper {_num(cell.paper)}, diff {_num(cell.diff, signed=True)})"
+
+
+def render_markdown(cfg: ReportConfig, rows: list[str], columns: list[str], cells: list[Cell]) -> str:
+    title = lambda key: cfg.titles.get(key, key)  # noqa: E731
+    index = {(c.row, c.column, c.metric): c for c in cells}
+    lines = [f"# {cfg.title}", "",
+             "Ours ± standard error over prompts, the paper's number, and ours minus the paper's.", ""]
+    for metric in cfg.metrics:
+        lines += [f"## {metric}", "", "| model | " + " | ".join(title(c) for c in columns) + " |",
+                  "|---|" + "---|" * len(columns)]
+        for row in rows:
+            lines.append(f"| {title(row)} | " + " | ".join(cell_text(index[(row, c, metric)]) for c in columns) + " |")
+        lines.append("")
+    missing = [c for c in cells if c.ours is None]
+    if missing:
+        lines += ["## Missing cells", ""]
+        seen = set()
+        for c in missing:
+            if (c.row, c.column, c.source) not in seen:
+                seen.add((c.row, c.column, c.source))
+                lines.append(f"- {title(c.row)} / {title(c.column)}: {c.source}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, cells: list[Cell]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["row", "column", "metric", "ours", "stderr", "paper", "diff", "source"])
+        for c in cells:
+            w.writerow([c.row, c.column, c.metric, MISSING if c.ours is None else f"{c.ours:.6f}",
+                        "" if c.stderr is None else f"{c.stderr:.6f}", "" if c.paper is None else c.paper,
+                        "" if c.diff is None else f"{c.diff:.6f}", c.source])
+
+
+def make_report(cfg: ReportConfig, run_dir: Path) -> list[Cell]:
+    if not cfg.runs:
+        raise ReportError("report.runs is empty: name eval runs, e.g. report=paper_cs "
+                          "'+report.runs={base/cot_test: runs/eval_base_cot}' (stage=eval writes them)")
+    rows, columns, cells = build_cells(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "report.md").write_text(render_markdown(cfg, rows, columns, cells), encoding="utf-8")
+    write_csv(run_dir / "report.csv", cells)
+    return cells
+
+
+def run(cfg: RootConfig, run_dir: Path) -> None:
+    try:
+        cells = make_report(cfg.report, run_dir)
+    except ReportError as err:
+        log.error("%s", err)
+        raise SystemExit(3) from None
+    missing = sum(1 for c in cells if c.ours is None)
+    log.info("report in %s (report.md, report.csv); %d of %d cells missing", run_dir, missing, len(cells))

@@ -1,0 +1,206 @@
+"""stage=eval end to end with a scripted backend: samples, grading, metrics, resume, judge failures, input errors.
+
+The evaluated model (role weak_solver) answers with marker words; the scripted
+judge grades by the marker: ANS_GOOD meets every positive criterion, ANS_HALF
+only the first, ANS_BAD none, ANS_GARBAGE gets unparseable judge output (twice,
+so the repair round fails too). The CS held-out rows of tests/fixtures/train_run
+have weights [5, 4, 1, -4] (closures) and [5, 3, 2, -4] (exceptions), so GOOD
+scores 1.0, HALF 0.5 and BAD 0.0 on both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from autodata.backends.base import BackendError, ChatRequest, Completion
+from autodata.config import ROLES, RootConfig, register_configs, to_typed
+from autodata.llm import LLM
+from autodata.validation import ConfigError, validate
+from eval.sets import EvalDataError
+from eval.stage import evaluate
+from tests.scripted import ScriptedBackend
+
+ROOT = Path(__file__).resolve().parents[1]
+HELDOUT_RUN = ROOT / "tests/fixtures/train_run"
+FIXTURES = ROOT / "tests/fixtures/eval"
+register_configs()
+
+# Per question (matched by a word in it): the three answers of the evaluated model.
+ANSWERS = {"lambda": ["ANS_GOOD", "ANS_HALF", "ANS_BAD"], "finally": ["ANS_HALF", "ANS_GARBAGE", "ANS_BAD"]}
+
+
+def make_cfg(tmp_path: Path, *overrides: str) -> RootConfig:
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        cfg = to_typed(compose(config_name="config", overrides=["stage=eval", *overrides]))
+    cfg.cache.path = str(tmp_path / "cache.sqlite")
+    cfg.progress = False
+    return cfg
+
+
+def user_text(request: ChatRequest) -> str:
+    return "\n".join(m["content"] for m in request.messages if m["role"] == "user")
+
+
+def rubric_judge(request: ChatRequest) -> str:
+    text = user_text(request)
+    n = request.json_schema["properties"]["verdicts"]["maxItems"] if request.json_schema else 4
+    if "ANS_GARBAGE" in text:
+        return "I refuse to grade this."
+    met = {"ANS_GOOD": "all", "ANS_HALF": "first"}.get(next((w for w in ("ANS_GOOD", "ANS_HALF") if w in text), ""))
+    # Criteria order in the fixtures: positives first, the penalty last.
+    verdicts = [{"id": i + 1, "met": (met == "all" and i < n - 1) or (met == "first" and i == 0)} for i in range(n)]
+    return json.dumps({"verdicts": verdicts})
+
+
+class Backend(ScriptedBackend):
+    """A scripted backend whose ANS_BAD answers hit the token budget (finish_reason length)."""
+
+    async def complete(self, request: ChatRequest) -> list[Completion]:
+        out = await super().complete(request)
+        return [Completion(c.text, "length" if "ANS_BAD" in c.text else "stop", 10, 5) for c in out]
+
+
+def solver_script(answers: dict[str, list[str]], fail_on: str = ""):
+    def script(role: str, request: ChatRequest, call: int):
+        text = user_text(request)
+        if role == "judge":
+            return rubric_judge(request)
+        if fail_on and fail_on in text:
+            raise BackendError("server hung up")
+        for word, outs in answers.items():
+            if word in text:
+                return outs[: request.n]
+        raise AssertionError(f"unexpected prompt: {text[:200]}")
+    return script
+
+
+def make_llm(cfg: RootConfig, script) -> tuple[LLM, dict[str, Backend]]:
+    backends = {role: Backend(role, script) for role in ROLES}
+    return LLM(cfg.models, seed=0, backends=backends), backends
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_eval_end_to_end_metrics_and_judge_failures(tmp_path):
+    cfg = make_cfg(tmp_path, f"eval.datasets=[{HELDOUT_RUN}]", "eval.model=my-policy")
+    llm, backends = make_llm(cfg, solver_script(ANSWERS))
+    result = asyncio.run(evaluate(cfg, tmp_path / "run", llm=llm))
+
+    samples = rows(tmp_path / "run" / "samples.jsonl")
+    assert len(samples) == 6
+    first = next(s for s in samples if s["prompt_id"] == "agentic/pydoc/closures" and s["sample"] == 0)
+    assert (first["dataset"], first["completion"], first["score"]) == ("train_run", "ANS_GOOD", 1.0)
+    assert first["verdicts"] == [True, True, True, False]
+    assert first["finish_reason"] == "stop" and first["completion_tokens"] == 5 and first["judge_error"] is None
+    garbage = next(s for s in samples if s["completion"] == "ANS_GARBAGE")
+    assert garbage["score"] is None and "no JSON object" in garbage["judge_error"]
+
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m == result
+    # eval.model is the shortcut for models.roles.weak_solver.model; the judge keeps its model
+    assert (m["model"], m["judge"]) == ("my-policy", "embedded")
+    d = m["datasets"]["train_run"]
+    assert (d["prompts"], d["samples"], d["judge_failures"]) == (2, 6, 1)
+    # closures 1.0/0.5/0.0 -> mean 0.5, best 1.0; exceptions 0.5/(failed)/0.0 -> mean 0.25, best 0.5
+    assert d["mean_at_3"]["value"] == pytest.approx(0.375)
+    assert d["mean_at_3"]["stderr"] == pytest.approx(0.125)
+    assert d["best_at_3"]["value"] == pytest.approx(0.75)
+    assert d["best_at_3"]["stderr"] == pytest.approx(0.25)
+    assert d["mean_at_1"]["value"] == pytest.approx(0.75)
+    # pass (score >= 1.0): closures 1 of 3 -> pass@1 1/3, pass@3 1; exceptions 0 of 2 graded -> 0, too few for k=3
+    assert d["pass_at_1"]["value"] == pytest.approx(1 / 6)
+    assert (d["pass_at_3"]["value"], d["pass_at_3"]["n"]) == (1.0, 1)
+    assert "avg_at_3" not in d  # rubric scores are not binary
+    assert d["truncation_rate"]["value"] == pytest.approx(2 / 6)
+    # one solver call per prompt (n=3 at once), one judge call per sample plus one repair for the garbage
+    assert len(backends["weak_solver"].requests) == 2
+    assert {r.n for r in backends["weak_solver"].requests} == {3}
+    assert len(backends["judge"].requests) == 7
+
+
+def test_resume_does_not_resample_finished_prompts(tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = make_cfg(tmp_path, f"eval.datasets=[{HELDOUT_RUN}]", "cache.enabled=false")
+    llm, _ = make_llm(cfg, solver_script(ANSWERS, fail_on="finally"))
+    first = asyncio.run(evaluate(cfg, run_dir, llm=llm))
+    assert first["prompt_errors_this_run"] == 1
+    assert first["datasets"]["train_run"]["prompts"] == 1
+    # A kill mid-prompt leaves samples without a ledger row; they are dropped and redone.
+    with (run_dir / "samples.jsonl").open("a") as fh:
+        fh.write(json.dumps({"dataset": "train_run", "prompt_id": "agentic/pydoc/exceptions", "sample": 0,
+                             "score": 0.9, "finish_reason": "stop"}) + "\n")
+
+    llm2, backends2 = make_llm(cfg, solver_script(ANSWERS))
+    second = asyncio.run(evaluate(cfg, run_dir, llm=llm2))
+    asked = [user_text(r) for r in backends2["weak_solver"].requests]
+    assert len(asked) == 1 and "finally" in asked[0]
+    d = second["datasets"]["train_run"]
+    assert (d["prompts"], d["samples"]) == (2, 6)
+    assert d["mean_at_3"]["value"] == pytest.approx(0.375)
+    assert len(rows(run_dir / "prompts.jsonl")) == 2
+    # Resuming with another eval.n would mix sample counts in mean@k: refused.
+    cfg.eval.n = 5
+    with pytest.raises(EvalDataError, match="eval.n=\\[3\\]"):
+        asyncio.run(evaluate(cfg, run_dir, llm=llm2))
+
+
+def test_principia_items_get_binary_scores_and_avg_at_k(tmp_path):
+    cfg = make_cfg(tmp_path, "domain=principia", f"eval.datasets=[{FIXTURES / 'principia_bench.jsonl'}]")
+
+    def script(role, request, call):
+        text = user_text(request)
+        if role == "judge":
+            return json.dumps({"reason": "compared", "equivalent": "ANS_RIGHT" in text})
+        return ["ANS_RIGHT", "ANS_WRONG", "ANS_WRONG"] if "cyclic" in text else "ANS_WRONG"
+
+    llm, _ = make_llm(cfg, script)
+    d = asyncio.run(evaluate(cfg, tmp_path / "run", llm=llm))["datasets"]["principia_bench"]
+    assert d["format"] == "principia" and d["prompts"] == 3
+    # pb-001: 1 of 3 right; the other two: 0 -> (1/3) / 3
+    assert d["avg_at_3"]["value"] == pytest.approx(1 / 9)
+    assert d["pass_at_3"]["value"] == pytest.approx(1 / 3)
+
+
+def test_prbench_rows_are_graded_with_their_weighted_criteria(tmp_path):
+    cfg = make_cfg(tmp_path, "domain=legal", "eval.n=1", f"eval.datasets=[{FIXTURES / 'prbench_legal.jsonl'}]")
+
+    def script(role, request, call):
+        if role == "judge":
+            return rubric_judge(request)
+        return "ANS_HALF"
+
+    llm, backends = make_llm(cfg, script)
+    d = asyncio.run(evaluate(cfg, tmp_path / "run", llm=llm))["datasets"]["prbench_legal"]
+    # Only the first criterion met: 9 / (9 + 6 + 3) and 8 / (8 + 6)
+    assert d["mean_at_1"]["value"] == pytest.approx((9 / 18 + 8 / 14) / 2)
+    # The legal judge sees the reference answer
+    assert "small claims" in user_text(backends["judge"].requests[0])
+
+
+def test_missing_and_empty_eval_sets_are_clear_errors(tmp_path):
+    cfg = make_cfg(tmp_path, f"eval.datasets=[{tmp_path / 'nope'}]")
+    llm, _ = make_llm(cfg, solver_script(ANSWERS))
+    with pytest.raises(EvalDataError, match="does not exist.*stage=generate"):
+        asyncio.run(evaluate(cfg, tmp_path / "run", llm=llm))
+    cfg = make_cfg(tmp_path)
+    with pytest.raises(EvalDataError, match="eval.datasets is empty"):
+        asyncio.run(evaluate(cfg, tmp_path / "run", llm=llm))
+    # principia-style items cannot be graded by the CS rubric judge
+    cfg = make_cfg(tmp_path, f"eval.datasets=[{FIXTURES / 'principia_bench.jsonl'}]")
+    with pytest.raises(EvalDataError, match="domain=principia"):
+        asyncio.run(evaluate(cfg, tmp_path / "run", llm=llm))
+
+
+def test_validation_names_the_eval_keys(tmp_path):
+    cfg = make_cfg(tmp_path, "eval.n=0", "eval.pass_threshold=2.0")
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    text = str(info.value)
+    assert "eval.n (0) must be >= 1" in text and "eval.pass_threshold (2.0) must lie in [0, 1]" in text
