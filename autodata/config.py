@@ -388,6 +388,18 @@ class ReportConfig:
     # Metrics shown in every cell, in order
     metrics: list[str] = field(default_factory=lambda: ["mean_at_3", "best_at_3"])
     title: str = "Evaluation"
+    # Row id whose values the metrics in delta_metrics are differences from (paper science: avg@8 over base)
+    delta_from: str = ""
+    # Metrics shown as ours minus the delta_from row's value in the same column (empty: none)
+    delta_metrics: list[str] = field(default_factory=list)
+    # Data-quality table: column id (e.g. cot, agentic) -> a generate run dir (its stats.json, accepted.jsonl)
+    generate_runs: dict[str, str] = field(default_factory=dict)
+    # Published data-quality numbers: column id -> quality metric -> value (conf/report/paper_cs.yaml)
+    quality_paper: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Decimal places of every number in report.md (the science table's gains need 4)
+    digits: int = 3
+    # Write PNG plots (score distributions, gaps, rounds, truncation) and embed them in report.md
+    plots: bool = True
 
 
 @dataclass

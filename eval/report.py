@@ -10,6 +10,12 @@ paper's CS table (rows, columns, published numbers). Each cell shows, per metric
 our value with its standard error, the paper's value and the difference. A run
 that is not named, or whose metrics.json is absent, says "missing": the paper's
 number is never shown in its place.
+
+``report.delta_metrics`` shows those metrics as differences from the
+``report.delta_from`` row (the paper's science table gives avg@8 gains over the
+base model). ``report.generate_runs`` adds the data-quality table
+(``eval/report_tables.py``), and ``report.plots`` PNG plots (``eval/plots.py``)
+embedded in report.md; a plot whose data is missing is named as skipped.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -92,18 +99,36 @@ def build_cells(cfg: ReportConfig) -> tuple[list[str], list[str], list[Cell]]:
                 # A run that lacks this metric (e.g. evaluated with eval.n=8) is named as the reason.
                 why = f"{source} has no {metric}" if values is not None and ours is None else source
                 cells.append(Cell(row, column, metric, ours, est.get("stderr"), published.get(metric), why))
-    return rows, columns, cells
+    return rows, columns, to_deltas(cfg, cells)
 
 
-def _num(x: Optional[float], signed: bool = False) -> str:
+def to_deltas(cfg: ReportConfig, cells: list[Cell]) -> list[Cell]:
+    """Metrics in delta_metrics become ours minus the delta_from row (same column); that row stays absolute."""
+    if not cfg.delta_from:
+        return cells
+    base = {(c.column, c.metric): c for c in cells if c.row == cfg.delta_from}
+    for c in cells:
+        b = base.get((c.column, c.metric))
+        if c.metric not in cfg.delta_metrics or c.row == cfg.delta_from or b is None or c.ours is None:
+            continue
+        if b.ours is None:
+            c.ours, c.stderr = None, None
+            c.source = f"{c.source}, but the {cfg.delta_from} row it is a difference from is missing"
+        else:
+            c.ours = c.ours - b.ours
+            c.stderr = math.sqrt((c.stderr or 0.0) ** 2 + (b.stderr or 0.0) ** 2)
+    return cells
+
+
+def _num(x: Optional[float], signed: bool = False, digits: int = 3) -> str:
     if x is None:
         return "-"
-    return f"{x:+.3f}" if signed else f"{x:.3f}"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
-def cell_text(cell: Cell) -> str:
-    ours = MISSING if cell.ours is None else f"{cell.ours:.3f} ± {cell.stderr or 0.0:.3f}"
-    return f"{ours} (paper {_num(cell.paper)}, diff {_num(cell.diff, signed=True)})"
+def cell_text(cell: Cell, digits: int = 3) -> str:
+    ours = MISSING if cell.ours is None else f"{cell.ours:.{digits}f} ± {cell.stderr or 0.0:.{digits}f}"
+    return f"{ours} (paper {_num(cell.paper, digits=digits)}, diff {_num(cell.diff, signed=True, digits=digits)})"
 
 
 def render_markdown(cfg: ReportConfig, rows: list[str], columns: list[str], cells: list[Cell]) -> str:
@@ -111,11 +136,12 @@ def render_markdown(cfg: ReportConfig, rows: list[str], columns: list[str], cell
     index = {(c.row, c.column, c.metric): c for c in cells}
     lines = [f"# {cfg.title}", "",
              "Ours ± standard error over prompts, the paper's number, and ours minus the paper's.", ""]
-    for metric in cfg.metrics:
-        lines += [f"## {metric}", "", "| model | " + " | ".join(title(c) for c in columns) + " |",
+    for metric in cfg.metrics if cells else []:
+        delta = f" (difference from {title(cfg.delta_from)})" if cfg.delta_from and metric in cfg.delta_metrics else ""
+        lines += [f"## {metric}{delta}", "", "| model | " + " | ".join(title(c) for c in columns) + " |",
                   "|---|" + "---|" * len(columns)]
         for row in rows:
-            lines.append(f"| {title(row)} | " + " | ".join(cell_text(index[(row, c, metric)]) for c in columns) + " |")
+            lines.append(f"| {title(row)} | " + " | ".join(cell_text(index[(row, c, metric)], cfg.digits) for c in columns) + " |")
         lines.append("")
     missing = [c for c in cells if c.ours is None]
     if missing:
@@ -139,13 +165,47 @@ def write_csv(path: Path, cells: list[Cell]) -> None:
                         "" if c.diff is None else f"{c.diff:.6f}", c.source])
 
 
+def make_plots(cfg: ReportConfig, run_dir: Path) -> list[str]:
+    """Markdown lines embedding each plot, or naming it as skipped with the reason."""
+    from eval import plots
+    from eval.report_tables import read_accepted
+
+    accepted = {name: read_accepted(Path(spec)) or [] for name, spec in cfg.generate_runs.items()}
+    rates = {}
+    for label, spec in cfg.runs.items():
+        values, _ = load_run_metrics(spec)
+        rate = ((values or {}).get("truncation_rate") or {}).get("value")
+        if rate is not None:
+            rates[label] = rate
+    made = [("weak vs strong scores", plots.score_distributions(accepted, run_dir)),
+            ("gap (strong - weak)", plots.histogram(accepted, "gap", "strong mean - weak mean",
+                                                     run_dir / "gap_hist.png")),
+            ("rounds per accepted example", plots.histogram(accepted, "rounds_used", "rounds used",
+                                                             run_dir / "rounds_hist.png")),
+            ("truncation rate per model", plots.truncation_bars(rates, run_dir / "truncation.png"))]
+    lines = ["## Plots", ""]
+    for name, (path, why) in made:
+        lines += [f"### {name}", "", f"![{name}]({path})" if path else f"Skipped: {why}.", ""]
+    return lines
+
+
 def make_report(cfg: ReportConfig, run_dir: Path) -> list[Cell]:
-    if not cfg.runs:
-        raise ReportError("report.runs is empty: name eval runs, e.g. report=paper_cs "
-                          "'+report.runs={base/cot_test: runs/eval_base_cot}' (stage=eval writes them)")
-    rows, columns, cells = build_cells(cfg)
+    if not cfg.runs and not cfg.generate_runs:
+        raise ReportError("report.runs and report.generate_runs are empty: name eval runs, e.g. report=paper_cs "
+                          "'+report.runs={base/cot_test: runs/eval_base_cot}' (stage=eval writes them), "
+                          "or generate runs, e.g. '+report.generate_runs={cot: runs/cs_cot}'")
+    from eval.report_tables import build_quality_cells, render_quality
+
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "report.md").write_text(render_markdown(cfg, rows, columns, cells), encoding="utf-8")
+    rows, columns, cells = build_cells(cfg) if cfg.runs or cfg.paper else ([], [], [])
+    md = render_markdown(cfg, rows, columns, cells)
+    if cfg.generate_runs or cfg.quality_paper:
+        quality_columns, quality_cells = build_quality_cells(cfg)
+        md += "\n" + "\n".join(render_quality(cfg, quality_columns, quality_cells))
+        cells = cells + quality_cells
+    if cfg.plots:
+        md += "\n" + "\n".join(make_plots(cfg, run_dir))
+    (run_dir / "report.md").write_text(md, encoding="utf-8")
     write_csv(run_dir / "report.csv", cells)
     return cells
 

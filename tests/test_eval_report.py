@@ -31,7 +31,7 @@ def test_report_with_one_present_and_one_missing_run(tmp_path):
             f"+report.runs={{base/cot_test: {present}, base/agentic_test: {tmp_path / 'never_ran'}}}"]))
     validate(cfg)
     out = tmp_path / "report"
-    cells = make_report(cfg.report, out)
+    cells = [c for c in make_report(cfg.report, out) if c.metric != "data_quality"]
 
     by = {(c.row, c.column, c.metric): c for c in cells}
     assert len(cells) == 3 * 2 * 2
@@ -64,3 +64,125 @@ def test_a_multi_set_run_needs_the_set_named(tmp_path):
     cells = {c.column: c for c in make_report(cfg.report, tmp_path / "report")}
     assert cells["agentic_test"].ours == 0.4
     assert cells["cot_test"].ours is None and "name one as" in cells["cot_test"].source
+
+
+def write_generate_run(path: Path, accepted: list[dict], reasons: dict[str, int]) -> None:
+    path.mkdir(parents=True)
+    (path / "accepted.jsonl").write_text("".join(json.dumps(r) + "\n" for r in accepted))
+    (path / "stats.json").write_text(json.dumps({"failure_reasons": reasons}))
+
+
+def compose_report(*overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        return to_typed(compose(config_name="config", overrides=["stage=report", *overrides]))
+
+
+def test_data_quality_table_beside_the_papers_numbers(tmp_path):
+    agentic = tmp_path / "gen_agentic"
+    write_generate_run(agentic, [
+        {"weak_mean": 0.2, "strong_mean": 0.8, "gap": 0.6, "rounds_used": 3},
+        {"weak_mean": 0.4, "strong_mean": 0.8, "gap": 0.4, "rounds_used": 5}],
+        {"too_easy": 6, "failed_on_strong": 3, "malformed": 1})
+    cfg = compose_report("report=paper_cs", "report.plots=false",
+                         f"+report.generate_runs={{agentic: {agentic}}}")
+    out = tmp_path / "report"
+    cells = {(c.row, c.column): c for c in make_report(cfg.report, out) if c.metric == "data_quality"}
+
+    weak = cells[("weak_mean", "agentic")]
+    assert abs(weak.ours - 0.3) < 1e-9 and abs(weak.stderr - 0.1) < 1e-9 and weak.paper == 0.458
+    assert cells[("gap", "agentic")].ours == 0.5 and cells[("rounds_per_accepted", "agentic")].ours == 4.0
+    assert cells[("share_too_easy", "agentic")].ours == 0.6 and cells[("share_too_easy", "agentic")].paper == 0.80
+    assert abs(cells[("share_failed_on_strong", "agentic")].ours - 0.3) < 1e-9
+    # No CoT run named: every CoT cell is missing, with the paper's number only in its own slot.
+    cot = cells[("weak_mean", "cot")]
+    assert cot.ours is None and cot.paper == 0.677 and "no run named in report.generate_runs" in cot.source
+
+    md = (out / "report.md").read_text()
+    assert "## Data quality (generate runs)" in md
+    assert "| weak mean | missing (paper 0.677, diff -) | 0.300 ± 0.100 (paper 0.458, diff -0.158) |" in md
+    assert "| rounds per accepted example | missing (paper 1.000, diff -) | 4.000 ± 1.000 (paper 6.590, diff -2.590) |" in md
+    with (out / "report.csv").open() as fh:
+        table = {(r["row"], r["column"]): r for r in csv.DictReader(fh) if r["metric"] == "data_quality"}
+    assert table[("strong_mean", "cot")]["ours"] == "missing" and table[("strong_mean", "cot")]["paper"] == "0.696"
+    assert table[("gap", "agentic")]["ours"] == "0.500000"
+
+
+def test_generate_runs_alone_make_a_report_and_a_run_without_outputs_is_missing(tmp_path):
+    empty = tmp_path / "never_generated"
+    cfg = compose_report("report.plots=false", f"+report.generate_runs={{cot: {empty}}}")
+    cells = make_report(cfg.report, tmp_path / "report")
+    assert {c.metric for c in cells} == {"data_quality"}
+    assert all(c.ours is None and "neither accepted.jsonl nor stats.json" in c.source for c in cells)
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| weak mean | missing (paper -, diff -) |" in md and "## mean_at_3" not in md
+
+
+def test_science_table_shows_gains_over_the_base_row(tmp_path):
+    base, agentic = tmp_path / "eval_base", tmp_path / "eval_agentic"
+    write_eval_run(base, {"val": {"avg_at_8": {"value": 0.70, "stderr": 0.03, "n": 50},
+                                  "truncation_rate": {"value": 0.2, "stderr": 0.01, "n": 400}}})
+    write_eval_run(agentic, {"val": {"avg_at_8": {"value": 0.75, "stderr": 0.04, "n": 50},
+                                     "truncation_rate": {"value": 0.05, "stderr": 0.01, "n": 400}}})
+    cfg = compose_report("report=paper_science", "report.plots=false",
+                         f"+report.runs={{base/validation: {base}, grpo_agentic/validation: {agentic}, "
+                         f"grpo_cot/validation: {agentic}}}")
+    by = {(c.row, c.column, c.metric): c for c in make_report(cfg.report, tmp_path / "report")}
+    gain = by[("grpo_agentic", "validation", "avg_at_8")]
+    assert abs(gain.ours - 0.05) < 1e-9 and abs(gain.stderr - 0.05) < 1e-9 and gain.paper == 0.0320
+    assert abs(gain.diff - 0.018) < 1e-9
+    # The base row stays absolute; truncation is not a delta metric.
+    assert by[("base", "validation", "avg_at_8")].ours == 0.70
+    assert by[("grpo_agentic", "validation", "truncation_rate")].ours == 0.05
+    assert by[("grpo_combined", "principia", "avg_at_8")].ours is None
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## avg_at_8 (difference from base)" in md
+    assert "0.0500 ± 0.0500 (paper 0.0320, diff +0.0180)" in md
+
+
+def test_legal_table_composes_with_the_papers_numbers(tmp_path):
+    run = tmp_path / "eval_legal"
+    write_eval_run(run, {"prbench": {"mean_at_1": {"value": 0.40, "stderr": 0.02, "n": 30}}})
+    cfg = compose_report("report=paper_legal", "report.plots=false",
+                         f"+report.runs={{grpo_agentic_4b/prbench_legal: {run}}}")
+    validate(cfg)
+    by = {(c.row, c.column): c for c in make_report(cfg.report, tmp_path / "report")}
+    assert len(by) == 6 and by[("base_397b", "prbench_legal_hard")].paper == 0.277
+    assert abs(by[("grpo_agentic_4b", "prbench_legal")].diff + 0.041) < 1e-9
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| 397B base, no RL | missing (paper 0.404, diff -) | missing (paper 0.277, diff -) |" in md
+
+
+def test_plots_are_written_and_a_plot_without_data_is_named_as_skipped(tmp_path):
+    gen = tmp_path / "gen"
+    write_generate_run(gen, [{"weak_mean": 0.2, "strong_mean": 0.9, "gap": 0.7, "rounds_used": 2}], {})
+    cfg = compose_report(f"+report.generate_runs={{agentic: {gen}}}")
+    out = tmp_path / "report"
+    make_report(cfg.report, out)
+    for name in ("scores_weak_strong.png", "gap_hist.png", "rounds_hist.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    assert "![weak vs strong scores](scores_weak_strong.png)" in md
+    assert not (out / "truncation.png").exists()
+    assert "Skipped: no eval run has truncation_rate." in md
+
+
+def test_report_tables_doctests():
+    import doctest
+
+    import eval.report_tables
+
+    assert doctest.testmod(eval.report_tables).failed == 0
+
+
+def test_truncation_plot_from_eval_runs_and_no_generate_plots_without_generate_runs(tmp_path):
+    run = tmp_path / "eval_base"
+    write_eval_run(run, {"val": {"mean_at_3": {"value": 0.5, "stderr": 0.1, "n": 10},
+                                 "truncation_rate": {"value": 0.25, "stderr": 0.05, "n": 30}}})
+    cfg = compose_report("report.metrics=[mean_at_3]", f"+report.runs={{base/val: {run}}}")
+    out = tmp_path / "report"
+    make_report(cfg.report, out)
+    assert (out / "truncation.png").read_bytes()[:4] == b"\x89PNG"
+    md = (out / "report.md").read_text()
+    assert "![truncation rate per model](truncation.png)" in md and "## Data quality" not in md
+    assert md.count("Skipped: no generate run with accepted examples.") == 1
+    assert not (out / "gap_hist.png").exists() and "Skipped: no accepted example has gap." in md
