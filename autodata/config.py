@@ -18,6 +18,18 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 ROLES = ("challenger", "quality_verifier", "weak_solver", "strong_solver", "judge", "feedback")
 """Every model role of the generate loop. Each is bound to one endpoint."""
 
+EXTRA_JUDGE_PREFIX = "judge_"
+"""``models.roles.judge_<name>`` declares a further grader (``eval.judges``: the paper grades legal with two)."""
+
+
+def is_judge_role(role: str) -> bool:
+    return role == "judge" or (role.startswith(EXTRA_JUDGE_PREFIX) and len(role) > len(EXTRA_JUDGE_PREFIX))
+
+
+def model_roles(models: "ModelsConfig") -> tuple[str, ...]:
+    """The loop's roles plus every extra judge role declared in ``models.roles``."""
+    return ROLES + tuple(sorted(r for r in models.roles if r not in ROLES and is_judge_role(r)))
+
 
 @dataclass
 class EndpointConfig:
@@ -360,6 +372,10 @@ class EvalConfig:
     n: int = 3
     # Shortcut for models.roles.weak_solver.model (the evaluated model)
     model: Optional[str] = None
+    # Judge roles that grade every sample, each reported as its own column: "judge" and/or roles named
+    # judge_<name> in models.roles (e.g. [judge, judge_kimi]). The first is the primary judge: its metrics are
+    # also the set's top-level metrics in metrics.json.
+    judges: list[str] = field(default_factory=lambda: ["judge"])
     # Keep the first this many prompts of each set (in file order); null keeps all
     limit: Optional[int] = None
     # A sample counts as passing (pass@k) when its score is >= this
@@ -449,6 +465,9 @@ def endpoint_for(models: ModelsConfig, role: str) -> EndpointConfig:
             setattr(base, name, value)
     if models.base_url is not None:
         base.base_urls = None
+    if role != "judge" and is_judge_role(role):
+        # An extra judge starts from models.default like any role, but grades greedily unless it says otherwise.
+        base.temperature = 0.0
     override = models.roles.get(role)
     if override is not None:
         for f in fields(EndpointConfig):

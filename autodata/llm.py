@@ -17,7 +17,7 @@ from typing import Any, Callable, Generic, Optional, TypeVar
 
 from autodata.backends import Backend, ChatRequest, Completion, Sampling, build_backend, endpoint_key
 from autodata.cache import ResponseCache, request_key
-from autodata.config import ROLES, EndpointConfig, ModelsConfig, endpoint_for
+from autodata.config import EndpointConfig, ModelsConfig, endpoint_for, model_roles
 
 T = TypeVar("T")
 
@@ -100,8 +100,9 @@ class LLM:
     ):
         self.seed = seed
         self.cache = cache
-        self.endpoints: dict[str, EndpointConfig] = {role: endpoint_for(models, role) for role in ROLES}
-        self.usage: dict[str, RoleUsage] = {role: RoleUsage() for role in ROLES}
+        roles = model_roles(models)
+        self.endpoints: dict[str, EndpointConfig] = {role: endpoint_for(models, role) for role in roles}
+        self.usage: dict[str, RoleUsage] = {role: RoleUsage() for role in roles}
         if backends is not None:
             # Injected (tests, scripted runs): one backend per role name.
             self.backends = dict(backends)

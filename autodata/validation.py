@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from autodata.config import ROLES, RootConfig, endpoint_for
+from autodata.config import ROLES, RootConfig, endpoint_for, is_judge_role
 
 
 @dataclass
@@ -112,9 +112,10 @@ def check_generate(cfg: RootConfig) -> list[Problem]:
 def check_models(cfg: RootConfig, roles: tuple[str, ...] = ROLES) -> list[Problem]:
     """Endpoint rules for ``roles`` (the roles the stage calls)."""
     problems: list[Problem] = []
-    unknown_roles = sorted(set(cfg.models.roles) - set(ROLES))
+    unknown_roles = sorted(r for r in cfg.models.roles if r not in ROLES and not is_judge_role(r))
     for role in unknown_roles:
-        problems.append(Problem(f"models.roles.{role}", role, f"is not a role (roles: {', '.join(ROLES)})",
+        problems.append(Problem(f"models.roles.{role}", role,
+                                f"is not a role (roles: {', '.join(ROLES)}, or judge_<name> for a further judge)",
                                 "fix the spelling or remove it"))
     for role in roles:
         ep = endpoint_for(cfg.models, role)
@@ -227,8 +228,21 @@ def check_eval(cfg: RootConfig) -> list[Problem]:
     if not isinstance(e.datasets, list) or not all(isinstance(p, str) and p for p in e.datasets):
         problems.append(Problem("eval.datasets", e.datasets, "must be a list of paths",
                                 "set eval.datasets=[runs/cs_agentic] (a generate run dir or a .jsonl file)"))
-    # Eval calls two roles: the evaluated model (weak_solver) and the judge.
-    problems.extend(check_models(cfg, roles=("weak_solver", "judge")))
+    judges = list(e.judges) if isinstance(e.judges, list) else []
+    if not judges:
+        problems.append(Problem("eval.judges", e.judges, "must list at least one judge role",
+                                "set eval.judges=[judge], or [judge,judge_kimi] with +judges=kimi"))
+    for role in judges:
+        if not is_judge_role(role):
+            problems.append(Problem("eval.judges", role, "is not a judge role (judge, or judge_<name>)",
+                                    "name a further judge judge_<name> and configure it under models.roles.judge_<name>"))
+        elif role != "judge" and role not in cfg.models.roles:
+            problems.append(Problem("eval.judges", role, f"has no endpoint: models.roles.{role} is not set",
+                                    f"declare it: +judges=kimi (conf/judges/*.yaml) or roles.{role} in a models/*.yaml of your own"))
+    if len(set(judges)) != len(judges):
+        problems.append(Problem("eval.judges", judges, "names a judge twice", "list each judge role once"))
+    # Eval calls the evaluated model (weak_solver) and every judge.
+    problems.extend(check_models(cfg, roles=("weak_solver", *[j for j in judges if is_judge_role(j)])))
     return problems
 
 

@@ -4,8 +4,10 @@
         '+report.runs={base/cot_test: runs/eval_base_cot, base/agentic_test: runs/eval_base_agentic}'
 
 ``report.runs`` maps a "row/column" label to an eval run dir (``'RUN_DIR#SET'``,
-quoted, picks one set of a run that evaluated several; ``+`` because Hydra adds
-new keys to a dict only with it). ``report=paper_cs`` brings the
+quoted, picks one set of a run that evaluated several; ``'RUN_DIR#SET@JUDGE'``
+one judge of a run graded by several, e.g. ``@judge_kimi``; without it a cell
+shows the run's primary judge; ``+`` because Hydra adds new keys to a dict only
+with it). ``report=paper_cs`` brings the
 paper's CS table (rows, columns, published numbers). Each cell shows, per metric,
 our value with its standard error, the paper's value and the difference. A run
 that is not named, or whose metrics.json is absent, says "missing": the paper's
@@ -55,9 +57,23 @@ class Cell:
         return None if self.ours is None or self.paper is None else self.ours - self.paper
 
 
+def parse_spec(spec: str) -> tuple[str, str, str]:
+    """``RUN_DIR[#SET][@JUDGE]`` -> (run dir, set, judge role); set and judge may be empty.
+
+    >>> parse_spec("runs/eval_legal#prbench_legal@judge_kimi")
+    ('runs/eval_legal', 'prbench_legal', 'judge_kimi')
+    >>> parse_spec("runs/eval_base")
+    ('runs/eval_base', '', '')
+    """
+    head, slash, tail = spec.rpartition("/")
+    tail, _, judge = tail.partition("@")
+    path_text, _, dataset = (head + slash + tail).partition("#")
+    return path_text, dataset, judge
+
+
 def load_run_metrics(spec: str) -> tuple[Optional[dict[str, Any]], str]:
-    """The metrics of one set of an eval run, or None and the reason it is missing."""
-    path_text, _, dataset = spec.partition("#")
+    """The metrics of one set (and judge) of an eval run, or None and the reason it is missing."""
+    path_text, dataset, judge = parse_spec(spec)
     metrics_path = Path(path_text) / "metrics.json"
     if not metrics_path.exists():
         return None, f"{metrics_path} not found (run stage=eval with hydra.run.dir={path_text})"
@@ -65,12 +81,21 @@ def load_run_metrics(spec: str) -> tuple[Optional[dict[str, Any]], str]:
     if dataset:
         if dataset not in sets:
             return None, f"{metrics_path} has no set {dataset!r} (sets: {', '.join(sorted(sets))})"
-        return sets[dataset], f"{path_text}#{dataset}"
-    if len(sets) != 1:
+        name = dataset
+    elif len(sets) != 1:
         return None, (f"{metrics_path} has {len(sets)} sets ({', '.join(sorted(sets))}); name one as "
                       f"{path_text}#SET")
-    (name, values), = sets.items()
-    return values, f"{path_text}#{name}"
+    else:
+        (name,) = sets
+    values = sets[name]
+    if not judge:
+        return values, f"{path_text}#{name}"
+    by_judge = values.get("by_judge", {})
+    if judge not in by_judge:
+        return None, (f"{metrics_path} set {name!r} was not graded by judge {judge!r} (judges: "
+                      f"{', '.join(sorted(by_judge)) or 'none recorded'}); add it to eval.judges and rerun eval "
+                      f"with hydra.run.dir={path_text}")
+    return {**values, **by_judge[judge]}, f"{path_text}#{name}@{judge}"
 
 
 def _split(label: str) -> tuple[str, str]:

@@ -6,16 +6,18 @@
     python -m autodata.run stage=eval domain=principia eval.datasets=[data/principia_bench.jsonl] eval.n=8
 
 The evaluated model plays role ``weak_solver`` (``eval.model`` is a shortcut for
-``models.roles.weak_solver.model``); role ``judge`` grades with the generate
-stage's judge and scoring (``Domain.parse_grade``). A sample the judge cannot
-grade (after the repair round, or a failed request) is counted in
-``judge_failures`` and left out of every metric, never scored 0.
+``models.roles.weak_solver.model``). Every role in ``eval.judges`` (``judge``, and
+``judge_<name>`` roles declared in ``models.roles``) grades every sample with the
+generate stage's judge prompt and scoring (``Domain.parse_grade``); each judge
+gets its own metrics. A sample a judge cannot grade (after the repair round, or
+a failed request) is counted in that judge's ``judge_failures`` and left out of
+its metrics, never scored 0.
 
-Writes into the run dir: ``samples.jsonl`` (one row per graded completion),
-``prompts.jsonl`` (the resume ledger: a prompt is finished once its row is
-there), ``metrics.json`` and ``cache.sqlite``. Rerunning with the same
-``hydra.run.dir`` skips finished prompts and recomputes metrics.json from every
-sample on disk.
+Writes into the run dir: ``samples.jsonl`` (one row per completion, with a grade
+per judge), ``prompts.jsonl`` (the resume ledger: a prompt is finished once its
+row is there), ``metrics.json`` and ``cache.sqlite``. Rerunning with the same
+``hydra.run.dir`` skips finished prompts, grades finished samples with any judge
+added since, and recomputes metrics.json from every sample on disk.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from autodata.config import EndpointConfig, EvalConfig, RootConfig, endpoint_for
 from autodata.domains import Domain, build_domain
 from autodata.llm import LLM
 from autodata.rundir import JsonlWriter, read_jsonl, rewrite_jsonl
+from autodata.tracking import flatten, start_wandb
 from eval import metrics as M
 from eval.sets import EvalDataError, EvalItem, EvalSet, load_sets
 from training.guard import final_answer
@@ -42,6 +45,8 @@ log = logging.getLogger(__name__)
 SAMPLES = "samples.jsonl"
 LEDGER = "prompts.jsonl"
 METRICS = "metrics.json"
+# Version of the samples.jsonl rows: 2 keeps one grade per judge under "grades"
+SAMPLES_FORMAT = 2
 
 
 class EvalAborted(RuntimeError):
@@ -55,7 +60,12 @@ def prepare_resume(run_dir: Path) -> set[tuple[str, str]]:
     if path.exists():
         seen: set[tuple] = set()
         kept = []
-        for row in read_jsonl(path):
+        for line_no, row in enumerate(read_jsonl(path), 1):
+            if row.get("format") != SAMPLES_FORMAT:
+                raise EvalDataError(
+                    f"{path} line {line_no} has samples format {row.get('format', 1)}; this version reads format "
+                    f"{SAMPLES_FORMAT} (one grade per judge under 'grades'). Evaluate into a new hydra.run.dir; "
+                    f"the existing files are left as they are")
             ident = (row.get("dataset"), row.get("prompt_id"), row.get("sample"))
             if ident[:2] in done and ident not in seen:
                 seen.add(ident)
@@ -64,18 +74,20 @@ def prepare_resume(run_dir: Path) -> set[tuple[str, str]]:
     return done
 
 
-async def grade(llm: LLM, domain: Domain, item: EvalItem, completion: Completion, strip_reasoning: bool,
-                seed_key: str) -> dict[str, Any]:
-    """Score, verdicts and judge error of one completion (never raises for a judge failure)."""
-    answer = final_answer(completion.text) if strip_reasoning else completion.text
+def answer_of(text: str, strip_reasoning: bool) -> str:
+    return final_answer(text) if strip_reasoning else text
+
+
+async def grade(llm: LLM, domain: Domain, item: EvalItem, answer: str, judge: str, seed_key: str) -> dict[str, Any]:
+    """One judge's score, verdicts and error for one answer (never raises for a judge failure)."""
     out: dict[str, Any] = {"score": None, "verdicts": None, "correct": None, "judge_error": None}
     if not answer.strip():
         # No answer to grade (empty, or reasoning that never closed): the model's failure, scored 0.
-        out.update(score=0.0, empty_answer=True)
+        out.update(score=0.0)
         return out
     task = item.task
     try:
-        result = await llm.chat_json("judge", domain.judge_messages(task, answer), schema=domain.judge_schema(task),
+        result = await llm.chat_json(judge, domain.judge_messages(task, answer), schema=domain.judge_schema(task),
                                      parse=lambda obj: domain.parse_grade(task, obj), seed_key=seed_key)
     except EndpointUnreachable:
         raise
@@ -89,29 +101,72 @@ async def grade(llm: LLM, domain: Domain, item: EvalItem, completion: Completion
     return out
 
 
+def judge_seed_key(row: dict[str, Any], judge: str) -> str:
+    # The primary judge role keeps the key of single-judge runs, so their cached verdicts still apply.
+    suffix = "" if judge == "judge" else f"/{judge}"
+    return f"eval/{row['dataset']}/{row['prompt_id']}/judge/{row['sample']}{suffix}"
+
+
+async def grade_row(llm: LLM, domain: Domain, item: EvalItem, row: dict[str, Any], judges: list[str],
+                    strip_reasoning: bool) -> None:
+    """Add the grades of ``judges`` (those the row lacks) to ``row['grades']``."""
+    answer = answer_of(row["completion"], strip_reasoning)
+    row["empty_answer"] = not answer.strip()
+    missing = [j for j in judges if j not in row["grades"]]
+    results = await asyncio.gather(*(grade(llm, domain, item, answer, j, judge_seed_key(row, j)) for j in missing))
+    row["grades"].update(zip(missing, results))
+
+
 async def eval_prompt(llm: LLM, domain: Domain, cfg: EvalConfig, eval_set: EvalSet, item: EvalItem) -> list[dict]:
     key = f"eval/{eval_set.name}/{item.id}"
     completions = await llm.chat("weak_solver", item.prompt, n=cfg.n, seed_key=f"{key}/solve")
-    grades = await asyncio.gather(*(grade(llm, domain, item, c, cfg.strip_reasoning, f"{key}/judge/{i}")
-                                    for i, c in enumerate(completions)))
-    return [{"dataset": eval_set.name, "prompt_id": item.id, "sample": i, "completion": c.text,
-             "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens, **g}
-            for i, (c, g) in enumerate(zip(completions, grades))]
+    rows = [{"format": SAMPLES_FORMAT, "dataset": eval_set.name, "prompt_id": item.id, "sample": i,
+             "completion": c.text, "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens,
+             "grades": {}} for i, c in enumerate(completions)]
+    await asyncio.gather(*(grade_row(llm, domain, item, r, list(cfg.judges), cfg.strip_reasoning) for r in rows))
+    return rows
 
 
-def dataset_metrics(rows: list[dict], n: int, pass_threshold: float) -> dict[str, Any]:
-    """Every metric of one set from its sample rows (judge failures excluded, counted)."""
+async def grade_with_new_judges(llm: LLM, domain: Domain, cfg: EvalConfig, run_dir: Path,
+                                sets: list[EvalSet]) -> int:
+    """Grade finished samples with judges added since they were drawn; returns how many grades were added.
+
+    The samples file is rewritten once, after every grade is in; a kill before that loses no sample, and the
+    judge calls already made come back from the response cache on the rerun.
+    """
+    rows = list(read_jsonl(run_dir / SAMPLES))
+    items = {(s.name, item.id): item for s in sets for item in s.items}
+    gate = asyncio.Semaphore(cfg.max_prompts_in_flight * max(cfg.n, 1))
+    todo = [r for r in rows if (r["dataset"], r["prompt_id"]) in items and any(j not in r["grades"] for j in cfg.judges)]
+    if not todo:
+        return 0
+    added = sum(1 for r in todo for j in cfg.judges if j not in r["grades"])
+    log.info("grading %d finished samples with judges added since they were drawn (%d grades)", len(todo), added)
+    await llm.check()
+
+    async def one(row: dict[str, Any]) -> None:
+        async with gate:
+            await grade_row(llm, domain, items[(row["dataset"], row["prompt_id"])], row, list(cfg.judges),
+                            cfg.strip_reasoning)
+
+    await asyncio.gather(*(one(r) for r in todo))
+    rewrite_jsonl(run_dir / SAMPLES, rows)
+    return added
+
+
+def judge_metrics(rows: list[dict], judge: str, n: int, pass_threshold: float) -> dict[str, Any]:
+    """One judge's metrics of one set from its sample rows (that judge's failures excluded, counted)."""
     by_prompt: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_prompt[r["prompt_id"]].append(r)
-    scores = [[r["score"] for r in sorted(rs, key=lambda r: r["sample"]) if r.get("score") is not None]
-              for rs in by_prompt.values()]
+    grades = {pid: [r["grades"].get(judge, {}) for r in sorted(rs, key=lambda r: r["sample"])]
+              for pid, rs in by_prompt.items()}
+    scores = [[g["score"] for g in gs if g.get("score") is not None] for gs in grades.values()]
     out: dict[str, Any] = {
-        "prompts": len(by_prompt),
-        "samples": len(rows),
-        "judge_failures": sum(1 for r in rows if r.get("judge_error")),
+        "judge_failures": sum(1 for gs in grades.values() for g in gs if g.get("judge_error")),
+        # Samples drawn before this judge was added and not graded by it (their set is no longer evaluated)
+        "ungraded": sum(1 for gs in grades.values() for g in gs if not g),
         "prompts_without_grade": sum(1 for s in scores if not s),
-        "empty_answers": sum(1 for r in rows if r.get("empty_answer")),
     }
     for k in sorted({1, n}):
         out[f"mean_at_{k}"] = M.mean_at_k(scores, k).to_dict()
@@ -119,8 +174,25 @@ def dataset_metrics(rows: list[dict], n: int, pass_threshold: float) -> dict[str
         out[f"pass_at_{k}"] = M.pass_at_k(scores, k, pass_threshold).to_dict()
         if M.is_binary(scores):
             out[f"avg_at_{k}"] = M.avg_at_k(scores, k).to_dict()
-    out["truncation_rate"] = M.truncation_rate([r.get("finish_reason", "") for r in rows]).to_dict()
     return out
+
+
+def dataset_metrics(rows: list[dict], judges: list[str], n: int, pass_threshold: float) -> dict[str, Any]:
+    """Every metric of one set: sampling metrics once, grading metrics per judge.
+
+    The primary judge's (``judges[0]``) metrics are also the set's top-level keys, so
+    a report cell that names no judge reads them.
+    """
+    by_judge = {j: judge_metrics(rows, j, n, pass_threshold) for j in judges}
+    return {
+        "prompts": len({r["prompt_id"] for r in rows}),
+        "samples": len(rows),
+        "empty_answers": sum(1 for r in rows if r.get("empty_answer")),
+        "truncation_rate": M.truncation_rate([r.get("finish_reason", "") for r in rows]).to_dict(),
+        "primary_judge": judges[0],
+        **by_judge[judges[0]],
+        "by_judge": by_judge,
+    }
 
 
 def compute_metrics(cfg: RootConfig, run_dir: Path, sets: list[EvalSet]) -> dict[str, Any]:
@@ -128,13 +200,16 @@ def compute_metrics(cfg: RootConfig, run_dir: Path, sets: list[EvalSet]) -> dict
     by_set: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_set[r["dataset"]].append(r)
+    judges = list(cfg.eval.judges)
     return {
         "model": endpoint_for(cfg.models, "weak_solver").model,
-        "judge": endpoint_for(cfg.models, "judge").model,
+        # The primary judge's model; judges maps every judge role to its model
+        "judge": endpoint_for(cfg.models, judges[0]).model,
+        "judges": {j: endpoint_for(cfg.models, j).model for j in judges},
         "domain": cfg.domain.name,
         "n": cfg.eval.n,
         "datasets": {s.name: {"path": str(s.path), "format": s.format, "items": len(s.items),
-                              **dataset_metrics(by_set.get(s.name, []), cfg.eval.n, cfg.eval.pass_threshold)}
+                              **dataset_metrics(by_set.get(s.name, []), judges, cfg.eval.n, cfg.eval.pass_threshold)}
                      for s in sets},
     }
 
@@ -164,12 +239,13 @@ async def evaluate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
     owns_llm = llm is None
     if llm is None:
         llm = LLM(cfg.models, cache=cache, seed=cfg.eval.seed)
-    samples_out = JsonlWriter(run_dir / SAMPLES)
-    ledger_out = JsonlWriter(run_dir / LEDGER)
+    wandb_run = start_wandb(cfg, run_dir, job_type="eval")
+    writers: list[JsonlWriter] = []
     gate = asyncio.Semaphore(cfg.eval.max_prompts_in_flight)
-    errors = {"prompts": 0}
+    counts = {"errors": 0, "finished": len(done), "total": len(done) + len(todo)}
+    tasks: list[asyncio.Future] = []
 
-    async def one(eval_set: EvalSet, item: EvalItem) -> None:
+    async def one(eval_set: EvalSet, item: EvalItem, samples_out: JsonlWriter, ledger_out: JsonlWriter) -> None:
         async with gate:
             try:
                 rows = await eval_prompt(llm, domain, cfg.eval, eval_set, item)
@@ -178,37 +254,73 @@ async def evaluate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
             except BackendError as err:
                 # Not in the ledger: the next run of the same dir retries this prompt.
                 log.error("prompt %s/%s failed and will be retried on resume: %s", eval_set.name, item.id, err)
-                errors["prompts"] += 1
+                counts["errors"] += 1
                 return
         for row in rows:
             samples_out.write(row)
         ledger_out.write({"dataset": eval_set.name, "prompt_id": item.id, "n": cfg.eval.n, "samples": len(rows),
-                          "judge_failures": sum(1 for r in rows if r["judge_error"])})
+                          "judge_failures": {j: sum(1 for r in rows if r["grades"][j]["judge_error"])
+                                             for j in cfg.eval.judges}})
+        counts["finished"] += 1
+        if wandb_run is not None:
+            wandb_run.log({"eval/prompts_done": counts["finished"],
+                           "eval/progress": counts["finished"] / max(counts["total"], 1)})
 
-    tasks = [asyncio.ensure_future(one(s, item)) for s, item in todo]
     try:
+        regraded = await grade_with_new_judges(llm, domain, cfg.eval, run_dir, sets) if done else 0
         if todo:
             await llm.check()
+        samples_out = JsonlWriter(run_dir / SAMPLES)
+        ledger_out = JsonlWriter(run_dir / LEDGER)
+        writers += [samples_out, ledger_out]
+        tasks = [asyncio.ensure_future(one(s, item, samples_out, ledger_out)) for s, item in todo]
         for fut in asyncio.as_completed(tasks):
             await fut
     except EndpointUnreachable as err:
+        if wandb_run is not None:
+            wandb_run.finish(exit_code=3)
         raise EvalAborted(f"{err}\nFinished prompts are saved in {run_dir}. Fix the endpoint, then rerun the same "
                           f"command with hydra.run.dir={run_dir} to resume.") from err
     finally:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        samples_out.close()
-        ledger_out.close()
+        for writer in writers:
+            writer.close()
         if owns_llm:
             await llm.aclose()
         if cache is not None:
             cache.close()
 
     result = compute_metrics(cfg, run_dir, sets)
-    result["prompt_errors_this_run"] = errors["prompts"]
+    result["prompt_errors_this_run"] = counts["errors"]
+    result["grades_added_this_run"] = regraded
     (run_dir / METRICS).write_text(json.dumps(result, indent=2))
+    if wandb_run is not None:
+        log_to_wandb(wandb_run, result, run_dir)
     return result
+
+
+# Characters of a completion shown in the W&B samples table (the full text is in samples.jsonl)
+WANDB_TEXT_CHARS = 4000
+
+
+def log_to_wandb(wandb_run: Any, result: dict[str, Any], run_dir: Path) -> None:
+    """Every metric into the run summary (``eval/<set>/<metric>``, ``eval/<set>/by_judge/<judge>/<metric>``)
+    and the samples as a table, one row per completion with a score column per judge."""
+    import wandb
+
+    wandb_run.summary.update(dict(flatten("eval", result["datasets"])))
+    judges = list(result["judges"])
+    columns = ["dataset", "prompt_id", "sample", "finish_reason", "completion_tokens", "completion",
+               *[f"score/{j}" for j in judges]]
+    table = wandb.Table(columns=columns)
+    for row in read_jsonl(run_dir / SAMPLES):
+        table.add_data(row["dataset"], row["prompt_id"], row["sample"], row["finish_reason"],
+                       row["completion_tokens"], row["completion"][:WANDB_TEXT_CHARS],
+                       *[row["grades"].get(j, {}).get("score") for j in judges])
+    wandb_run.log({"eval/samples": table})
+    wandb_run.finish()
 
 
 def run(cfg: RootConfig, run_dir: Path) -> None:
@@ -219,9 +331,11 @@ def run(cfg: RootConfig, run_dir: Path) -> None:
         raise SystemExit(3) from None
     for name, m in result["datasets"].items():
         n = result["n"]
-        log.info("%s: mean@%d %s best@%d %s (%d prompts, %d judge failures, truncation %s)", name, n,
-                 _fmt(m[f"mean_at_{n}"]), n, _fmt(m[f"best_at_{n}"]), m["prompts"], m["judge_failures"],
-                 _fmt(m["truncation_rate"]))
+        log.info("%s: %d prompts, truncation %s", name, m["prompts"], _fmt(m["truncation_rate"]))
+        for judge, jm in m["by_judge"].items():
+            log.info("  judge %s (%s): mean@%d %s best@%d %s, %d judge failures (excluded)", judge,
+                     result["judges"][judge], n, _fmt(jm[f"mean_at_{n}"]), n, _fmt(jm[f"best_at_{n}"]),
+                     jm["judge_failures"])
     log.info("metrics in %s", run_dir / METRICS)
 
 

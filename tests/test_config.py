@@ -53,6 +53,10 @@ def test_every_config_option_composes_and_validates(group, option):
         overrides = ["stage=generate", f"+experiment={option}"]
     elif group == "train":
         overrides = ["stage=train", f"train={option}", "train.dataset=tests/fixtures/train_run"]
+    elif group == "judges":
+        # A further judge role, graded with beside the primary judge
+        overrides = ["stage=eval", f"+judges={option}", f"eval.judges=[judge,judge_{option}]",
+                     f"models.roles.judge_{option}.base_url=http://127.0.0.1:9/v1"]
     else:
         overrides = ["stage=generate", f"{group}={option}"]
     if group == "models" and option in ("openai", "paper"):

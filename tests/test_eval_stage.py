@@ -18,12 +18,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from autodata.backends.base import BackendError, ChatRequest, Completion
-from autodata.config import ROLES, RootConfig, register_configs, to_typed
+from autodata.config import EndpointConfig, RootConfig, model_roles, register_configs, to_typed
 from autodata.llm import LLM
 from autodata.validation import ConfigError, validate
 from eval.sets import EvalDataError
 from eval.stage import evaluate
 from tests.scripted import ScriptedBackend
+from tests.wandb_offline import read_run
 
 ROOT = Path(__file__).resolve().parents[1]
 HELDOUT_RUN = ROOT / "tests/fixtures/train_run"
@@ -80,7 +81,7 @@ def solver_script(answers: dict[str, list[str]], fail_on: str = ""):
 
 
 def make_llm(cfg: RootConfig, script) -> tuple[LLM, dict[str, Backend]]:
-    backends = {role: Backend(role, script) for role in ROLES}
+    backends = {role: Backend(role, script) for role in model_roles(cfg.models)}
     return LLM(cfg.models, seed=0, backends=backends), backends
 
 
@@ -96,18 +97,21 @@ def test_eval_end_to_end_metrics_and_judge_failures(tmp_path):
     samples = rows(tmp_path / "run" / "samples.jsonl")
     assert len(samples) == 6
     first = next(s for s in samples if s["prompt_id"] == "agentic/pydoc/closures" and s["sample"] == 0)
-    assert (first["dataset"], first["completion"], first["score"]) == ("train_run", "ANS_GOOD", 1.0)
-    assert first["verdicts"] == [True, True, True, False]
-    assert first["finish_reason"] == "stop" and first["completion_tokens"] == 5 and first["judge_error"] is None
-    garbage = next(s for s in samples if s["completion"] == "ANS_GARBAGE")
+    grade = first["grades"]["judge"]
+    assert (first["dataset"], first["completion"], grade["score"]) == ("train_run", "ANS_GOOD", 1.0)
+    assert grade["verdicts"] == [True, True, True, False] and grade["judge_error"] is None
+    assert first["finish_reason"] == "stop" and first["completion_tokens"] == 5 and first["format"] == 2
+    garbage = next(s for s in samples if s["completion"] == "ANS_GARBAGE")["grades"]["judge"]
     assert garbage["score"] is None and "no JSON object" in garbage["judge_error"]
 
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m == result
     # eval.model is the shortcut for models.roles.weak_solver.model; the judge keeps its model
-    assert (m["model"], m["judge"]) == ("my-policy", "embedded")
+    assert (m["model"], m["judge"], m["judges"]) == ("my-policy", "embedded", {"judge": "embedded"})
     d = m["datasets"]["train_run"]
     assert (d["prompts"], d["samples"], d["judge_failures"]) == (2, 6, 1)
+    # One judge: the primary judge's metrics are the set's top-level ones
+    assert d["primary_judge"] == "judge" and d["by_judge"]["judge"]["mean_at_3"] == d["mean_at_3"]
     # closures 1.0/0.5/0.0 -> mean 0.5, best 1.0; exceptions 0.5/(failed)/0.0 -> mean 0.25, best 0.5
     assert d["mean_at_3"]["value"] == pytest.approx(0.375)
     assert d["mean_at_3"]["stderr"] == pytest.approx(0.125)
@@ -134,8 +138,9 @@ def test_resume_does_not_resample_finished_prompts(tmp_path):
     assert first["datasets"]["train_run"]["prompts"] == 1
     # A kill mid-prompt leaves samples without a ledger row; they are dropped and redone.
     with (run_dir / "samples.jsonl").open("a") as fh:
-        fh.write(json.dumps({"dataset": "train_run", "prompt_id": "agentic/pydoc/exceptions", "sample": 0,
-                             "score": 0.9, "finish_reason": "stop"}) + "\n")
+        fh.write(json.dumps({"format": 2, "dataset": "train_run", "prompt_id": "agentic/pydoc/exceptions",
+                             "sample": 0, "completion": "x", "grades": {"judge": {"score": 0.9}},
+                             "finish_reason": "stop"}) + "\n")
 
     llm2, backends2 = make_llm(cfg, solver_script(ANSWERS))
     second = asyncio.run(evaluate(cfg, run_dir, llm=llm2))
@@ -204,3 +209,114 @@ def test_validation_names_the_eval_keys(tmp_path):
         validate(cfg)
     text = str(info.value)
     assert "eval.n (0) must be >= 1" in text and "eval.pass_threshold (2.0) must lie in [0, 1]" in text
+
+
+def kimi_judge(request: ChatRequest) -> str:
+    """A second, harsher grader: never credits ANS_HALF, and fails on ANS_BAD with a server error."""
+    text = user_text(request)
+    if "ANS_BAD" in text:
+        raise BackendError("kimi: 500 internal error")
+    n = request.json_schema["properties"]["verdicts"]["maxItems"] if request.json_schema else 4
+    good = "ANS_GOOD" in text
+    return json.dumps({"verdicts": [{"id": i + 1, "met": good and i < n - 1} for i in range(n)]})
+
+
+def two_judge_script(answers):
+    base = solver_script(answers)
+
+    def script(role, request, call):
+        return kimi_judge(request) if role == "judge_kimi" else base(role, request, call)
+    return script
+
+
+def test_two_judges_grade_every_sample_and_get_their_own_metrics(tmp_path):
+    cfg = make_cfg(tmp_path, f"eval.datasets=[{HELDOUT_RUN}]", "eval.judges=[judge,judge_kimi]", "+judges=kimi",
+                   "models.roles.judge_kimi.base_url=http://127.0.0.1:9/v1")
+    validate(cfg)
+    llm, backends = make_llm(cfg, two_judge_script(ANSWERS))
+    m = asyncio.run(evaluate(cfg, tmp_path / "run", llm=llm))
+
+    assert m["judges"] == {"judge": "embedded", "judge_kimi": "kimi-k2.6"}
+    # An extra judge grades greedily, like the judge role
+    assert {r.sampling.temperature for r in backends["judge_kimi"].requests} == {0.0}
+    d = m["datasets"]["train_run"]
+    first, kimi = d["by_judge"]["judge"], d["by_judge"]["judge_kimi"]
+    assert first["mean_at_3"] == d["mean_at_3"] and first["mean_at_3"]["value"] == pytest.approx(0.375)
+    # kimi: closures GOOD 1.0 / HALF 0.0 / BAD failed -> mean 0.5; exceptions HALF 0.0 / GARBAGE 0.0 / BAD failed
+    assert kimi["judge_failures"] == 2 and first["judge_failures"] == 1
+    assert kimi["mean_at_3"]["value"] == pytest.approx(0.25)
+    assert kimi["best_at_3"]["value"] == pytest.approx(0.5)
+    samples = rows(tmp_path / "run" / "samples.jsonl")
+    assert all(set(s["grades"]) == {"judge", "judge_kimi"} for s in samples)
+    bad = next(s for s in samples if s["completion"] == "ANS_BAD")
+    assert bad["grades"]["judge"]["score"] == 0.0 and "500" in bad["grades"]["judge_kimi"]["judge_error"]
+    ledger = rows(tmp_path / "run" / "prompts.jsonl")
+    assert sum(r["judge_failures"]["judge_kimi"] for r in ledger) == 2
+
+
+def test_a_judge_added_later_grades_the_samples_already_drawn(tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = make_cfg(tmp_path, f"eval.datasets=[{HELDOUT_RUN}]", "cache.enabled=false", "+judges=kimi")
+    llm, _ = make_llm(cfg, two_judge_script(ANSWERS))
+    asyncio.run(evaluate(cfg, run_dir, llm=llm))
+
+    cfg.eval.judges = ["judge", "judge_kimi"]
+    llm2, backends2 = make_llm(cfg, two_judge_script(ANSWERS))
+    m = asyncio.run(evaluate(cfg, run_dir, llm=llm2))
+    # Nothing re-sampled, nothing re-graded by the first judge; the new judge graded all six samples
+    assert backends2["weak_solver"].requests == [] and backends2["judge"].requests == []
+    assert len(backends2["judge_kimi"].requests) == 6 and m["grades_added_this_run"] == 6
+    assert m["datasets"]["train_run"]["by_judge"]["judge_kimi"]["mean_at_3"]["value"] == pytest.approx(0.25)
+    assert m["datasets"]["train_run"]["mean_at_3"]["value"] == pytest.approx(0.375)
+    assert len(rows(run_dir / "samples.jsonl")) == 6
+
+
+def test_a_samples_file_from_an_older_format_is_refused_and_kept(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    old = json.dumps({"dataset": "train_run", "prompt_id": "agentic/pydoc/closures", "sample": 0, "score": 0.5,
+                      "verdicts": [True], "judge_error": None, "finish_reason": "stop"}) + "\n"
+    (run_dir / "samples.jsonl").write_text(old)
+    (run_dir / "prompts.jsonl").write_text(json.dumps({"dataset": "train_run", "prompt_id": "agentic/pydoc/closures",
+                                                       "n": 3, "samples": 1, "judge_failures": 0}) + "\n")
+    cfg = make_cfg(tmp_path, f"eval.datasets=[{HELDOUT_RUN}]")
+    llm, backends = make_llm(cfg, solver_script(ANSWERS))
+    with pytest.raises(EvalDataError, match="samples format 1; this version reads format 2.*new hydra.run.dir"):
+        asyncio.run(evaluate(cfg, run_dir, llm=llm))
+    assert (run_dir / "samples.jsonl").read_text() == old
+    assert backends["weak_solver"].requests == []
+
+
+def test_eval_judges_must_name_configured_judge_roles(tmp_path):
+    cfg = make_cfg(tmp_path, "eval.judges=[judge_kimi,weak_solver,judge,judge]")
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    text = str(info.value)
+    assert "eval.judges ('judge_kimi') has no endpoint: models.roles.judge_kimi is not set" in text
+    assert "eval.judges ('weak_solver') is not a judge role" in text
+    assert "names a judge twice" in text
+    cfg = make_cfg(tmp_path)
+    cfg.models.roles["jugde_kimi"] = EndpointConfig(model="x")
+    with pytest.raises(ConfigError, match="models.roles.jugde_kimi .* is not a role"):
+        validate(cfg)
+
+
+def test_eval_logs_metrics_and_samples_to_an_offline_wandb_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = make_cfg(tmp_path, f"eval.datasets=[{HELDOUT_RUN}]", "logger=wandb")
+    llm, _ = make_llm(cfg, solver_script(ANSWERS))
+    run_dir = tmp_path / "run"
+    asyncio.run(evaluate(cfg, run_dir, llm=llm))
+
+    summary, history = read_run(run_dir)
+    assert summary["eval/train_run/mean_at_3"] == pytest.approx(0.375)
+    assert summary["eval/train_run/mean_at_3_stderr"] == pytest.approx(0.125)
+    assert summary["eval/train_run/by_judge/judge/judge_failures"] == 1
+    assert [h["eval/prompts_done"] for h in history if "eval/prompts_done" in h] == [1, 2]
+    table = next(h for h in history if "eval/samples/path" in h)
+    assert table["eval/samples/nrows"] == 6
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    data = json.loads((offline / "files" / table["eval/samples/path"]).read_text())
+    assert data["columns"][-1] == "score/judge"
+    assert sorted(r[-1] for r in data["data"] if r[-1] is not None) == [0.0, 0.0, 0.5, 0.5, 1.0]

@@ -18,6 +18,7 @@ from autodata.generate.stage import GenerateAborted, generate
 from autodata.llm import LLM
 from autodata.rundir import read_jsonl
 from tests.scripted import cs_task, last_user, scripted_llm, verdicts
+from tests.wandb_offline import read_run
 
 N_POS, N_NEG = 8, 3
 N = N_POS + N_NEG
@@ -286,3 +287,17 @@ def test_structural_checks_can_be_turned_off(tmp_path):
     cfg.domain.structural_checks = False
     stats, backends = run(cfg, tmp_path, Scenario([{"task": recall, "weak": "BAD", "strong": "GOOD"}]))
     assert stats["accepted"] == 1 and len(backends["quality_verifier"].requests) == 1
+
+
+def test_generate_logs_progress_and_stats_to_an_offline_wandb_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = make_cfg(tmp_path, n_docs=2)
+    cfg.logger = "wandb"
+    run(cfg, tmp_path, Scenario([{"weak": "BAD", "strong": "GOOD"}]))
+
+    summary, history = read_run(tmp_path / "run")
+    assert [h["generate/docs_done"] for h in history if "generate/docs_done" in h] == [1, 2]
+    assert summary["generate/accepted"] == 2 and summary["generate/acceptance_rate"] == 1.0
+    assert summary["generate/mean_rounds_per_accepted"] == 1.0
+    assert summary["generate/per_role/judge/calls"] == 8

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Optional
 
@@ -65,19 +63,6 @@ class JsonlMetrics(TrainerCallback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-
-
-def init_wandb(cfg: RootConfig, run_dir: Path) -> None:
-    """Start (or resume) the run's W&B run before the Trainer does, so it lands in the run dir, offline by default."""
-    import wandb
-    from omegaconf import OmegaConf
-
-    os.environ.setdefault("WANDB_MODE", "offline")
-    id_file = run_dir / "wandb_id.txt"
-    run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
-    id_file.write_text(run_id)
-    wandb.init(project=os.environ.get("WANDB_PROJECT", "autodata"), dir=str(run_dir), name=run_dir.name, id=run_id,
-               job_type="train", resume="allow", config=OmegaConf.to_container(OmegaConf.structured(cfg)))
 
 
 KEY_METRICS = ("train/reward", "train/reward_std", "train/frac_reward_zero_std", "train/truncation_rate",

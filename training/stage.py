@@ -31,8 +31,9 @@ from autodata.config import RootConfig, TrainConfig, endpoint_for
 from autodata.domains import Domain, build_domain
 from autodata.llm import LLM
 from autodata.rundir import JsonlWriter, git_commit
+from autodata.tracking import start_wandb
 from training.data import DataError, TrainingData, check_enough, load_training_data
-from training.report import JsonlMetrics, command_line, init_wandb, write_model_card
+from training.report import JsonlMetrics, command_line, write_model_card
 from training.reward import JudgeLoop, JudgeReward
 
 log = logging.getLogger(__name__)
@@ -277,7 +278,7 @@ def _train(cfg: RootConfig, run_dir: Path, domain: Domain, data: TrainingData, p
         tokenizer = AutoTokenizer.from_pretrained(model if isinstance(model, str) else model.name_or_path)
     tokenizer.padding_side = "left"
     if cfg.logger == "wandb" and rank() == 0:
-        init_wandb(cfg, run_dir)
+        start_wandb(cfg, run_dir, job_type="train")
     metrics = JsonlMetrics(run_dir / "metrics.jsonl")
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=data.to_dataset(),
                           processing_class=tokenizer, callbacks=[metrics], peft_config=lora_config(t))

@@ -26,6 +26,7 @@ from autodata.generate.loop import DocOutcome, DocumentRunner
 from autodata.generate.outputs import finalize, print_summary
 from autodata.llm import LLM
 from autodata.rundir import JsonlWriter, read_jsonl, rewrite_jsonl
+from autodata.tracking import flatten, start_wandb
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ async def generate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
     ledger_out = JsonlWriter(run_dir / "documents.jsonl")
     runner = DocumentRunner(cfg, llm, domain, on_round=rounds_out.write)
     progress = _progress(cfg, len(docs), len(docs) - len(todo))
-    wandb_run = _wandb(cfg, run_dir)
+    wandb_run = start_wandb(cfg, run_dir, job_type="generate")
     counts = {"accepted": 0, "finished": 0, "errors": 0}
     gate = asyncio.Semaphore(cfg.generate.max_docs_in_flight)
 
@@ -143,7 +144,7 @@ async def generate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
     stats = finalize(cfg, run_dir, docs, skipped, llm, wall_seconds=time.time() - started,
                      document_errors=counts["errors"])
     if wandb_run is not None:
-        wandb_run.summary.update({k: v for k, v in stats.items() if isinstance(v, (int, float))})
+        wandb_run.summary.update(dict(flatten("generate", stats)))
         wandb_run.finish()
     return stats
 
@@ -156,24 +157,13 @@ def _progress(cfg: RootConfig, total: int, initial: int):
     return tqdm(total=total, initial=initial, desc="documents", unit="doc")
 
 
-def _wandb(cfg: RootConfig, run_dir: Path):
-    if cfg.logger != "wandb":
-        return None
-    import os
-
-    import wandb
-    from omegaconf import OmegaConf
-
-    os.environ.setdefault("WANDB_MODE", "offline")
-    return wandb.init(project=os.environ.get("WANDB_PROJECT", "autodata"), dir=str(run_dir),
-                      name=run_dir.name, job_type="generate", resume="allow",
-                      config=OmegaConf.to_container(OmegaConf.structured(cfg)))
-
-
 def run(cfg: RootConfig, run_dir: Path) -> None:
     try:
         stats = asyncio.run(generate(cfg, run_dir))
     except GenerateAborted as err:
         log.error("%s", err)
         raise SystemExit(3) from None
+    log.info("accepted %d of %d documents (%d rounds, %.0f s); failures: %s; stats in %s", stats["accepted"],
+             stats["documents"], stats["rounds"], stats["wall_seconds"], stats["failure_reasons"] or "none",
+             run_dir / "stats.json")
     print_summary(stats, run_dir)
