@@ -372,6 +372,10 @@ class EvalConfig:
     n: int = 3
     # Shortcut for models.roles.weak_solver.model (the evaluated model)
     model: Optional[str] = None
+    # Shortcuts for the evaluated model's sampling: models.roles.weak_solver.temperature / .max_tokens
+    # (the token budget decides the truncation rate; the paper's science budget is 65536)
+    temperature: Optional[float] = None
+    max_tokens: Optional[int] = None
     # Judge roles that grade every sample, each reported as its own column: "judge" and/or roles named
     # judge_<name> in models.roles (e.g. [judge, judge_kimi]). The first is the primary judge: its metrics are
     # also the set's top-level metrics in metrics.json.
@@ -454,6 +458,17 @@ def to_typed(cfg: DictConfig | dict) -> RootConfig:
     container = {k: v for k, v in container.items() if k != "hydra"}
     merged = OmegaConf.merge(OmegaConf.structured(RootConfig), container)
     return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def apply_eval_shortcuts(cfg: RootConfig) -> None:
+    """eval.model / eval.temperature / eval.max_tokens set the evaluated model's role (weak_solver)."""
+    role = cfg.models.roles.setdefault("weak_solver", EndpointConfig())
+    if cfg.eval.model:
+        role.model = cfg.eval.model
+    if cfg.eval.temperature is not None:
+        role.temperature = cfg.eval.temperature
+    if cfg.eval.max_tokens is not None:
+        role.max_tokens = cfg.eval.max_tokens
 
 
 def endpoint_for(models: ModelsConfig, role: str) -> EndpointConfig:

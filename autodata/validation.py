@@ -7,9 +7,10 @@ Each line names the key path, the value found, the rule, and the fix:
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
-from autodata.config import ROLES, RootConfig, endpoint_for, is_judge_role
+from autodata.config import ROLES, RootConfig, apply_eval_shortcuts, endpoint_for, is_judge_role
 
 
 @dataclass
@@ -216,12 +217,20 @@ def check_train(cfg: RootConfig) -> list[Problem]:
 def check_eval(cfg: RootConfig) -> list[Problem]:
     """Rules of stage=eval that need no file: the sets themselves are read and checked at start."""
     problems: list[Problem] = []
+    # The endpoint rules see the evaluated model as the stage will run it.
+    cfg = copy.deepcopy(cfg)
+    apply_eval_shortcuts(cfg)
     e = cfg.eval
     _choice(problems, "domain.name", cfg.domain.name, KNOWN_DOMAINS)
     if not isinstance(e.n, int) or e.n < 1:
         problems.append(Problem("eval.n", e.n, "must be >= 1 (completions per prompt)",
                                 "set eval.n=3 for the paper's mean@3 / best@3, or 8 for avg@8"))
     _positive(problems, "eval.max_prompts_in_flight", e.max_prompts_in_flight)
+    if e.max_tokens is not None:
+        _positive(problems, "eval.max_tokens", e.max_tokens)
+    if e.temperature is not None and not 0.0 <= float(e.temperature) <= 2.0:
+        problems.append(Problem("eval.temperature", e.temperature, "must lie in [0, 2]",
+                                "use 0 for greedy decoding, about 0.6-1.0 for sampling"))
     if e.limit is not None:
         _positive(problems, "eval.limit", e.limit)
     _unit(problems, "eval.pass_threshold", e.pass_threshold)

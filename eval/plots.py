@@ -60,14 +60,14 @@ def histogram(accepted: dict[str, list[dict]], key: str, xlabel: str, out: Path,
     return _save(fig, out), ""
 
 
-def truncation_bars(rates: dict[str, float], out: Path) -> tuple[Optional[str], str]:
-    """Truncation rate per eval run (label -> share of completions that hit the token budget)."""
-    if not rates:
-        return None, "no eval run has truncation_rate"
+def share_bars(shares: dict[str, float], ylabel: str, out: Path, missing: str) -> tuple[Optional[str], str]:
+    """One bar per run (label -> a share in [0, 1]); ``missing`` is the reason given when there is none."""
+    if not shares:
+        return None, missing
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(rates)), 3))
-    ax.bar(list(rates), list(rates.values()))
-    ax.set_ylabel("truncation rate")
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(shares)), 3))
+    ax.bar(list(shares), list(shares.values()))
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
     ax.tick_params(axis="x", labelrotation=30)
     return _save(fig, out), ""

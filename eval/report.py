@@ -193,9 +193,14 @@ def write_csv(path: Path, cells: list[Cell]) -> None:
 def make_plots(cfg: ReportConfig, run_dir: Path) -> list[str]:
     """Markdown lines embedding each plot, or naming it as skipped with the reason."""
     from eval import plots
-    from eval.report_tables import read_accepted
+    from eval.report_tables import read_accepted, weak_all_equal
 
     accepted = {name: read_accepted(Path(spec)) or [] for name, spec in cfg.generate_runs.items()}
+    no_signal = {}
+    for name, rows in accepted.items():
+        flags = [f for f in (weak_all_equal(r) for r in rows) if f is not None]
+        if flags:
+            no_signal[name] = sum(flags) / len(flags)
     rates = {}
     for label, spec in cfg.runs.items():
         values, _ = load_run_metrics(spec)
@@ -207,7 +212,11 @@ def make_plots(cfg: ReportConfig, run_dir: Path) -> list[str]:
                                                      run_dir / "gap_hist.png")),
             ("rounds per accepted example", plots.histogram(accepted, "rounds_used", "rounds used",
                                                              run_dir / "rounds_hist.png")),
-            ("truncation rate per model", plots.truncation_bars(rates, run_dir / "truncation.png"))]
+            ("reward variance: weak samples all equal", plots.share_bars(
+                no_signal, "share of accepted examples", run_dir / "weak_all_equal.png",
+                "no accepted example has two or more weak scores")),
+            ("truncation rate per model", plots.share_bars(rates, "truncation rate", run_dir / "truncation.png",
+                                                           "no eval run has truncation_rate"))]
     lines = ["## Plots", ""]
     for name, (path, why) in made:
         lines += [f"### {name}", "", f"![{name}]({path})" if path else f"Skipped: {why}.", ""]

@@ -1,8 +1,10 @@
 """The data-quality table of ``stage=report``: generate runs beside the paper's CS numbers.
 
 ``report.generate_runs`` maps a column id (``cot``, ``agentic``) to a generate run dir.
-Weak mean, strong mean, gap and rounds per accepted example are means over its
-``accepted.jsonl`` (with a standard error over examples); failure-reason shares
+Weak mean, strong mean, gap, rounds per accepted example, the weak samples' score
+std and the share of examples whose weak samples all score the same (GRPO gets no
+signal from such a prompt) are means over its ``accepted.jsonl`` (with a standard
+error over examples); failure-reason shares
 come from its ``stats.json`` (share of rejected rounds). A run that is not named or
 has no such file says "missing", never the paper's number.
 """
@@ -11,19 +13,53 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from autodata.config import ReportConfig
 
-# Quality metric id -> field of an accepted.jsonl row
-ACCEPTED_FIELDS = {"weak_mean": "weak_mean", "strong_mean": "strong_mean", "gap": "gap",
-                   "rounds_per_accepted": "rounds_used"}
+def _weak_scores(row: dict[str, Any]) -> list[float]:
+    return [float(s) for s in row.get("weak_scores") or [] if s is not None]
+
+
+def weak_std(row: dict[str, Any]) -> Optional[float]:
+    """Standard deviation of one example's weak-solver scores (Bessel-corrected, like GRPO's group std).
+
+    >>> weak_std({"weak_scores": [0.0, 0.5, 1.0]})
+    0.5
+    >>> weak_std({"weak_scores": [0.3]}) is None
+    True
+    """
+    xs = _weak_scores(row)
+    return statistics.stdev(xs) if len(xs) >= 2 else None
+
+
+def weak_all_equal(row: dict[str, Any]) -> Optional[float]:
+    """1.0 when every weak sample scored the same (a GRPO group with no reward variance: no learning signal).
+
+    >>> weak_all_equal({"weak_scores": [0.2, 0.2, 0.2]}), weak_all_equal({"weak_scores": [0.2, 0.4]})
+    (1.0, 0.0)
+    """
+    xs = _weak_scores(row)
+    return float(max(xs) - min(xs) < 1e-9) if len(xs) >= 2 else None
+
+
+# Quality metric id -> its value on one accepted.jsonl row (None: not available for that row)
+ACCEPTED_VALUES: dict[str, Callable[[dict[str, Any]], Optional[float]]] = {
+    "weak_mean": lambda r: r.get("weak_mean"),
+    "strong_mean": lambda r: r.get("strong_mean"),
+    "gap": lambda r: r.get("gap"),
+    "rounds_per_accepted": lambda r: r.get("rounds_used"),
+    "weak_std": weak_std,
+    "share_weak_all_equal": weak_all_equal,
+}
 # Quality metric id -> failure reason whose share of rejected rounds it shows
 REASON_SHARES = {"share_too_easy": "too_easy", "share_failed_on_strong": "failed_on_strong"}
-QUALITY_METRICS = list(ACCEPTED_FIELDS) + list(REASON_SHARES)
+QUALITY_METRICS = list(ACCEPTED_VALUES) + list(REASON_SHARES)
 QUALITY_TITLES = {"weak_mean": "weak mean", "strong_mean": "strong mean", "gap": "gap (strong - weak)",
                   "rounds_per_accepted": "rounds per accepted example",
+                  "weak_std": "weak-sample score std", "share_weak_all_equal": "weak samples all equal (no GRPO signal)",
                   "share_too_easy": "rejected rounds: too easy", "share_failed_on_strong": "rejected rounds: failed on strong"}
 
 
@@ -58,8 +94,8 @@ def quality_values(run_dir: Path) -> tuple[dict[str, tuple[Optional[float], Opti
         return {}, (f"{run_dir} has neither accepted.jsonl nor stats.json "
                     f"(run stage=generate with hydra.run.dir={run_dir})")
     out: dict[str, tuple[Optional[float], Optional[float]]] = {}
-    for metric, key in ACCEPTED_FIELDS.items():
-        xs = [float(r[key]) for r in accepted or [] if r.get(key) is not None]
+    for metric, value_of in ACCEPTED_VALUES.items():
+        xs = [float(v) for v in (value_of(r) for r in accepted or []) if v is not None]
         out[metric] = mean_stderr(xs)
     if stats is not None:
         reasons = stats.get("failure_reasons", {})
@@ -82,7 +118,8 @@ def build_quality_cells(cfg: ReportConfig) -> tuple[list[str], list[Any]]:
             ours, se = values.get(metric, (None, None))
             why = source
             if values and ours is None:
-                why = f"{source}: no accepted examples" if metric in ACCEPTED_FIELDS else f"{source}: no rejected rounds"
+                why = (f"{source}: no accepted example has it" if metric in ACCEPTED_VALUES
+                       else f"{source}: no rejected rounds")
             cells.append(Cell(metric, column, "data_quality", ours, se, published.get(metric), why))
     return columns, cells
 

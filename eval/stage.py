@@ -31,7 +31,7 @@ from typing import Any, Optional
 
 from autodata.backends.base import BackendError, Completion, EndpointUnreachable
 from autodata.cache import ResponseCache
-from autodata.config import EndpointConfig, EvalConfig, RootConfig, endpoint_for
+from autodata.config import EvalConfig, RootConfig, apply_eval_shortcuts, endpoint_for
 from autodata.domains import Domain, build_domain
 from autodata.llm import LLM
 from autodata.rundir import JsonlWriter, read_jsonl, rewrite_jsonl
@@ -201,8 +201,11 @@ def compute_metrics(cfg: RootConfig, run_dir: Path, sets: list[EvalSet]) -> dict
     for r in rows:
         by_set[r["dataset"]].append(r)
     judges = list(cfg.eval.judges)
+    solver = endpoint_for(cfg.models, "weak_solver")
     return {
-        "model": endpoint_for(cfg.models, "weak_solver").model,
+        "model": solver.model,
+        "temperature": solver.temperature,
+        "max_tokens": solver.max_tokens,
         # The primary judge's model; judges maps every judge role to its model
         "judge": endpoint_for(cfg.models, judges[0]).model,
         "judges": {j: endpoint_for(cfg.models, j).model for j in judges},
@@ -214,14 +217,9 @@ def compute_metrics(cfg: RootConfig, run_dir: Path, sets: list[EvalSet]) -> dict
     }
 
 
-def apply_shortcuts(cfg: RootConfig) -> None:
-    if cfg.eval.model:
-        cfg.models.roles.setdefault("weak_solver", EndpointConfig()).model = cfg.eval.model
-
-
 async def evaluate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) -> dict[str, Any]:
     """Run the stage; ``llm`` may be injected (tests drive it with a scripted backend)."""
-    apply_shortcuts(cfg)
+    apply_eval_shortcuts(cfg)
     domain = build_domain(cfg.domain)
     sets = load_sets(cfg.eval.datasets, domain, cfg.eval.limit)
     run_dir.mkdir(parents=True, exist_ok=True)

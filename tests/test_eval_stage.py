@@ -18,7 +18,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from autodata.backends.base import BackendError, ChatRequest, Completion
-from autodata.config import EndpointConfig, RootConfig, model_roles, register_configs, to_typed
+from autodata.config import EndpointConfig, RootConfig, apply_eval_shortcuts, model_roles, register_configs, to_typed
 from autodata.llm import LLM
 from autodata.validation import ConfigError, validate
 from eval.sets import EvalDataError
@@ -320,3 +320,23 @@ def test_eval_logs_metrics_and_samples_to_an_offline_wandb_run(tmp_path, monkeyp
     data = json.loads((offline / "files" / table["eval/samples/path"]).read_text())
     assert data["columns"][-1] == "score/judge"
     assert sorted(r[-1] for r in data["data"] if r[-1] is not None) == [0.0, 0.0, 0.5, 0.5, 1.0]
+
+
+def test_eval_sampling_shortcuts_set_the_evaluated_models_role(tmp_path):
+    cfg = make_cfg(tmp_path, f"eval.datasets=[{HELDOUT_RUN}]", "eval.temperature=0.6", "eval.max_tokens=77",
+                   "eval.model=my-policy")
+    validate(cfg)
+    # The injected LLM binds endpoints when built; the stage builds its own after the shortcuts apply.
+    apply_eval_shortcuts(cfg)
+    llm, backends = make_llm(cfg, solver_script(ANSWERS))
+    m = asyncio.run(evaluate(cfg, tmp_path / "run", llm=llm))
+    assert (m["model"], m["temperature"], m["max_tokens"]) == ("my-policy", 0.6, 77)
+    assert {(r.sampling.temperature, r.sampling.max_tokens) for r in backends["weak_solver"].requests} == {(0.6, 77)}
+    # The judge keeps its own sampling
+    assert {r.sampling.temperature for r in backends["judge"].requests} == {0.0}
+    # An openai endpoint for the evaluated model is valid once eval.model names the served model
+    cfg = make_cfg(tmp_path, "models.roles.weak_solver.backend=openai",
+                   "models.roles.weak_solver.base_url=http://127.0.0.1:9/v1", "eval.model=served-policy")
+    validate(cfg)
+    with pytest.raises(ConfigError, match="eval.max_tokens \\(0\\) must be"):
+        validate(make_cfg(tmp_path, "eval.max_tokens=0"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autodata.domains.base import STRING, Criterion, Task, TaskFormatError, Fields, object_schema
+from autodata.domains.base import STRING, Fields, Task, TaskFormatError, object_schema
 from autodata.domains.rubric import RubricDomain
 
 
@@ -45,17 +45,7 @@ class CSDomain(RubricDomain):
         context = f.text("context")
         question = f.text("question")
         reference = f.text("reference_answer")
-        rubric = []
-        for i, item in enumerate(f.array("rubric", min_items=1)):
-            path = f"rubric[{i}]"
-            if not isinstance(item, dict):
-                f.problems.append(f"{path}: expected an object {{criterion, weight, category}}, found {item!r}")
-                continue
-            rubric.append(Criterion(
-                criterion=f.text("criterion", obj=item, path=f"{path}.criterion"),
-                weight=f.integer("weight", obj=item, path=f"{path}.weight"),
-                category=f.text("category", obj=item, path=f"{path}.category", allow_empty=True),
-            ))
+        rubric = self.parse_rubric(f, "{criterion, weight, category}")
         f.raise_if_any(TaskFormatError)
         return Task(question=question, context=context, reference_answer=reference, rubric=rubric,
                     question_type=question_type, tags=tags, extra={"plan": plan} if plan else {})

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from autodata.domains.base import STRING, Criterion, Fields, Task, TaskFormatError, object_schema
+from autodata.domains.base import STRING, Fields, Task, TaskFormatError, object_schema
 from autodata.domains.rubric import RubricDomain
 
 # Weight class -> inclusive weight band.
@@ -107,24 +107,12 @@ class LegalDomain(RubricDomain):
         practice_area = f.text("practice_area")
         question = f.text("question")
         reference = f.text("reference_answer")
-        rubric = []
-        for i, item in enumerate(f.array("rubric", min_items=1)):
-            path = f"rubric[{i}]"
-            if not isinstance(item, dict):
-                f.problems.append(f"{path}: expected an object {{number, criterion, category, capability, "
-                                  f"weight_class, weight}}, found {item!r}")
-                continue
-            rubric.append(Criterion(
-                criterion=f.text("criterion", obj=item, path=f"{path}.criterion"),
-                weight=f.integer("weight", obj=item, path=f"{path}.weight"),
-                category=f.text("category", obj=item, path=f"{path}.category", allow_empty=True),
-                extra={
-                    "number": f.integer("number", obj=item, path=f"{path}.number"),
-                    "capability": f.text("capability", obj=item, path=f"{path}.capability", allow_empty=True),
-                    "weight_class": f.choice("weight_class", tuple(WEIGHT_BANDS), obj=item,
-                                             path=f"{path}.weight_class"),
-                },
-            ))
+        rubric = self.parse_rubric(f, "{number, criterion, category, capability, weight_class, weight}",
+                                   extra=lambda item, path: {
+            "number": f.integer("number", obj=item, path=f"{path}.number"),
+            "capability": f.text("capability", obj=item, path=f"{path}.capability", allow_empty=True),
+            "weight_class": f.choice("weight_class", tuple(WEIGHT_BANDS), obj=item, path=f"{path}.weight_class"),
+        })
         f.raise_if_any(TaskFormatError)
         # The client's question carries every fact; there is no separate context.
         return Task(question=question, context="", reference_answer=reference, rubric=rubric,

@@ -8,7 +8,7 @@ present). The framework turns the verdicts into a score with
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from autodata.domains import checks
 from autodata.domains.base import Criterion, Domain, Fields, Grade, Task, object_schema
@@ -77,6 +77,27 @@ class RubricDomain(Domain):
         return Grade(score=score, met=met_list, raw=obj)
 
     # ----------------------------------------------------------------- rubric rules
+    def parse_rubric(self, f: Fields, shape: str,
+                     extra: Callable[[dict, str], dict[str, Any]] = lambda item, path: {}) -> list[Criterion]:
+        """The challenger's ``rubric`` array as criteria; each problem goes to ``f.problems`` with its path.
+
+        ``shape`` names the expected object in the error (``{criterion, weight, category}``); ``extra``
+        reads a domain's further fields of one item (given the item and its path).
+        """
+        rubric = []
+        for i, item in enumerate(f.array("rubric", min_items=1)):
+            path = f"rubric[{i}]"
+            if not isinstance(item, dict):
+                f.problems.append(f"{path}: expected an object {shape}, found {item!r}")
+                continue
+            rubric.append(Criterion(
+                criterion=f.text("criterion", obj=item, path=f"{path}.criterion"),
+                weight=f.integer("weight", obj=item, path=f"{path}.weight"),
+                category=f.text("category", obj=item, path=f"{path}.category", allow_empty=True),
+                extra=extra(item, path),
+            ))
+        return rubric
+
     def rubric_problems(self, rubric: list[Criterion]) -> list[str]:
         cfg, problems = self.cfg, []
         n = len(rubric)
