@@ -331,7 +331,7 @@ def run(cfg: RootConfig, run_dir: Path) -> None:
         n = result["n"]
         log.info("%s: %d prompts, truncation %s", name, m["prompts"], _fmt(m["truncation_rate"]))
         for judge, jm in m["by_judge"].items():
-            log.info("  judge %s (%s): mean@%d %s best@%d %s, %d judge failures (excluded)", judge,
+            log.info("  graded by %s (%s): mean@%d %s best@%d %s, %d judge failures (excluded)", judge,
                      result["judges"][judge], n, _fmt(jm[f"mean_at_{n}"]), n, _fmt(jm[f"best_at_{n}"]),
                      jm["judge_failures"])
     log.info("metrics in %s", run_dir / METRICS)
