@@ -51,6 +51,9 @@ class Cell:
     paper: Optional[float]
     # Where our number comes from, or why it is missing
     source: str
+    # Samples of the run's set, and how many of them its judge could not grade (excluded from the metric)
+    samples: Optional[int] = None
+    judge_failures: Optional[int] = None
 
     @property
     def diff(self) -> Optional[float]:
@@ -123,7 +126,9 @@ def build_cells(cfg: ReportConfig) -> tuple[list[str], list[str], list[Cell]]:
                 ours = est.get("value")
                 # A run that lacks this metric (e.g. evaluated with eval.n=8) is named as the reason.
                 why = f"{source} has no {metric}" if values is not None and ours is None else source
-                cells.append(Cell(row, column, metric, ours, est.get("stderr"), published.get(metric), why))
+                cells.append(Cell(row, column, metric, ours, est.get("stderr"), published.get(metric), why,
+                                  samples=(values or {}).get("samples"),
+                                  judge_failures=(values or {}).get("judge_failures")))
     return rows, columns, to_deltas(cfg, cells)
 
 
@@ -167,6 +172,13 @@ def render_markdown(cfg: ReportConfig, rows: list[str], columns: list[str], cell
                   "|---|" + "---|" * len(columns)]
         for row in rows:
             lines.append(f"| {title(row)} | " + " | ".join(cell_text(index[(row, c, metric)], cfg.digits) for c in columns) + " |")
+        lines.append("")
+    failed = {(c.row, c.column): c for c in cells if c.judge_failures}
+    if failed:
+        lines += ["## Judge failures", "",
+                  "Samples the judge could not grade are left out of the cell's metrics, never scored 0:", ""]
+        lines += [f"- {title(c.row)} / {title(c.column)}: {c.judge_failures} of {c.samples} samples ({c.source})"
+                  for c in failed.values()]
         lines.append("")
     missing = [c for c in cells if c.ours is None]
     if missing:

@@ -146,8 +146,9 @@ def test_legal_table_has_a_column_per_judge(tmp_path):
     run = tmp_path / "eval_legal"
     gpt5 = {"mean_at_1": {"value": 0.40, "stderr": 0.02, "n": 30}}
     kimi = {"mean_at_1": {"value": 0.47, "stderr": 0.03, "n": 30}}
-    write_eval_run(run, {"prbench_legal": {**gpt5, "primary_judge": "judge_gpt5",
-                                           "by_judge": {"judge_gpt5": gpt5, "judge": kimi}}})
+    write_eval_run(run, {"prbench_legal": {**gpt5, "primary_judge": "judge_gpt5", "samples": 30, "judge_failures": 0,
+                                           "by_judge": {"judge_gpt5": {**gpt5, "judge_failures": 0},
+                                                        "judge": {**kimi, "judge_failures": 2}}}})
     cfg = compose_report("report=paper_legal", "report.plots=false",
                          f"+report.runs={{grpo_agentic_4b/prbench_legal: {run}, "
                          f"grpo_agentic_4b/prbench_legal_kimi: '{run}@judge', "
@@ -166,6 +167,9 @@ def test_legal_table_has_a_column_per_judge(tmp_path):
     assert nobody.ours is None and "was not graded by judge 'judge_nobody' (judges: judge, judge_gpt5)" in nobody.source
     md = (tmp_path / "report" / "report.md").read_text()
     assert "| PRBench-Legal (GPT-5) | PRBench-Legal-Hard (GPT-5) | PRBench-Legal (Kimi-K2.6) |" in md
+    # The judge that failed on 2 samples: shown with its count (and only that one)
+    assert f"- 4B GRPO on Agentic data (2.8k) / PRBench-Legal (Kimi-K2.6): 2 of 30 samples ({run}#prbench_legal@judge)" in md
+    assert md.count("of 30 samples") == 1
     assert "| 397B base, no RL | missing (paper 0.404, diff -) | missing (paper 0.277, diff -) | missing" in md
 
 
