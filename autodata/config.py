@@ -386,6 +386,9 @@ class EvalConfig:
     pass_threshold: float = 1.0
     # Grade only the text after the last </think>; an unclosed reasoning block is graded as an empty answer
     strip_reasoning: bool = True
+    # An answer that tries to instruct the judge scores 0 without a judge call, as in the GRPO reward
+    # (training/guard.py); counted as injection_flagged per set
+    injection_guard: bool = True
     # Prompts sampled and graded concurrently
     max_prompts_in_flight: int = 16
     # Base seed of the per-call seeds

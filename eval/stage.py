@@ -38,7 +38,7 @@ from autodata.rundir import JsonlWriter, read_jsonl, rewrite_jsonl
 from autodata.tracking import flatten, start_wandb
 from eval import metrics as M
 from eval.sets import EvalDataError, EvalItem, EvalSet, load_sets
-from training.guard import final_answer
+from training.guard import final_answer, injection_flags
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +107,20 @@ def judge_seed_key(row: dict[str, Any], judge: str) -> str:
     return f"eval/{row['dataset']}/{row['prompt_id']}/judge/{row['sample']}{suffix}"
 
 
-async def grade_row(llm: LLM, domain: Domain, item: EvalItem, row: dict[str, Any], judges: list[str],
-                    strip_reasoning: bool) -> None:
-    """Add the grades of ``judges`` (those the row lacks) to ``row['grades']``."""
-    answer = answer_of(row["completion"], strip_reasoning)
+async def grade_row(llm: LLM, domain: Domain, item: EvalItem, row: dict[str, Any], cfg: EvalConfig) -> None:
+    """Add the grades of ``cfg.judges`` (those the row lacks) to ``row['grades']``.
+
+    With ``cfg.injection_guard`` an answer that tries to instruct the judge (``training.guard``,
+    the check the GRPO reward applies) scores 0 for every judge without being sent to one.
+    """
+    answer = answer_of(row["completion"], cfg.strip_reasoning)
     row["empty_answer"] = not answer.strip()
-    missing = [j for j in judges if j not in row["grades"]]
+    row["injection_flags"] = injection_flags(answer) if cfg.injection_guard and answer.strip() else []
+    missing = [j for j in cfg.judges if j not in row["grades"]]
+    if row["injection_flags"]:
+        row["grades"].update({j: {"score": 0.0, "verdicts": None, "correct": None, "judge_error": None}
+                              for j in missing})
+        return
     results = await asyncio.gather(*(grade(llm, domain, item, answer, j, judge_seed_key(row, j)) for j in missing))
     row["grades"].update(zip(missing, results))
 
@@ -123,7 +131,7 @@ async def eval_prompt(llm: LLM, domain: Domain, cfg: EvalConfig, eval_set: EvalS
     rows = [{"format": SAMPLES_FORMAT, "dataset": eval_set.name, "prompt_id": item.id, "sample": i,
              "completion": c.text, "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens,
              "grades": {}} for i, c in enumerate(completions)]
-    await asyncio.gather(*(grade_row(llm, domain, item, r, list(cfg.judges), cfg.strip_reasoning) for r in rows))
+    await asyncio.gather(*(grade_row(llm, domain, item, r, cfg) for r in rows))
     return rows
 
 
@@ -146,8 +154,7 @@ async def grade_with_new_judges(llm: LLM, domain: Domain, cfg: EvalConfig, run_d
 
     async def one(row: dict[str, Any]) -> None:
         async with gate:
-            await grade_row(llm, domain, items[(row["dataset"], row["prompt_id"])], row, list(cfg.judges),
-                            cfg.strip_reasoning)
+            await grade_row(llm, domain, items[(row["dataset"], row["prompt_id"])], row, cfg)
 
     await asyncio.gather(*(one(r) for r in todo))
     rewrite_jsonl(run_dir / SAMPLES, rows)
@@ -188,6 +195,8 @@ def dataset_metrics(rows: list[dict], judges: list[str], n: int, pass_threshold:
         "prompts": len({r["prompt_id"] for r in rows}),
         "samples": len(rows),
         "empty_answers": sum(1 for r in rows if r.get("empty_answer")),
+        # Answers that tried to instruct the judge: scored 0 by every judge, never sent to one
+        "injection_flagged": sum(1 for r in rows if r.get("injection_flags")),
         "truncation_rate": M.truncation_rate([r.get("finish_reason", "") for r in rows]).to_dict(),
         "primary_judge": judges[0],
         **by_judge[judges[0]],
