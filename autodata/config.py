@@ -341,6 +341,9 @@ class TrainConfig:
     injection_guard: bool = True
     # Ask the judge endpoint to answer once before the policy loads (fail fast with the URL)
     check_judge: bool = True
+    # Stop (saving nothing new; resume with train.resume=true) after this many consecutive reward batches in
+    # which every judge call failed: the steps would carry no reward. 0: never stop
+    judge_down_batches: int = 3
     # Save a checkpoint every this many optimizer steps (into <run dir>/checkpoints)
     save_steps: int = 50
     # Checkpoints kept on disk (older ones are deleted)

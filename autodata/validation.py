@@ -166,6 +166,7 @@ def check_train(cfg: RootConfig) -> list[Problem]:
     for key in ("batch_size", "per_device_batch_size", "learning_rate", "epochs", "max_completion_length",
                 "num_iterations", "save_steps", "save_total_limit", "logging_steps"):
         _positive(problems, f"train.{key}", getattr(t, key))
+    _positive(problems, "train.judge_down_batches", t.judge_down_batches, allow_zero=True)
     _positive(problems, "train.beta", t.beta, allow_zero=True)
     _positive(problems, "train.epsilon", t.epsilon)
     if t.max_steps is not None:

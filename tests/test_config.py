@@ -11,7 +11,8 @@ from autodata.config import ROLES, RootConfig, endpoint_for, register_configs, t
 from autodata.stages import STAGES, UnknownStage, resolve_stage, stage_config_names
 from autodata.validation import ConfigError, validate
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
 register_configs()
 
 
@@ -105,3 +106,20 @@ def test_impossible_config_lists_every_problem():
     assert "generate.weak_samples (0) must be > 0" in text
     assert "base_url" in text and "models.model" in text
     assert len(info.value.problems) >= 4
+
+
+@pytest.mark.parametrize("script", sorted((ROOT / "slurm").glob("*.sbatch")), ids=lambda p: p.name)
+def test_slurm_scripts_parse(script):
+    import subprocess
+
+    proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_eval_sbatch_overrides_compose_and_validate():
+    # The overrides slurm/eval.sbatch adds to the user's, with the judge its usage line names
+    cfg = compose_typed(["stage=eval", "models.roles.weak_solver.backend=vllm", "models.roles.weak_solver.dtype=bfloat16",
+                         "eval.model=runs/train_cs_agentic/final", "eval.datasets=[runs/cs_cot,runs/cs_agentic]",
+                         "models.roles.judge.backend=openai", "models.roles.judge.base_url=https://api.example.com/v1",
+                         "models.roles.judge.model=kimi-k2.6"])
+    validate(cfg)

@@ -243,3 +243,31 @@ def test_reward_time_tracks_one_call_latency_through_the_trl_path():
         assert time.perf_counter() - started < 3 * 0.2
     finally:
         loop.close()
+
+
+def test_a_judge_down_for_several_batches_stops_training():
+    state = {"down": True}
+
+    def judge(role, request, call):
+        if state["down"]:
+            raise BackendError("connection refused by judge-host:8000")
+        return by_content(role, request, call)
+
+    reward, _ = make_reward(judge, max_failed_batches=2)
+    batch = {"prompts": ["p"] * 2, "completions": ["a good answer", "another good answer"],
+             "task": [json.dumps(TASK.to_dict())] * 2}
+    assert asyncio.run(reward(**batch)) == [None, None]
+    # A batch with one graded completion says the judge is up: the count starts again.
+    state["down"] = False
+    assert asyncio.run(reward(**batch)) == [1.0, 1.0]
+    state["down"] = True
+    asyncio.run(reward(**batch))
+    # Batches with nothing sent to the judge (empty answers) say nothing about it either way.
+    asyncio.run(reward(**{**batch, "completions": ["", ""]}))
+    with pytest.raises(reward_module.JudgeDown, match="failed all 2 calls of each of the last 2 reward batches.*"
+                                                       "connection refused by judge-host:8000"):
+        asyncio.run(reward(**batch))
+
+    never, _ = make_reward(judge, max_failed_batches=0)
+    for _ in range(5):
+        assert asyncio.run(never(**batch)) == [None, None]

@@ -155,3 +155,66 @@ def test_resume_continues_from_the_latest_checkpoint(smoke_run):
     assert (run_dir / "checkpoints" / "checkpoint-3").is_dir()
     # The judge grades only step 3's completions this time.
     assert summary["judge_totals"]["completions"] == 8
+
+
+class FailingJudgeServer:
+    """A real HTTP server that lists its model (GET /v1/models passes the start-up check) and then answers every
+    chat request with 503: a judge that goes down once training has started."""
+
+    def __init__(self):
+        import asyncio
+        import socket
+        import threading
+
+        from aiohttp import web
+
+        async def models(request):
+            return web.json_response({"object": "list", "data": [{"id": "judge-model", "object": "model"}]})
+
+        async def chat(request):
+            self.chat_calls += 1
+            return web.json_response({"error": {"message": "judge overloaded"}}, status=503)
+
+        app = web.Application()
+        app.router.add_get("/v1/models", models)
+        app.router.add_post("/v1/chat/completions", chat)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.chat_calls = 0
+        self.loop = asyncio.new_event_loop()
+        self.runner = web.AppRunner(app)
+        self.loop.run_until_complete(self.runner.setup())
+        self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def test_a_judge_that_goes_down_stops_training_with_a_resume_hint(tmp_path):
+    from training.stage import TrainAborted
+
+    server = FailingJudgeServer()
+    try:
+        cfg = smoke_cfg("models.roles.judge.backend=openai", "models.roles.judge.model=judge-model",
+                        f"models.roles.judge.base_url=http://127.0.0.1:{server.port}/v1",
+                        "models.roles.judge.api_key_env=", "models.roles.judge.max_retries=0",
+                        "train.judge_down_batches=1", "train.max_steps=1")
+        with pytest.raises(TrainAborted, match=r"stopped at step 0: the judge failed all (\d+) calls .*503.*"
+                                               r"train.resume=true") as info:
+            train(cfg, tmp_path / "run")
+    finally:
+        server.close()
+    # Every completion sent to the judge (all 8 but any the injection guard or an empty answer kept back) was
+    # refused once (no retries); nothing was saved as final.
+    import re
+
+    sent = int(re.search(r"failed all (\d+) calls", str(info.value)).group(1))
+    assert 1 <= sent <= 8 and server.chat_calls == sent
+    assert not (tmp_path / "run" / "final").exists()

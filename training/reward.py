@@ -137,6 +137,10 @@ def is_truncated(ids: Sequence[int], max_length: Optional[int], eos_ids: Sequenc
     return bool(max_length) and len(ids) >= max_length and (not ids or ids[-1] not in eos_ids)
 
 
+class JudgeDown(RuntimeError):
+    """The judge failed every call of several reward batches in a row: training would learn from nothing."""
+
+
 class JudgeReward:
     """TRL reward function (async): ``await reward(prompts=..., completions=..., task=..., example_id=...)``.
 
@@ -157,6 +161,7 @@ class JudgeReward:
         eos_token_ids: Sequence[int] = (),
         on_outcome: Optional[Callable[[dict[str, Any]], None]] = None,
         on_injection: Optional[Callable[[dict[str, Any]], None]] = None,
+        max_failed_batches: int = 0,
     ):
         self.domain = domain
         self.llm = llm
@@ -169,6 +174,9 @@ class JudgeReward:
         self.eos_token_ids = list(eos_token_ids)
         self.on_outcome = on_outcome
         self.on_injection = on_injection
+        # Raise JudgeDown after this many consecutive batches whose judge calls all failed (0: never)
+        self.max_failed_batches = max_failed_batches
+        self.failed_batches = 0
         # TRL names the reward's metrics (rewards/<name>/mean) after this
         self.__name__ = "equivalence_judge" if domain.name == "principia" else "rubric_judge"
         self.totals: Counter[str] = Counter()
@@ -182,6 +190,7 @@ class JudgeReward:
         step = int(getattr(trainer_state, "global_step", 0) or 0)
         work = self.score(task, texts, example_id, step=step)
         result = await (self.loop.run_async(work) if self.loop is not None else work)
+        self._check_judge_up(result, step)
         metrics = result.metrics()
         if completion_ids is not None and self.max_completion_length:
             truncated = [is_truncated(ids, self.max_completion_length, self.eos_token_ids) for ids in completion_ids]
@@ -193,6 +202,19 @@ class JudgeReward:
             log_extra("judge_status", [o.status for o in result.outcomes])
             log_extra("injection_flags", [",".join(o.flags) for o in result.outcomes])
         return result.rewards
+
+    def _check_judge_up(self, result: BatchResult, step: int) -> None:
+        calls = [o for o in result.outcomes if o.status in ("graded", "failure")]
+        if not calls:
+            return  # nothing was sent to the judge (all empty or flagged): says nothing about it
+        if any(o.status == "graded" for o in calls):
+            self.failed_batches = 0
+            return
+        self.failed_batches += 1
+        if self.max_failed_batches and self.failed_batches >= self.max_failed_batches:
+            last = next(o.error for o in reversed(calls) if o.error)
+            raise JudgeDown(f"the judge failed all {len(calls)} calls of each of the last {self.failed_batches} "
+                            f"reward batches (step {step}); last error: {last}")
 
     async def score(self, tasks: Sequence[str | Task], texts: Sequence[str], ids: Optional[Sequence[str]] = None,
                     step: int = 0) -> BatchResult:

@@ -34,7 +34,7 @@ from autodata.rundir import JsonlWriter, git_commit
 from autodata.tracking import start_wandb
 from training.data import DataError, TrainingData, check_enough, load_training_data
 from training.report import JsonlMetrics, command_line, write_model_card
-from training.reward import JudgeLoop, JudgeReward
+from training.reward import JudgeDown, JudgeLoop, JudgeReward
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ def _train(cfg: RootConfig, run_dir: Path, domain: Domain, data: TrainingData, p
     reward = JudgeReward(
         domain, judge.llm, loop=judge.loop, strip_reasoning=t.strip_reasoning,
         injection_guard=t.injection_guard, max_completion_length=t.max_completion_length,
-        on_outcome=rewards_out.write, on_injection=injections_out.write,
+        on_outcome=rewards_out.write, on_injection=injections_out.write, max_failed_batches=t.judge_down_batches,
     )
     if model is None:
         model = resolve_model(t.model)
@@ -285,6 +285,12 @@ def _train(cfg: RootConfig, run_dir: Path, domain: Domain, data: TrainingData, p
     reward.eos_token_ids = list(trainer.eos_token_ids)
     try:
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except JudgeDown as err:
+        raise TrainAborted(
+            f"stopped at step {trainer.state.global_step}: {err}. Fix the judge endpoint "
+            f"({endpoint_for(cfg.models, 'judge').base_url or endpoint_for(cfg.models, 'judge').model}), then rerun "
+            f"the same command with train.resume=true and hydra.run.dir={run_dir}: training continues from the "
+            f"newest checkpoint in {run_dir / 'checkpoints'}") from err
     finally:
         rewards_out.close()
         injections_out.close()
