@@ -171,7 +171,8 @@ def judge_metrics(rows: list[dict], judge: str, n: int, pass_threshold: float) -
     scores = [[g["score"] for g in gs if g.get("score") is not None] for gs in grades.values()]
     out: dict[str, Any] = {
         "judge_failures": sum(1 for gs in grades.values() for g in gs if g.get("judge_error")),
-        # Samples drawn before this judge was added and not graded by it (their set is no longer evaluated)
+        # Samples with no entry from this judge: 0 after every completed run (a judge added later grades the
+        # finished samples first); anything else means samples.jsonl was changed by hand
         "ungraded": sum(1 for gs in grades.values() for g in gs if not g),
         "prompts_without_grade": sum(1 for s in scores if not s),
     }
