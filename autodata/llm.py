@@ -13,11 +13,11 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Optional, TypeVar
+from typing import Any, Callable, Generic, Optional, Sequence, TypeVar
 
 from autodata.backends import Backend, ChatRequest, Completion, Sampling, build_backend, endpoint_key
 from autodata.cache import ResponseCache, request_key
-from autodata.config import EndpointConfig, ModelsConfig, endpoint_for, model_roles
+from autodata.config import ROLES, EndpointConfig, ModelsConfig, endpoint_for, model_roles
 
 T = TypeVar("T")
 
@@ -97,19 +97,22 @@ class LLM:
         cache: Optional[ResponseCache] = None,
         seed: int = 0,
         backends: Optional[dict[str, Backend]] = None,
+        roles: Optional[Sequence[str]] = None,
     ):
+        """``roles``: the roles this run calls (default: the generate loop's); only they get a backend, so
+        ``check()`` asks only the endpoints the stage uses."""
         self.seed = seed
         self.cache = cache
-        roles = model_roles(models)
-        self.endpoints: dict[str, EndpointConfig] = {role: endpoint_for(models, role) for role in roles}
-        self.usage: dict[str, RoleUsage] = {role: RoleUsage() for role in roles}
+        self.endpoints: dict[str, EndpointConfig] = {role: endpoint_for(models, role) for role in model_roles(models)}
+        self.usage: dict[str, RoleUsage] = {role: RoleUsage() for role in self.endpoints}
         if backends is not None:
             # Injected (tests, scripted runs): one backend per role name.
             self.backends = dict(backends)
         else:
             shared: dict[tuple, Backend] = {}
             self.backends = {}
-            for role, endpoint in self.endpoints.items():
+            for role in roles if roles is not None else ROLES:
+                endpoint = self.endpoints[role]
                 key = endpoint_key(endpoint)
                 if key not in shared:
                     shared[key] = build_backend(endpoint)

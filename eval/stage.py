@@ -246,7 +246,7 @@ async def evaluate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
     cache = ResponseCache(cfg.cache.path or run_dir / "cache.sqlite") if cfg.cache.enabled else None
     owns_llm = llm is None
     if llm is None:
-        llm = LLM(cfg.models, cache=cache, seed=cfg.eval.seed)
+        llm = LLM(cfg.models, cache=cache, seed=cfg.eval.seed, roles=("weak_solver", *cfg.eval.judges))
     wandb_run = start_wandb(cfg, run_dir, job_type="eval")
     writers: list[JsonlWriter] = []
     gate = asyncio.Semaphore(cfg.eval.max_prompts_in_flight)

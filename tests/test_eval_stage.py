@@ -360,3 +360,16 @@ def test_an_answer_that_instructs_the_judge_scores_zero_without_a_judge_call(tmp
     llm, backends = make_llm(cfg, solver_script(answers))
     d = asyncio.run(evaluate(cfg, tmp_path / "run_unguarded", llm=llm))["datasets"]["train_run"]
     assert d["injection_flagged"] == 0 and len(backends["judge"].requests) == 6
+
+
+def test_eval_builds_backends_only_for_the_roles_it_calls(tmp_path):
+    # Every role on an openai endpoint; the strong solver's server is down, but eval never calls it.
+    cfg = make_cfg(tmp_path, "models=openai", "models.base_url=http://127.0.0.1:9/v1", "models.model=m",
+                   "+judges=kimi", "models.roles.judge_kimi.base_url=http://127.0.0.1:9/v1",
+                   "models.roles.judge_kimi.api_key_env=", "eval.judges=[judge,judge_kimi]")
+    llm = LLM(cfg.models, roles=("weak_solver", *cfg.eval.judges))
+    try:
+        assert set(llm.backends) == {"weak_solver", "judge", "judge_kimi"}
+        assert "strong_solver" in llm.endpoints and "strong_solver" not in llm.backends
+    finally:
+        asyncio.run(llm.aclose())
