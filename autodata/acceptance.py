@@ -54,6 +54,9 @@ class FailureReason:
     UNSUITABLE = "unsuitable"
     LOOP_JUDGE_IMPROVE = "loop_judge_improve"
     BACKEND_ERROR = "backend_error"
+    # CoT-Self-Instruct filters (method=cot, method.cot_filter)
+    INCONSISTENT_ANSWER = "inconsistent_answer"
+    LOW_MIN_SCORE = "low_min_score"
 
 
 ACCEPTED = "accepted"

@@ -211,6 +211,12 @@ class MethodConfig:
     qv_filter: bool = False
     # cot: also sample and grade weak/strong solvers so the data-quality table can compare
     score_solvers: bool = True
+    # cot: the original CoT-Self-Instruct filters, applied to the strong solver's runs (generate.strong_samples):
+    # none; answer_consistency (verifiable domains: keep when more than half of the runs the judge graded are
+    # equivalent to the generated answer); rip (keep when the lowest rubric score of the graded runs is
+    # >= rip_min_score). The paper's CS baseline is one shot without a filter (none).
+    cot_filter: str = "none"
+    rip_min_score: float = 0.5
 
 
 @dataclass

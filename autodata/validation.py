@@ -34,6 +34,7 @@ class ConfigError(ValueError):
 KNOWN_BACKENDS = ("local", "openai", "vllm")
 KNOWN_DOMAINS = ("cs", "legal", "principia")
 KNOWN_METHODS = ("agentic", "cot")
+KNOWN_COT_FILTERS = ("none", "answer_consistency", "rip")
 KNOWN_POLICIES = ("cs_paper", "cs_deployed", "legal", "verifiable")
 KNOWN_SOURCES = ("pydoc", "folder", "jsonl", "parquet", "hf")
 KNOWN_LOGGERS = ("none", "wandb")
@@ -56,10 +57,31 @@ def _unit(problems: list[Problem], key: str, value: float) -> None:
         problems.append(Problem(key, value, "must lie in [0, 1] (scores are clipped to [0, 1])", f"set {key} between 0 and 1"))
 
 
+def check_cot_filter(cfg: RootConfig) -> list[Problem]:
+    m = cfg.method
+    problems: list[Problem] = []
+    _choice(problems, "method.cot_filter", m.cot_filter, KNOWN_COT_FILTERS)
+    _unit(problems, "method.rip_min_score", m.rip_min_score)
+    if m.cot_filter == "none":
+        return problems
+    if m.name != "cot":
+        problems.append(Problem("method.cot_filter", m.cot_filter, "applies to method=cot only",
+                                "set method=cot, or method.cot_filter=none (the agentic loop filters by its gap rule)"))
+    if not m.score_solvers:
+        problems.append(Problem("method.cot_filter", m.cot_filter, "needs the strong solver's runs, but "
+                                "method.score_solvers is false", "set method.score_solvers=true"))
+    if m.cot_filter == "answer_consistency" and cfg.domain.name != "principia":
+        problems.append(Problem("method.cot_filter", m.cot_filter,
+                                f"needs verifiable answers, but domain={cfg.domain.name} is rubric-graded",
+                                "use method.cot_filter=rip for rubric domains, or domain=principia"))
+    return problems
+
+
 def check_generate(cfg: RootConfig) -> list[Problem]:
     problems: list[Problem] = []
     _choice(problems, "domain.name", cfg.domain.name, KNOWN_DOMAINS)
     _choice(problems, "method.name", cfg.method.name, KNOWN_METHODS)
+    problems.extend(check_cot_filter(cfg))
     _choice(problems, "corpus.source", cfg.corpus.source, KNOWN_SOURCES)
     _choice(problems, "logger", cfg.logger, KNOWN_LOGGERS)
 

@@ -12,7 +12,7 @@ import pytest
 
 from autodata.acceptance import FailureReason
 from autodata.cache import ResponseCache
-from autodata.config import RootConfig
+from autodata.config import DomainConfig, RootConfig
 from autodata.corpus import CorpusError
 from autodata.generate.stage import GenerateAborted, generate
 from autodata.llm import LLM
@@ -301,3 +301,58 @@ def test_generate_logs_progress_and_stats_to_an_offline_wandb_run(tmp_path, monk
     assert summary["generate/accepted"] == 2 and summary["generate/acceptance_rate"] == 1.0
     assert summary["generate/mean_rounds_per_accepted"] == 1.0
     assert summary["generate/per_role/judge/calls"] == 8
+
+
+@pytest.mark.parametrize("strong,kept", [("GOOD", True), ("HALF", False)])
+def test_cot_rip_filter_keeps_a_task_only_when_every_strong_run_scores_high(tmp_path, strong, kept):
+    cfg = make_cfg(tmp_path)
+    cfg.method.name, cfg.method.cot_filter, cfg.method.rip_min_score = "cot", "rip", 0.75
+    stats, _ = run(cfg, tmp_path, Scenario([{"weak": "BAD", "strong": strong}]))
+    assert len(rows(tmp_path, "accepted.jsonl")) == int(kept)
+    if not kept:
+        assert stats["failure_reasons"] == {FailureReason.LOW_MIN_SCORE: 1}
+        (rnd,) = rows(tmp_path, "rounds.jsonl")
+        assert "lowest strong-run score 0.500 < method.rip_min_score 0.75" in rnd["detail"]
+
+
+@pytest.mark.parametrize("right_runs,kept", [(2, True), (1, False)])
+def test_cot_answer_consistency_needs_a_majority_of_strong_runs_to_agree(tmp_path, right_runs, kept):
+    from tests.test_domains import PRINCIPIA_TASK
+
+    cfg = make_cfg(tmp_path)
+    cfg.method.name, cfg.method.cot_filter = "cot", "answer_consistency"
+    cfg.domain = DomainConfig(name="principia", recall_openers=[])
+    strong = ["powers of two"] * right_runs + ["all primes"] * (3 - right_runs)
+
+    def script(role, request, call):
+        if role == "challenger":
+            return json.dumps(PRINCIPIA_TASK)
+        if role == "quality_verifier":
+            return json.dumps({"verdict": "PASS", "feedback": "fine"})
+        if role == "weak_solver":
+            return ["all primes"] * request.n
+        if role == "strong_solver":
+            return strong[:request.n] if request.n == 3 else [strong.pop(0) for _ in range(request.n)]
+        if role == "judge":
+            answer = last_user(request).split("<answer>\n", 1)[1].split("\n</answer>", 1)[0]
+            return json.dumps({"reason": "compared", "equivalent": answer == "powers of two"})
+        raise AssertionError(role)
+
+    stats, _ = run(cfg, tmp_path, script)
+    assert len(rows(tmp_path, "accepted.jsonl")) == int(kept)
+    if not kept:
+        assert stats["failure_reasons"] == {FailureReason.INCONSISTENT_ANSWER: 1}
+        assert "1 of 3 graded strong runs agree" in rows(tmp_path, "rounds.jsonl")[0]["detail"]
+
+
+def test_cot_filters_are_validated():
+    from autodata.validation import ConfigError, validate
+
+    cfg = RootConfig(stage="generate")
+    cfg.method.cot_filter = "answer_consistency"
+    cfg.method.score_solvers = False
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    text = str(info.value)
+    assert "applies to method=cot only" in text and "method.score_solvers is false" in text
+    assert "domain=cs is rubric-graded" in text

@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 
 from autodata.acceptance import Decision, FailureReason, Status
 from autodata.backends.base import EndpointUnreachable
-from autodata.config import RootConfig
+from autodata.config import MethodConfig, RootConfig
 from autodata.corpus import Document
 from autodata.domains.base import Domain, FailedAttempt, Grade, Task
 from autodata.generate.recorder import RoundRecorder
@@ -88,6 +88,29 @@ def truncate_document(text: str, max_tokens: int) -> tuple[str, Optional[str]]:
     if len(text) <= limit:
         return text, None
     return text[:limit], f"document truncated from {len(text)} to {limit} characters (~{max_tokens} tokens)"
+
+
+def cot_filter(method: MethodConfig, runs: list[SolverRun]) -> Optional[tuple[str, str]]:
+    """The CoT-Self-Instruct filter's verdict on the strong solver's runs: None keeps the task, else
+    (failure reason, detail). Runs the judge could not grade are left out; with none graded the task
+    cannot be verified and is dropped."""
+    if method.cot_filter == "none":
+        return None
+    graded = [r.grade for r in runs if r.grade is not None]
+    if method.cot_filter == "answer_consistency":
+        votes = [g.correct for g in graded if g.correct is not None]
+        agree = sum(votes)
+        if votes and agree * 2 > len(votes):
+            return None
+        return (FailureReason.INCONSISTENT_ANSWER,
+                f"answer consistency: {agree} of {len(votes)} graded strong runs agree with the generated answer; "
+                "a majority is needed")
+    scores = [g.score for g in graded]
+    if scores and min(scores) >= method.rip_min_score:
+        return None
+    lowest = f"{min(scores):.3f}" if scores else "none graded"
+    return (FailureReason.LOW_MIN_SCORE,
+            f"RIP: lowest strong-run score {lowest} < method.rip_min_score {method.rip_min_score}")
 
 
 class DocumentRunner:
@@ -302,6 +325,12 @@ class DocumentRunner:
             # Recorded, not used to filter: the baseline has no solver feedback.
             extra["would_pass_agentic"] = self.policy.decide(weak_scores, strong_scores).accepted if (
                 weak_scores and strong_scores) else None
+            rejected = cot_filter(self.cfg.method, strong.runs)
+            if rejected is not None:
+                reason, detail = rejected
+                self._emit(doc, 1, rec, started, warnings, task=task, status="rejected", reason=reason,
+                           detail=detail, **extra)
+                return DocOutcome(doc.id, "rejected", 1, reason=reason)
         self._emit(doc, 1, rec, started, warnings, task=task, status="accepted", reason=None,
                    detail="one-shot CoT task", **extra)
         return DocOutcome(doc.id, "accepted", 1, example=self._example(doc, task, weak_scores, strong_scores, 1, None))
