@@ -17,7 +17,8 @@ Writes into the run dir: ``samples.jsonl`` (one row per completion, with a grade
 per judge), ``prompts.jsonl`` (the resume ledger: a prompt is finished once its
 row is there), ``metrics.json`` and ``cache.sqlite``. Rerunning with the same
 ``hydra.run.dir`` skips finished prompts, grades finished samples with any judge
-added since, and recomputes metrics.json from every sample on disk.
+added since (and retries grades that failed), and recomputes metrics.json from
+every sample on disk.
 """
 
 from __future__ import annotations
@@ -107,6 +108,13 @@ def judge_seed_key(row: dict[str, Any], judge: str) -> str:
     return f"eval/{row['dataset']}/{row['prompt_id']}/judge/{row['sample']}{suffix}"
 
 
+def needs_grade(row: dict[str, Any], judge: str) -> bool:
+    """No grade from this judge yet, or a failed one (retried: a transient error may have passed; an unusable
+    verdict comes back from the response cache at no cost)."""
+    grade = row["grades"].get(judge)
+    return grade is None or bool(grade.get("judge_error"))
+
+
 async def grade_row(llm: LLM, domain: Domain, item: EvalItem, row: dict[str, Any], cfg: EvalConfig) -> None:
     """Add the grades of ``cfg.judges`` (those the row lacks) to ``row['grades']``.
 
@@ -116,7 +124,7 @@ async def grade_row(llm: LLM, domain: Domain, item: EvalItem, row: dict[str, Any
     answer = answer_of(row["completion"], cfg.strip_reasoning)
     row["empty_answer"] = not answer.strip()
     row["injection_flags"] = injection_flags(answer) if cfg.injection_guard and answer.strip() else []
-    missing = [j for j in cfg.judges if j not in row["grades"]]
+    missing = [j for j in cfg.judges if needs_grade(row, j)]
     if row["injection_flags"]:
         row["grades"].update({j: {"score": 0.0, "verdicts": None, "correct": None, "judge_error": None}
                               for j in missing})
@@ -135,9 +143,10 @@ async def eval_prompt(llm: LLM, domain: Domain, cfg: EvalConfig, eval_set: EvalS
     return rows
 
 
-async def grade_with_new_judges(llm: LLM, domain: Domain, cfg: EvalConfig, run_dir: Path,
-                                sets: list[EvalSet]) -> int:
-    """Grade finished samples with judges added since they were drawn; returns how many grades were added.
+async def grade_finished_samples(llm: LLM, domain: Domain, cfg: EvalConfig, run_dir: Path,
+                                 sets: list[EvalSet]) -> int:
+    """Grade finished samples with judges added since they were drawn, and retry failed grades; returns how
+    many grades were (re)computed.
 
     The samples file is rewritten once, after every grade is in; a kill before that loses no sample, and the
     judge calls already made come back from the response cache on the rerun.
@@ -145,11 +154,12 @@ async def grade_with_new_judges(llm: LLM, domain: Domain, cfg: EvalConfig, run_d
     rows = list(read_jsonl(run_dir / SAMPLES))
     items = {(s.name, item.id): item for s in sets for item in s.items}
     gate = asyncio.Semaphore(cfg.max_prompts_in_flight * max(cfg.n, 1))
-    todo = [r for r in rows if (r["dataset"], r["prompt_id"]) in items and any(j not in r["grades"] for j in cfg.judges)]
+    todo = [r for r in rows if (r["dataset"], r["prompt_id"]) in items and any(needs_grade(r, j) for j in cfg.judges)]
     if not todo:
         return 0
-    added = sum(1 for r in todo for j in cfg.judges if j not in r["grades"])
-    log.info("grading %d finished samples with judges added since they were drawn (%d grades)", len(todo), added)
+    added = sum(1 for r in todo for j in cfg.judges if needs_grade(r, j))
+    log.info("grading %d finished samples again: %d grades from judges added since, or that failed before",
+             len(todo), added)
     await llm.check()
 
     async def one(row: dict[str, Any]) -> None:
@@ -275,7 +285,7 @@ async def evaluate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
                            "eval/progress": counts["finished"] / max(counts["total"], 1)})
 
     try:
-        regraded = await grade_with_new_judges(llm, domain, cfg.eval, run_dir, sets) if done else 0
+        regraded = await grade_finished_samples(llm, domain, cfg.eval, run_dir, sets) if done else 0
         if todo:
             await llm.check()
         samples_out = JsonlWriter(run_dir / SAMPLES)
@@ -302,7 +312,7 @@ async def evaluate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
 
     result = compute_metrics(cfg, run_dir, sets)
     result["prompt_errors_this_run"] = counts["errors"]
-    result["grades_added_this_run"] = regraded
+    result["grades_redone_this_run"] = regraded
     (run_dir / METRICS).write_text(json.dumps(result, indent=2))
     if wandb_run is not None:
         log_to_wandb(wandb_run, result, run_dir)

@@ -263,12 +263,27 @@ def test_a_judge_added_later_grades_the_samples_already_drawn(tmp_path):
     cfg.eval.judges = ["judge", "judge_kimi"]
     llm2, backends2 = make_llm(cfg, two_judge_script(ANSWERS))
     m = asyncio.run(evaluate(cfg, run_dir, llm=llm2))
-    # Nothing re-sampled, nothing re-graded by the first judge; the new judge graded all six samples
-    assert backends2["weak_solver"].requests == [] and backends2["judge"].requests == []
-    assert len(backends2["judge_kimi"].requests) == 6 and m["grades_added_this_run"] == 6
+    # Nothing re-sampled; the first judge only retried the sample it failed on (a call and its repair); the
+    # new judge graded all six samples
+    assert backends2["weak_solver"].requests == []
+    assert [user_text(r).count("ANS_GARBAGE") > 0 for r in backends2["judge"].requests] == [True, True]
+    assert len(backends2["judge_kimi"].requests) == 6 and m["grades_redone_this_run"] == 7
     assert m["datasets"]["train_run"]["by_judge"]["judge_kimi"]["mean_at_3"]["value"] == pytest.approx(0.25)
     assert m["datasets"]["train_run"]["mean_at_3"]["value"] == pytest.approx(0.375)
     assert len(rows(run_dir / "samples.jsonl")) == 6
+
+    # The second judge's server errors were transient: a third run retries exactly those two grades.
+    def kimi_back_up(role, request, call):
+        if role == "judge_kimi":
+            return rubric_judge(request)
+        return solver_script(ANSWERS)(role, request, call)
+
+    llm3, backends3 = make_llm(cfg, kimi_back_up)
+    m = asyncio.run(evaluate(cfg, run_dir, llm=llm3))
+    assert len(backends3["judge_kimi"].requests) == 2 and backends3["weak_solver"].requests == []
+    kimi = m["datasets"]["train_run"]["by_judge"]["judge_kimi"]
+    # ANS_BAD now graded (0) instead of excluded: closures 1.0 / 0.0 / 0.0, exceptions all 0.0
+    assert kimi["judge_failures"] == 0 and kimi["mean_at_3"]["value"] == pytest.approx((1 / 3 + 0.0) / 2)
 
 
 def test_a_samples_file_from_an_older_format_is_refused_and_kept(tmp_path):
