@@ -80,7 +80,11 @@ def load_run_metrics(spec: str) -> tuple[Optional[dict[str, Any]], str]:
     metrics_path = Path(path_text) / "metrics.json"
     if not metrics_path.exists():
         return None, f"{metrics_path} not found (run stage=eval with hydra.run.dir={path_text})"
-    sets = json.loads(metrics_path.read_text()).get("datasets", {})
+    try:
+        sets = json.loads(metrics_path.read_text())["datasets"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        return None, (f"{metrics_path} is not an eval metrics file ({type(err).__name__}: {err}); rerun stage=eval "
+                      f"with hydra.run.dir={path_text} to rewrite it from samples.jsonl")
     if dataset:
         if dataset not in sets:
             return None, f"{metrics_path} has no set {dataset!r} (sets: {', '.join(sorted(sets))})"

@@ -16,12 +16,12 @@ evaluated model sees exactly the solver prompt that stage=train trains on.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from autodata.domains import Domain, Task
-from autodata.rundir import read_jsonl
 from training.data import RUBRIC_DOMAINS, Source, field_problems, task_of, to_example
 
 PRODUCER = ("held-out sets come from stage=generate (runs/<name>/heldout.jsonl): run python -m autodata.run "
@@ -103,9 +103,29 @@ def set_name(given: Path, file: Path) -> str:
     return file.parent.name if file.name == "heldout.jsonl" else file.stem
 
 
+def read_rows(file: Path) -> list[dict[str, Any]]:
+    """Every row of a JSONL eval set; a line that is not a JSON object is an error naming the line (an eval set
+    is input, not a log: skipping a row would change the benchmark silently)."""
+    rows = []
+    with file.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise EvalDataError(f"eval.datasets: {file} line {line_no} is not valid JSON ({err.msg} at column "
+                                    f"{err.colno}); fix or remove that line") from None
+            if not isinstance(row, dict):
+                raise EvalDataError(f"eval.datasets: {file} line {line_no} is a JSON {type(row).__name__}, not an "
+                                    "object; each line must be one item")
+            rows.append(row)
+    return rows
+
+
 def load_set(given: str, domain: Domain, limit: Optional[int] = None) -> EvalSet:
     file = resolve(Path(given))
-    raw = list(read_jsonl(file))
+    raw = read_rows(file)
     if not raw:
         raise EvalDataError(f"eval.datasets: {file} has no rows; {PRODUCER}")
     formats = {row_format(r) for r in raw}

@@ -211,3 +211,14 @@ def test_truncation_plot_from_eval_runs_and_no_generate_plots_without_generate_r
     assert "![truncation rate per model](truncation.png)" in md and "## Data quality" not in md
     assert md.count("Skipped: no generate run with accepted examples.") == 1
     assert not (out / "gap_hist.png").exists() and "Skipped: no accepted example has gap." in md
+
+
+def test_a_corrupt_metrics_file_is_a_missing_cell_with_the_reason(tmp_path):
+    run = tmp_path / "eval_torn"
+    run.mkdir()
+    (run / "metrics.json").write_text('{"n": 3, "datas')
+    cfg = compose_report("report=paper_cs", "report.plots=false", f"+report.runs={{base/cot_test: {run}}}")
+    cells = {(c.row, c.column, c.metric): c for c in make_report(cfg.report, tmp_path / "report")}
+    cell = cells[("base", "cot_test", "mean_at_3")]
+    assert cell.ours is None and "is not an eval metrics file (JSONDecodeError" in cell.source
+    assert f"rerun stage=eval with hydra.run.dir={run}" in cell.source

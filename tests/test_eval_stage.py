@@ -388,3 +388,17 @@ def test_eval_builds_backends_only_for_the_roles_it_calls(tmp_path):
         assert "strong_solver" in llm.endpoints and "strong_solver" not in llm.backends
     finally:
         asyncio.run(llm.aclose())
+
+
+def test_a_malformed_line_in_an_eval_set_is_an_error_naming_it(tmp_path):
+    good = (FIXTURES / "prbench_legal.jsonl").read_text().splitlines()
+    broken = tmp_path / "prbench_broken.jsonl"
+    broken.write_text("\n".join([good[0], '{"prompt": "cut off', *good[1:]]) + "\n")
+    cfg = make_cfg(tmp_path, "domain=legal", f"eval.datasets=[{broken}]")
+    llm, backends = make_llm(cfg, solver_script(ANSWERS))
+    with pytest.raises(EvalDataError, match="prbench_broken.jsonl line 2 is not valid JSON"):
+        asyncio.run(evaluate(cfg, tmp_path / "run", llm=llm))
+    broken.write_text(good[0] + "\n[1, 2]\n")
+    with pytest.raises(EvalDataError, match="line 2 is a JSON list, not an object"):
+        asyncio.run(evaluate(cfg, tmp_path / "run", llm=llm))
+    assert backends["weak_solver"].requests == []
