@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from autodata.config import ReportConfig, RootConfig
+from autodata.tracking import start_wandb
 
 log = logging.getLogger(__name__)
 
@@ -268,3 +269,23 @@ def run(cfg: RootConfig, run_dir: Path) -> None:
         raise SystemExit(3) from None
     missing = sum(1 for c in cells if c.ours is None)
     log.info("report in %s (report.md, report.csv); %d of %d cells missing", run_dir, missing, len(cells))
+    wandb_run = start_wandb(cfg, run_dir, job_type="report")
+    if wandb_run is not None:
+        log_to_wandb(wandb_run, cells, run_dir)
+
+
+def log_to_wandb(wandb_run: Any, cells: list[Cell], run_dir: Path) -> None:
+    """The report's cells as one table (``report/cells``: ours, stderr, paper, diff, source per cell) and every
+    plot as an image (``report/<plot>``)."""
+    import wandb
+
+    table = wandb.Table(columns=["row", "column", "metric", "ours", "stderr", "paper", "diff", "source"])
+    for c in cells:
+        table.add_data(c.row, c.column, c.metric, c.ours, c.stderr, c.paper, c.diff, c.source)
+    logged: dict[str, Any] = {"report/cells": table}
+    for png in sorted(run_dir.glob("*.png")):
+        logged[f"report/{png.stem}"] = wandb.Image(str(png))
+    wandb_run.log(logged)
+    wandb_run.summary.update({"report/cells_missing": sum(1 for c in cells if c.ours is None),
+                              "report/cells": len(cells)})
+    wandb_run.finish()

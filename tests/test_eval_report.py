@@ -222,3 +222,22 @@ def test_a_corrupt_metrics_file_is_a_missing_cell_with_the_reason(tmp_path):
     cell = cells[("base", "cot_test", "mean_at_3")]
     assert cell.ours is None and "is not an eval metrics file (JSONDecodeError" in cell.source
     assert f"rerun stage=eval with hydra.run.dir={run}" in cell.source
+
+
+def test_report_logs_its_cells_and_plots_to_an_offline_wandb_run(tmp_path, monkeypatch):
+    from eval.report import run as run_report
+    from tests.wandb_offline import read_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    present = tmp_path / "eval_base"
+    write_eval_run(present, {"val": {"mean_at_3": {"value": 0.65, "stderr": 0.02, "n": 100},
+                                     "truncation_rate": {"value": 0.1, "stderr": 0.01, "n": 300}}})
+    cfg = compose_report("report=paper_cs", "logger=wandb", f"+report.runs={{base/cot_test: {present}}}")
+    out = tmp_path / "report"
+    run_report(cfg, out)
+    summary, history = read_run(out)
+    # 3 x 2 x 2 table cells and 8 x 2 data-quality cells; only base/cot_test mean_at_3 has a value
+    assert summary["report/cells"] == 28 and summary["report/cells_missing"] == 27
+    logged = next(h for h in history if "report/cells/path" in h)
+    assert logged["report/cells/nrows"] == 28 and logged["report/truncation/_type"] == "image-file"
