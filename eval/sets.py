@@ -1,14 +1,17 @@
 """Evaluation sets: where they are, which format they are in, and the solver prompt of each item.
 
-``eval.datasets`` names, per set:
+``eval.datasets`` names, per set (``read_source``): a generate run dir (its ``heldout.jsonl``), a
+.jsonl or .parquet file, a folder saved by ``datasets.save_to_disk`` (``DIR:SPLIT`` picks a split),
+or ``hf://NAME[:SPLIT]`` for ``datasets.load_dataset``. Rows are in one of three formats:
 
-- a generate run dir (``runs/cs_agentic``): its ``heldout.jsonl``;
-- a JSONL file in one of three formats, recognised row by row:
-  - generate rows (``heldout.jsonl``): id, question, context, reference_answer, rubric;
-  - PRBench-style rubric tasks: ``prompt`` and ``criteria`` (a list of {criterion | description | title, weight,
-    weight_class?}), optionally ``reference_answer``; graded by a rubric domain (domain=legal or cs);
-  - principia-bench-style verifiable items: ``question`` and ``answer`` (or ``reference_answer``), no rubric;
-    graded by domain=principia.
+- generate rows (``heldout.jsonl``): id, question, context, reference_answer, rubric;
+- PRBench: the release's rows (``ScaleAI/PRBench``: ``task``, ``turns``, ``prompt_i`` / ``response_i`` /
+  ``reference_texts_i``, a ``rubric`` of annotated criteria whose weight is the ``<weight_class>_weight``
+  value, negative for detrimental classes), or simpler rows with ``prompt`` and ``criteria`` (each
+  {criterion | description | title, weight}); graded by a rubric domain (domain=legal or cs). The last
+  user turn is the question; earlier turns and reference texts become the context;
+- principia-bench: ``question`` or ``problem_statement``, and ``answer`` (or ``reference_answer``), no
+  rubric; graded by domain=principia.
 
 Every row becomes a generate-style row and goes through ``training.data.to_example``, so the
 evaluated model sees exactly the solver prompt that stage=train trains on.
@@ -22,7 +25,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from autodata.domains import Domain, Task
-from training.data import RUBRIC_DOMAINS, Source, field_problems, task_of, to_example
+from training.data import RUBRIC_DOMAINS, field_problems, task_of, to_example
+from training.data import Source as TrainSource
 
 PRODUCER = ("held-out sets come from stage=generate (runs/<name>/heldout.jsonl): run python -m autodata.run "
             "stage=generate hydra.run.dir=runs/cs_agentic, then eval.datasets=[runs/cs_agentic]")
@@ -43,23 +47,32 @@ class EvalItem:
 @dataclass
 class EvalSet:
     name: str
-    path: Path
+    # Where the rows came from (a file, a saved dataset, an hf:// name)
+    path: str
     # generate | prbench | principia
     format: str
     items: list[EvalItem]
 
 
+def is_prbench_release_row(row: dict[str, Any]) -> bool:
+    """A row of the PRBench release (``ScaleAI/PRBench``): a conversation in prompt_i / response_i columns and a
+    rubric of annotated criteria."""
+    return "prompt_0" in row and isinstance(row.get("rubric"), list)
+
+
 def row_format(row: dict[str, Any]) -> str:
-    """Which of the three formats a row is in.
+    """Which of the supported formats a row is in.
 
     >>> row_format({"prompt": "p", "criteria": []}), row_format({"question": "q", "answer": "a"})
     ('prbench', 'principia')
+    >>> row_format({"task": "t", "prompt_0": "p", "rubric": []}), row_format({"problem_statement": "q", "answer": "a"})
+    ('prbench', 'principia')
     """
-    if "criteria" in row and "prompt" in row:
+    if ("criteria" in row and "prompt" in row) or is_prbench_release_row(row):
         return "prbench"
     if "rubric" in row:
         return "generate"
-    if "question" in row and ("answer" in row or "reference_answer" in row):
+    if ("question" in row or "problem_statement" in row) and ("answer" in row or "reference_answer" in row):
         return "principia"
     return "unknown"
 
@@ -71,36 +84,144 @@ def _criterion(c: dict[str, Any]) -> dict[str, Any]:
             "extra": extra}
 
 
+def prbench_weight(annotations: dict[str, Any]) -> float:
+    """A PRBench criterion's signed weight: the ``<weight_class>_weight`` value, negative for detrimental classes.
+
+    >>> prbench_weight({"weight_class": "critically_important", "critically_important_weight": 9})
+    9.0
+    >>> prbench_weight({"weight_class": "detrimental", "detrimental_weight": 6, "important_weight": None})
+    -6.0
+    """
+    cls = str(annotations.get("weight_class") or "")
+    value = annotations.get(f"{cls}_weight")
+    if value is None:
+        raise ValueError(f"criterion of weight_class {cls!r} has no {cls}_weight")
+    value = abs(float(value))
+    return -value if "detrimental" in cls else value
+
+
+def _prbench_criterion(item: dict[str, Any]) -> dict[str, Any]:
+    notes = item.get("annotations") or {}
+    text = notes.get("criteria_description") or item.get("title") or ""
+    return {"criterion": str(text), "weight": prbench_weight(notes), "category": str(notes.get("criteria_category") or ""),
+            "extra": {"id": item.get("id"), "title": item.get("title"), "weight_class": notes.get("weight_class")}}
+
+
+def _references(texts: Any) -> str:
+    return "\n\n".join(f"[Reference {i}]\n{t}" for i, t in enumerate(texts or [], 1) if t)
+
+
+def prbench_conversation(row: dict[str, Any]) -> tuple[str, str]:
+    """(context, question) of a PRBench conversation: the last user turn is the question; earlier turns and
+    every turn's reference texts become the context, in order."""
+    turns = int(row.get("turns") or sum(1 for k in row if k.startswith("prompt_") and row[k]))
+    last = row.get(f"prompt_{turns - 1}")
+    if not last:
+        raise ValueError(f"turns is {turns} but prompt_{turns - 1} is empty")
+    parts = []
+    for i in range(turns - 1):
+        refs = _references(row.get(f"reference_texts_{i}"))
+        parts.append(f"User: {row.get(f'prompt_{i}') or ''}" + (f"\n\n{refs}" if refs else ""))
+        parts.append(f"Assistant: {row.get(f'response_{i}') or ''}")
+    refs = _references(row.get(f"reference_texts_{turns - 1}"))
+    if refs:
+        parts.append(f"Reference texts for the question:\n\n{refs}")
+    context = ("Earlier in this conversation:\n\n" + "\n\n".join(parts)) if parts else ""
+    return context, str(last)
+
+
 def normalize(row: dict[str, Any], fmt: str, index: int) -> dict[str, Any]:
     """A generate-style row (id, question, context, reference_answer, rubric) from any supported format."""
-    ident = row.get("id", row.get("task_id", f"row{index}"))
+    ident = row.get("id", row.get("task_id", row.get("task", f"row{index}")))
+    if fmt == "prbench" and is_prbench_release_row(row):
+        try:
+            context, question = prbench_conversation(row)
+            rubric = [_prbench_criterion(c) for c in row["rubric"]]
+        except (ValueError, TypeError, AttributeError) as err:
+            raise ValueError(f"task {ident}: {err}") from None
+        return {"id": str(ident), "question": question, "context": context, "reference_answer": "",
+                "rubric": rubric}
     if fmt == "prbench":
         return {"id": str(ident), "question": row["prompt"], "context": row.get("context") or "",
                 "reference_answer": row.get("reference_answer") or "",
                 "rubric": [_criterion(c) for c in row.get("criteria") or []]}
     if fmt == "principia":
-        return {"id": str(ident), "question": row["question"], "context": row.get("context") or "",
+        return {"id": str(ident), "question": row.get("question", row.get("problem_statement")),
+                "context": row.get("context") or "",
                 "reference_answer": str(row.get("reference_answer", row.get("answer", "")))}
     return {**row, "id": str(ident)}
 
 
-def resolve(path: Path) -> Path:
+HUB_PREFIX = "hf://"
+
+
+@dataclass
+class Source:
+    """Where a set's rows come from: a label for metrics.json, the set's name and the rows."""
+
+    label: str
+    name: str
+    rows: list[dict[str, Any]]
+
+
+def _split_of(dataset: Any, split: str, where: str) -> Any:
+    """One split of a loaded ``datasets`` object (a Dataset is returned as it is)."""
+    from datasets import DatasetDict
+
+    if not isinstance(dataset, DatasetDict):
+        return dataset
+    if split:
+        if split not in dataset:
+            raise EvalDataError(f"eval.datasets: {where} has no split {split!r} (splits: {', '.join(dataset)})")
+        return dataset[split]
+    if len(dataset) != 1:
+        raise EvalDataError(f"eval.datasets: {where} has splits {', '.join(dataset)}; name one as {where}:SPLIT")
+    return next(iter(dataset.values()))
+
+
+def read_source(given: str) -> Source:
+    """The rows named by one ``eval.datasets`` entry.
+
+    A generate run dir (its heldout.jsonl), a .jsonl or .parquet file, a folder saved by
+    ``datasets.save_to_disk`` (``DIR:SPLIT`` picks a split), or ``hf://NAME[:SPLIT]`` for
+    ``datasets.load_dataset`` (a hub id, from the local cache when offline, or a local dataset folder).
+    """
+    if given.startswith(HUB_PREFIX):
+        from datasets import load_dataset
+
+        name, _, split = given[len(HUB_PREFIX):].partition(":")
+        try:
+            loaded = load_dataset(name, split=split or None)
+        except Exception as err:  # noqa: BLE001 - the datasets library raises many kinds; say which and why
+            raise EvalDataError(f"eval.datasets: {given} could not be loaded with datasets.load_dataset "
+                                f"({type(err).__name__}: {err}); on a machine without the hub, download it first "
+                                "and point at the saved folder or a parquet file") from None
+        rows = _split_of(loaded, split, given).to_list()
+        return Source(given, "_".join(p for p in (Path(name).name, split) if p), rows)
+    path, split = Path(given), ""
+    if not path.exists() and ":" in given:
+        head, _, split = given.rpartition(":")
+        path = Path(head)
     if not path.exists():
         raise EvalDataError(f"eval.datasets: {path} does not exist (looked in {path.resolve().parent}); {PRODUCER}")
     if path.is_dir():
-        held = path / "heldout.jsonl"
-        if not held.exists():
-            raise EvalDataError(f"eval.datasets: {path} is a folder without heldout.jsonl; point at a generate run "
-                                f"dir or a .jsonl file; {PRODUCER}")
-        return held
-    if path.suffix != ".jsonl":
-        raise EvalDataError(f"eval.datasets: {path} is not a .jsonl file or a generate run dir")
-    return path
+        if (path / "heldout.jsonl").exists() and not split:
+            return Source(str(path / "heldout.jsonl"), path.name, read_rows(path / "heldout.jsonl"))
+        if any((path / f).exists() for f in ("dataset_dict.json", "dataset_info.json", "state.json")):
+            from datasets import load_from_disk
 
+            rows = _split_of(load_from_disk(str(path)), split, str(path)).to_list()
+            return Source(given, "_".join(p for p in (path.name, split) if p), rows)
+        raise EvalDataError(f"eval.datasets: {path} is a folder without heldout.jsonl and not a saved `datasets` "
+                            f"folder; point at a generate run dir, a .jsonl or .parquet file; {PRODUCER}")
+    if path.suffix == ".jsonl":
+        return Source(str(path), path.stem, read_rows(path))
+    if path.suffix == ".parquet":
+        from datasets import Dataset
 
-def set_name(given: Path, file: Path) -> str:
-    """A run dir or its heldout.jsonl is named after the run; any other file after its stem."""
-    return file.parent.name if file.name == "heldout.jsonl" else file.stem
+        return Source(str(path), path.stem, Dataset.from_parquet(str(path)).to_list())
+    raise EvalDataError(f"eval.datasets: {path} is not a .jsonl or .parquet file, a saved `datasets` folder or a "
+                        "generate run dir")
 
 
 def read_rows(file: Path) -> list[dict[str, Any]]:
@@ -124,8 +245,8 @@ def read_rows(file: Path) -> list[dict[str, Any]]:
 
 
 def load_set(given: str, domain: Domain, limit: Optional[int] = None) -> EvalSet:
-    file = resolve(Path(given))
-    raw = read_rows(file)
+    source = read_source(given)
+    file, raw = source.label, source.rows
     if not raw:
         raise EvalDataError(f"eval.datasets: {file} has no rows; {PRODUCER}")
     formats = {row_format(r) for r in raw}
@@ -134,8 +255,13 @@ def load_set(given: str, domain: Domain, limit: Optional[int] = None) -> EvalSet
             f"eval.datasets: {file} has rows in formats {sorted(formats)}; every row must be one of: generate "
             "(question + rubric), prbench (prompt + criteria) or principia (question + answer)")
     fmt = formats.pop()
-    rows = [normalize(r, fmt, i) for i, r in enumerate(raw)]
-    problems = field_problems(Source(file, fmt, rows), domain.name)
+    try:
+        rows = [normalize(r, fmt, i) for i, r in enumerate(raw)]
+    except (ValueError, KeyError, TypeError) as err:
+        raise EvalDataError(f"eval.datasets: {file} has a {fmt} row that cannot be read ({err})") from None
+    # PRBench grades by its rubric alone: it ships no reference answer.
+    optional = ("reference_answer",) if fmt == "prbench" else ()
+    problems = field_problems(TrainSource(Path(file), fmt, rows), domain.name, optional=optional)
     if fmt == "principia" and domain.name in RUBRIC_DOMAINS:
         problems = [f"{file}: principia-style items (question + answer, no rubric) need the equivalence judge; "
                     f"add domain=principia to the command (found domain={domain.name})"]
@@ -153,7 +279,7 @@ def load_set(given: str, domain: Domain, limit: Optional[int] = None) -> EvalSet
     for row in rows:
         ex = to_example(row, domain, source_name=str(file))
         items.append(EvalItem(ex["example_id"], ex["prompt"], task_of(ex["task"])))
-    return EvalSet(set_name(Path(given), file), file, fmt, items)
+    return EvalSet(source.name, file, fmt, items)
 
 
 def load_sets(paths: list[str], domain: Domain, limit: Optional[int] = None) -> list[EvalSet]:

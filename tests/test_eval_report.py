@@ -194,8 +194,9 @@ def test_report_tables_doctests():
     import autodata.tracking
     import eval.report
     import eval.report_tables
+    import eval.sets
 
-    for module in (eval.report_tables, eval.report, autodata.tracking):
+    for module in (eval.report_tables, eval.report, eval.sets, autodata.tracking):
         assert doctest.testmod(module).failed == 0, module.__name__
 
 

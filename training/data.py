@@ -190,11 +190,13 @@ def _unflatten(key: str, value: Any) -> Any:
     return value
 
 
-def field_problems(source: Source, domain_name: str) -> list[str]:
-    """One line per missing field (with how many rows lack it) and per domain mismatch."""
+def field_problems(source: Source, domain_name: str, optional: tuple[str, ...] = ()) -> list[str]:
+    """One line per missing field (with how many rows lack it) and per domain mismatch; ``optional`` fields
+    may be empty."""
     if not source.rows:
         return []
-    required = REQUIRED_FIELDS + (RUBRIC_FIELDS if domain_name in RUBRIC_DOMAINS else ())
+    required = [f for f in REQUIRED_FIELDS + (RUBRIC_FIELDS if domain_name in RUBRIC_DOMAINS else ())
+                if f not in optional]
     problems = []
     for name in required:
         lacking = sum(1 for r in source.rows if r.get(name) in (None, "", []))
