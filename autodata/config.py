@@ -428,6 +428,13 @@ class ReportConfig:
     generate_runs: dict[str, str] = field(default_factory=dict)
     # Published data-quality numbers: column id -> quality metric -> value (conf/report/paper_cs.yaml)
     quality_paper: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Wrong-to-right flips: label -> [base eval run, trained eval run] (RUN[#SET][@JUDGE] each), with the share of
+    # flips whose base answer had hit the token budget (eval/flips.py)
+    flips: dict[str, list[str]] = field(default_factory=dict)
+    # A sample is right when its score is >= this (1.0: a binary verdict of correct)
+    flip_threshold: float = 1.0
+    # Published share of wrong-to-right flips that came from fixing truncation: label -> value
+    flips_paper: dict[str, float] = field(default_factory=dict)
     # Decimal places of every number in report.md (the science table's gains need 4)
     digits: int = 3
     # Write PNG plots (score distributions, gaps, rounds, truncation) and embed them in report.md

@@ -286,6 +286,11 @@ def check_report(cfg: RootConfig) -> list[Problem]:
             if not (sep and row and column):
                 problems.append(Problem(f"{key}.{label}", label, "must be a ROW/COLUMN label",
                                         "name it like base/cot_test"))
+    for label, specs in cfg.report.flips.items():
+        if not isinstance(specs, list) or len(specs) != 2:
+            problems.append(Problem(f"report.flips.{label}", specs, "must name two eval runs, [BASE, TRAINED]",
+                                    "e.g. '+report.flips={validation: [runs/eval_sci_base, runs/eval_sci_agentic]}'"))
+    _unit(problems, "report.flip_threshold", cfg.report.flip_threshold)
     if not cfg.report.metrics:
         problems.append(Problem("report.metrics", cfg.report.metrics, "must not be empty",
                                 "list the metrics to show, e.g. [mean_at_3, best_at_3]"))

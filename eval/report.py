@@ -16,7 +16,8 @@ number is never shown in its place.
 ``report.delta_metrics`` shows those metrics as differences from the
 ``report.delta_from`` row (the paper's science table gives avg@8 gains over the
 base model). ``report.generate_runs`` adds the data-quality table
-(``eval/report_tables.py``), and ``report.plots`` PNG plots (``eval/plots.py``)
+(``eval/report_tables.py``), ``report.flips`` the wrong-to-right flips and how many
+came from fixing truncation (``eval/flips.py``), and ``report.plots`` PNG plots (``eval/plots.py``)
 embedded in report.md; a plot whose data is missing is named as skipped.
 """
 
@@ -207,6 +208,53 @@ def write_csv(path: Path, cells: list[Cell]) -> None:
                         "" if c.diff is None else f"{c.diff:.6f}", c.source])
 
 
+FLIP_ROW = "share_flips_from_truncation"
+
+
+def flip_section(cfg: ReportConfig) -> tuple[list[str], list[Cell]]:
+    """The flips table (markdown lines) and one cell per label: the share of wrong-to-right flips whose base
+    answer was truncated, beside the paper's."""
+    from eval.flips import flip_stats, load_samples
+
+    lines = ["## Wrong-to-right flips", "",
+             f"Pairs of (prompt, sample) of a base and a trained eval run; right means score >= {cfg.flip_threshold}. "
+             "The share counts the wrong-to-right flips whose base answer had hit the token budget.", "",
+             "| set | base -> trained | pairs | wrong -> right | right -> wrong | share from fixing truncation |",
+             "|---|---|---|---|---|---|"]
+    cells = []
+    for label in list(dict.fromkeys(list(cfg.flips) + list(cfg.flips_paper))):
+        specs = cfg.flips.get(label)
+        paper = cfg.flips_paper.get(label)
+        title = cfg.titles.get(label, label)
+        if not specs:
+            cell = Cell(FLIP_ROW, label, "flips", None, None, paper, "no runs named in report.flips")
+            lines.append(f"| {title} | - | - | - | - | {cell_text(cell, cfg.digits)} |")
+            cells.append(cell)
+            continue
+        if len(specs) != 2:
+            raise ReportError(f"report.flips.{label} must name two eval runs [BASE, TRAINED], found {specs}")
+        try:
+            (base, base_src), (trained, trained_src) = load_samples(specs[0]), load_samples(specs[1])
+        except ReportError as err:
+            cell = Cell(FLIP_ROW, label, "flips", None, None, paper, str(err))
+            lines.append(f"| {title} | - | - | - | - | {cell_text(cell, cfg.digits)} |")
+            cells.append(cell)
+            continue
+        stats = flip_stats(base, trained, cfg.flip_threshold)
+        source = f"{base_src} -> {trained_src}"
+        why = source if stats.wrong_to_right else f"{source}: no wrong-to-right flips"
+        cell = Cell(FLIP_ROW, label, "flips", stats.share_from_truncation, stats.stderr, paper, why)
+        cells.append(cell)
+        lines.append(f"| {title} | {source} | {stats.pairs} ({stats.ungraded_pairs} ungraded left out) | "
+                     f"{stats.wrong_to_right} | {stats.right_to_wrong} | {cell_text(cell, cfg.digits)} |")
+    missing = [c for c in cells if c.ours is None]
+    lines.append("")
+    if missing:
+        lines += ["Missing flip cells:", "", *[f"- {cfg.titles.get(c.column, c.column)}: {c.source}" for c in missing],
+                  ""]
+    return lines, cells
+
+
 def make_plots(cfg: ReportConfig, run_dir: Path) -> list[str]:
     """Markdown lines embedding each plot, or naming it as skipped with the reason."""
     from eval import plots
@@ -241,7 +289,7 @@ def make_plots(cfg: ReportConfig, run_dir: Path) -> list[str]:
 
 
 def make_report(cfg: ReportConfig, run_dir: Path) -> list[Cell]:
-    if not cfg.runs and not cfg.generate_runs:
+    if not cfg.runs and not cfg.generate_runs and not cfg.flips:
         raise ReportError("report.runs and report.generate_runs are empty: name eval runs, e.g. report=paper_cs "
                           "'+report.runs={base/cot_test: runs/eval_base_cot}' (stage=eval writes them), "
                           "or generate runs, e.g. '+report.generate_runs={cot: runs/cs_cot}'")
@@ -254,6 +302,10 @@ def make_report(cfg: ReportConfig, run_dir: Path) -> list[Cell]:
         quality_columns, quality_cells = build_quality_cells(cfg)
         md += "\n" + "\n".join(render_quality(cfg, quality_columns, quality_cells))
         cells = cells + quality_cells
+    if cfg.flips or cfg.flips_paper:
+        flip_lines, flip_cells = flip_section(cfg)
+        md += "\n" + "\n".join(flip_lines)
+        cells = cells + flip_cells
     if cfg.plots:
         md += "\n" + "\n".join(make_plots(cfg, run_dir))
     (run_dir / "report.md").write_text(md, encoding="utf-8")

@@ -6,10 +6,11 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 
 from autodata.config import register_configs, to_typed
-from autodata.validation import validate
+from autodata.validation import ConfigError, validate
 from eval.report import make_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,11 +193,12 @@ def test_report_tables_doctests():
     import doctest
 
     import autodata.tracking
+    import eval.flips
     import eval.report
     import eval.report_tables
     import eval.sets
 
-    for module in (eval.report_tables, eval.report, eval.sets, autodata.tracking):
+    for module in (eval.report_tables, eval.report, eval.sets, eval.flips, autodata.tracking):
         assert doctest.testmod(module).failed == 0, module.__name__
 
 
@@ -242,3 +244,39 @@ def test_report_logs_its_cells_and_plots_to_an_offline_wandb_run(tmp_path, monke
     assert summary["report/cells"] == 28 and summary["report/cells_missing"] == 27
     logged = next(h for h in history if "report/cells/path" in h)
     assert logged["report/cells/nrows"] == 28 and logged["report/truncation/_type"] == "image-file"
+
+
+def write_samples(path: Path, dataset: str, samples: dict[tuple[str, int], tuple[float, str]]) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    rows = [{"format": 2, "dataset": dataset, "prompt_id": p, "sample": i, "completion": "x", "finish_reason": fr,
+             "grades": {"judge": {"score": score, "judge_error": None}}}
+            for (p, i), (score, fr) in samples.items()]
+    (path / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_flips_from_fixing_truncation_beside_the_papers_share(tmp_path):
+    base, trained = tmp_path / "eval_sci_base", tmp_path / "eval_sci_agentic"
+    # p/0 wrong (cut off) -> right; p/1 wrong (finished) -> right; q/0 right -> wrong; q/1 wrong (cut off) -> right
+    write_samples(base, "validation", {("p", 0): (0.0, "length"), ("p", 1): (0.0, "stop"), ("q", 0): (1.0, "stop"),
+                                       ("q", 1): (0.0, "length")})
+    write_samples(trained, "validation", {("p", 0): (1.0, "stop"), ("p", 1): (1.0, "stop"), ("q", 0): (0.0, "stop"),
+                                          ("q", 1): (1.0, "stop")})
+    cfg = compose_report("report=paper_science", "report.plots=false",
+                         f"+report.flips={{validation: [{base}, {trained}]}}")
+    validate(cfg)
+    cells = [c for c in make_report(cfg.report, tmp_path / "report") if c.metric == "flips"]
+    (cell,) = cells
+    assert abs(cell.ours - 2 / 3) < 1e-9 and cell.paper == 0.5481
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Wrong-to-right flips" in md
+    assert (f"| combined validation | {base}#validation@judge -> {trained}#validation@judge | 4 (0 ungraded left out) "
+            "| 3 | 1 | 0.6667 ± 0.2722 (paper 0.5481, diff +0.1186) |") in md
+
+    # A trained run that was never evaluated: the cell is missing with the reason, the paper's share stays its own
+    cfg = compose_report("report=paper_science", "report.plots=false",
+                         f"+report.flips={{validation: [{base}, {tmp_path / 'never'}]}}")
+    (cell,) = [c for c in make_report(cfg.report, tmp_path / "report2") if c.metric == "flips"]
+    assert cell.ours is None and cell.paper == 0.5481 and "never/samples.jsonl not found" in cell.source
+    cfg = compose_report("report=paper_science", f"+report.flips={{validation: [{base}]}}")
+    with pytest.raises(ConfigError, match="report.flips.validation .* must name two eval runs"):
+        validate(cfg)
