@@ -45,6 +45,16 @@ def weak_all_equal(row: dict[str, Any]) -> Optional[float]:
     return float(max(xs) - min(xs) < 1e-9) if len(xs) >= 2 else None
 
 
+def suitability_high(row: dict[str, Any]) -> Optional[float]:
+    """1.0 when the loop judge rated the item's GRPO suitability high (legal; None without a loop verdict).
+
+    >>> suitability_high({"loop_judge": {"grpo_suitability": "high"}}), suitability_high({"id": "x"}) is None
+    (1.0, True)
+    """
+    level = (row.get("loop_judge") or {}).get("grpo_suitability")
+    return None if level is None else float(level == "high")
+
+
 # Quality metric id -> its value on one accepted.jsonl row (None: not available for that row)
 ACCEPTED_VALUES: dict[str, Callable[[dict[str, Any]], Optional[float]]] = {
     "weak_mean": lambda r: r.get("weak_mean"),
@@ -53,6 +63,7 @@ ACCEPTED_VALUES: dict[str, Callable[[dict[str, Any]], Optional[float]]] = {
     "rounds_per_accepted": lambda r: r.get("rounds_used"),
     "weak_std": weak_std,
     "share_weak_all_equal": weak_all_equal,
+    "share_suitability_high": suitability_high,
 }
 # Quality metric id -> failure reason whose share of rejected rounds it shows
 REASON_SHARES = {"share_too_easy": "too_easy", "share_failed_on_strong": "failed_on_strong"}
@@ -60,6 +71,7 @@ QUALITY_METRICS = list(ACCEPTED_VALUES) + list(REASON_SHARES)
 QUALITY_TITLES = {"weak_mean": "weak mean", "strong_mean": "strong mean", "gap": "gap (strong - weak)",
                   "rounds_per_accepted": "rounds per accepted example",
                   "weak_std": "weak-sample score std", "share_weak_all_equal": "weak samples all equal (no GRPO signal)",
+                  "share_suitability_high": "loop judge: GRPO suitability high",
                   "share_too_easy": "rejected rounds: too easy", "share_failed_on_strong": "rejected rounds: failed on strong"}
 
 

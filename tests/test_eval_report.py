@@ -94,6 +94,8 @@ def test_data_quality_table_beside_the_papers_numbers(tmp_path):
     assert cells[("gap", "agentic")].ours == 0.5 and cells[("rounds_per_accepted", "agentic")].ours == 4.0
     assert cells[("share_too_easy", "agentic")].ours == 0.6 and cells[("share_too_easy", "agentic")].paper == 0.80
     assert abs(cells[("share_failed_on_strong", "agentic")].ours - 0.3) < 1e-9
+    # No loop judge verdicts in CS rows: the suitability row says why it is missing
+    assert "no accepted example has it" in cells[("share_suitability_high", "agentic")].source
     # Weak-sample spread: std 0.2 and 0.0 (a failed grade is left out); one of two examples gives GRPO no signal
     assert abs(cells[("weak_std", "agentic")].ours - 0.1) < 1e-9
     assert cells[("share_weak_all_equal", "agentic")].ours == 0.5
@@ -160,6 +162,7 @@ def test_legal_table_has_a_column_per_judge(tmp_path):
     assert len(by) == 3 * 4 and by[("base_397b", "prbench_legal_hard")].paper == 0.277
     quality = {(c.row, c.column): c for c in cells if c.metric == "data_quality"}
     assert quality[("weak_std", "agentic")].paper == 0.1263 and quality[("weak_std", "agentic")].ours is None
+    assert quality[("share_suitability_high", "cot")].paper == 0.048
     # The plain spec reads the primary judge (GPT-5, whose numbers the paper publishes)
     assert abs(by[("grpo_agentic_4b", "prbench_legal")].diff + 0.041) < 1e-9
     kimi_cell = by[("grpo_agentic_4b", "prbench_legal_kimi")]
@@ -240,10 +243,10 @@ def test_report_logs_its_cells_and_plots_to_an_offline_wandb_run(tmp_path, monke
     out = tmp_path / "report"
     run_report(cfg, out)
     summary, history = read_run(out)
-    # 3 x 2 x 2 table cells and 8 x 2 data-quality cells; only base/cot_test mean_at_3 has a value
-    assert summary["report/cells"] == 28 and summary["report/cells_missing"] == 27
+    # 3 x 2 x 2 table cells and 9 x 2 data-quality cells; only base/cot_test mean_at_3 has a value
+    assert summary["report/cells"] == 30 and summary["report/cells_missing"] == 29
     logged = next(h for h in history if "report/cells/path" in h)
-    assert logged["report/cells/nrows"] == 28 and logged["report/truncation/_type"] == "image-file"
+    assert logged["report/cells/nrows"] == 30 and logged["report/truncation/_type"] == "image-file"
 
 
 def write_samples(path: Path, dataset: str, samples: dict[tuple[str, int], tuple[float, str]]) -> None:

@@ -356,3 +356,36 @@ def test_cot_filters_are_validated():
     text = str(info.value)
     assert "applies to method=cot only" in text and "method.score_solvers is false" in text
     assert "domain=cs is rubric-graded" in text
+
+
+def test_cot_records_the_legal_loop_judges_suitability_without_filtering(tmp_path):
+    from tests.test_domains import LEGAL_TASK, PRESETS
+
+    cfg = make_cfg(tmp_path)
+    cfg.method.name = "cot"
+    cfg.domain = PRESETS["legal"]
+    verdict = {"weak_pattern": "misses the scope rule", "strong_pattern": "applies it", "gap_interpretation": "none",
+               "rubric_concerns": "none", "grpo_suitability": "low", "verdict": "improve",
+               "verdict_reason": "no gap", "suggestion_for_writer": ""}
+
+    def script(role, request, call):
+        if role == "challenger":
+            if request.schema_name == "suitability":
+                return json.dumps({"reason": "states a rule of law", "suitable": True})
+            return json.dumps(LEGAL_TASK)
+        if role == "quality_verifier":
+            return json.dumps({"verdict": "PASS", "feedback": "fine"})
+        if role in ("weak_solver", "strong_solver"):
+            return ["an answer"] * request.n
+        if role == "judge":
+            if request.schema_name == "loop_verdict":
+                return json.dumps(verdict)
+            n = len(LEGAL_TASK["rubric"])
+            return json.dumps({"verdicts": [{"id": i + 1, "met": i == 0} for i in range(n)]})
+        raise AssertionError(role)
+
+    stats, backends = run(cfg, tmp_path, script)
+    (row,) = rows(tmp_path, "accepted.jsonl")
+    # Kept although the loop judge says improve: CoT has no feedback loop; the verdict is data for the report
+    assert row["loop_judge"]["grpo_suitability"] == "low" and row["loop_judge"]["verdict"] == "improve"
+    assert sum(r.schema_name == "loop_verdict" for r in backends["judge"].requests) == 1

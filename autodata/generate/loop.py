@@ -314,6 +314,7 @@ class DocumentRunner:
             return DocOutcome(doc.id, "rejected", 1, reason=FailureReason.FAILED_QV)
         weak_scores: list[float] = []
         strong_scores: list[float] = []
+        loop_verdict: Optional[dict[str, Any]] = None
         extra: dict[str, Any] = dict(qv_info)
         if self.cfg.method.score_solvers:
             privileged = doc_text if self.gen.strong_sees_document else None
@@ -325,6 +326,11 @@ class DocumentRunner:
             # Recorded, not used to filter: the baseline has no solver feedback.
             extra["would_pass_agentic"] = self.policy.decide(weak_scores, strong_scores).accepted if (
                 weak_scores and strong_scores) else None
+            if self.domain.has_loop_judge:
+                # Recorded like the would-be agentic decision, never used to filter: the data-quality table
+                # compares grpo_suitability of CoT and agentic items (paper, legal: 4.8% vs 52% high).
+                loop_verdict = await self._loop_judge(rec, task, weak, strong)
+                extra["loop_judge"] = loop_verdict
             rejected = cot_filter(self.cfg.method, strong.runs)
             if rejected is not None:
                 reason, detail = rejected
@@ -333,7 +339,8 @@ class DocumentRunner:
                 return DocOutcome(doc.id, "rejected", 1, reason=reason)
         self._emit(doc, 1, rec, started, warnings, task=task, status="accepted", reason=None,
                    detail="one-shot CoT task", **extra)
-        return DocOutcome(doc.id, "accepted", 1, example=self._example(doc, task, weak_scores, strong_scores, 1, None))
+        return DocOutcome(doc.id, "accepted", 1,
+                          example=self._example(doc, task, weak_scores, strong_scores, 1, loop_verdict))
 
     # ------------------------------------------------------------------ records
     def _example(self, doc: Document, task: Task, weak: list[float], strong: list[float], rounds: int,
