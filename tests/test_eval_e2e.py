@@ -1,7 +1,7 @@
 """generate -> eval -> report end to end on CPU, through the real CLI, with the embedded model.
 
-About 5 minutes on 2 cores: generate (CoT, 3 documents, 1 round) ~3.5 min, eval of the
-held-out split with n=3 ~1 min, report a few seconds.
+About 4 minutes on 2 cores: generate (CoT, 3 documents, 1 round) about 3.5 min, eval of the
+held-out split with n=3 about 30 s, report about a second.
 
 CoT keeps every task that parses, so with heldout_max_fraction=0.5 a held-out set exists
 as soon as two of the three documents give a task the 135M challenger wrote parseably.
