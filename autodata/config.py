@@ -398,8 +398,9 @@ class EvalConfig:
     # An answer that tries to instruct the judge scores 0 without a judge call, as in the GRPO reward
     # (training/guard.py); counted as injection_flagged per set
     injection_guard: bool = True
-    # Prompts sampled and graded concurrently
-    max_prompts_in_flight: int = 16
+    # Prompts sampled and graded concurrently; the endpoints' max_concurrency still caps requests in flight.
+    # Throughput is about this many prompts per (solver latency + judge latency): benchmarks/bench_eval_throughput.py
+    max_prompts_in_flight: int = 256
     # Base seed of the per-call seeds
     seed: int = 0
 

@@ -274,8 +274,8 @@ async def evaluate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
                 log.error("prompt %s/%s failed and will be retried on resume: %s", eval_set.name, item.id, err)
                 counts["errors"] += 1
                 return
-        for row in rows:
-            samples_out.write(row)
+        # One fsync for the prompt's samples, then the ledger row that marks them finished.
+        samples_out.write_many(rows)
         ledger_out.write({"dataset": eval_set.name, "prompt_id": item.id, "n": cfg.eval.n, "samples": len(rows),
                           "judge_failures": {j: sum(1 for r in rows if r["grades"][j]["judge_error"])
                                              for j in cfg.eval.judges}})
