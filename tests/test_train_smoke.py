@@ -100,6 +100,27 @@ def test_the_final_model_is_saved_with_tokenizer_and_model_card(smoke_run):
     assert (run_dir / "checkpoints" / "checkpoint-2").is_dir()
 
 
+def test_the_trained_model_is_evaluated_from_its_run_dir(smoke_run, tmp_path):
+    """stage=eval takes a train run's final/ as the evaluated model (local backend), graded by the judge."""
+    import asyncio
+
+    from eval.stage import evaluate
+
+    run_dir, _ = smoke_run
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        cfg = to_typed(compose(config_name="config", overrides=[
+            "stage=eval", "progress=false", f"eval.model={run_dir / 'final'}",
+            f"eval.datasets=[{ROOT / 'tests/fixtures/train_run'}]", "eval.limit=1", "eval.n=2", "eval.max_tokens=24",
+            "models.roles.judge.max_tokens=160"]))
+    validate(cfg)
+    result = asyncio.run(evaluate(cfg, tmp_path / "eval"))
+    assert result["model"] == str(run_dir / "final")
+    d = result["datasets"]["train_run"]
+    assert d["prompts"] == 1 and d["samples"] == 2
+    samples = list(read_jsonl(tmp_path / "eval" / "samples.jsonl"))
+    assert all(s["completion_tokens"] <= 24 and s["grades"]["judge"] for s in samples)
+
+
 def test_lora_on_a_tiny_model_with_a_scripted_judge(tmp_path):
     """A 2-layer model built from a config, LoRA adapters, a judge whose grade is known for each answer."""
     import torch
