@@ -205,7 +205,10 @@ def read_source(given: str) -> Source:
     if not path.exists():
         raise EvalDataError(f"eval.datasets: {path} does not exist (looked in {path.resolve().parent}); {PRODUCER}")
     if path.is_dir():
-        if (path / "heldout.jsonl").exists() and not split:
+        if (path / "heldout.jsonl").exists():
+            if split:
+                raise EvalDataError(f"eval.datasets: {given}: {path} is a generate run dir, which has one held-out "
+                                    f"set and no splits; name it as {path}")
             return Source(str(path / "heldout.jsonl"), path.name, read_rows(path / "heldout.jsonl"))
         if any((path / f).exists() for f in ("dataset_dict.json", "dataset_info.json", "state.json")):
             from datasets import load_from_disk

@@ -103,3 +103,9 @@ def test_a_folder_that_is_neither_a_run_nor_a_dataset_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(EvalDataError, match="is not a .jsonl or .parquet file"):
         load_set(str(tmp_path / "notes.txt"), LEGAL)
+
+
+def test_a_split_of_a_generate_run_dir_is_refused():
+    run = Path(__file__).resolve().parent / "fixtures" / "train_run"
+    with pytest.raises(EvalDataError, match="is a generate run dir, which has one held-out set and no splits"):
+        load_set(f"{run}:heldout", build_domain(DomainConfig(name="cs")))
