@@ -153,17 +153,26 @@ def run(coro):
     return asyncio.run(coro)
 
 
-def test_success_sends_sampling_and_returns_usage():
+def one_call(script: list = (), delays: list = (), models_script: list = (), request: Optional[ChatRequest] = None,
+             check: bool = False, **endpoint_overrides: Any) -> tuple[ScriptedServer, Any]:
+    """One chat request (or, with ``check``, the start-up check) against a ScriptedServer playing ``script`` and
+    ``models_script``: (server, the completions or the BackendError raised)."""
     async def main():
         async with ScriptedServer() as server:
-            b = backend(endpoint(server.url, extra_body={"chat_template_kwargs": {"enable_thinking": False}}))
+            server.script, server.delays, server.models_script = list(script), list(delays), list(models_script)
+            b = backend(endpoint(server.url, **endpoint_overrides))
             try:
-                out = await b.complete(chat(n=2))
+                return server, await (b.check() if check else b.complete(request or chat()))
+            except BackendError as err:
+                return server, err
             finally:
                 await b.aclose()
-        return server, out
 
-    server, out = run(main())
+    return run(main())
+
+
+def test_success_sends_sampling_and_returns_usage():
+    server, out = one_call(request=chat(n=2), extra_body={"chat_template_kwargs": {"enable_thinking": False}})
     assert [c.text for c in out] == ["answer 0: 42", "answer 1: 42"]
     assert [c.finish_reason for c in out] == ["stop", "stop"]
     # Usage comes once per response; split so the sums are what the server counted.
@@ -177,17 +186,7 @@ def test_success_sends_sampling_and_returns_usage():
 
 
 def test_429_waits_for_retry_after_then_succeeds():
-    async def main():
-        async with ScriptedServer() as server:
-            server.script = [Reply(429, {"Retry-After": "1"})]
-            b = backend(endpoint(server.url))
-            try:
-                out = await b.complete(chat())
-            finally:
-                await b.aclose()
-        return server, out
-
-    server, out = run(main())
+    server, out = one_call([Reply(429, {"Retry-After": "1"})])
     assert out[0].text == "answer 0: 42"
     assert len(server.requests) == 2
     waited = server.arrivals[1] - server.arrivals[0]
@@ -196,103 +195,43 @@ def test_429_waits_for_retry_after_then_succeeds():
 
 
 def test_500_is_retried():
-    async def main():
-        async with ScriptedServer() as server:
-            server.script = [Reply(500), Reply(503)]
-            b = backend(endpoint(server.url))
-            try:
-                out = await b.complete(chat())
-            finally:
-                await b.aclose()
-        return server, out
-
-    server, out = run(main())
+    server, out = one_call([Reply(500), Reply(503)])
     assert out[0].text == "answer 0: 42" and len(server.requests) == 3
 
 
 @pytest.mark.parametrize("status", [408, 429, 502])
 def test_server_timeouts_rate_limits_and_gateway_errors_are_retried(status, caplog):
     caplog.set_level("INFO", logger=openai_backend.__name__)
-
-    async def main():
-        async with ScriptedServer() as server:
-            server.script = [Reply(status)]
-            b = backend(endpoint(server.url))
-            try:
-                out = await b.complete(chat())
-            finally:
-                await b.aclose()
-        return server, out
-
-    server, out = run(main())
+    server, out = one_call([Reply(status)])
     assert out[0].text == "answer 0: 42" and len(server.requests) == 2
     [retry] = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
     assert f"attempt 1 failed (HTTP {status})" in retry
 
 
 def test_dropped_connection_is_retried():
-    async def main():
-        async with ScriptedServer() as server:
-            server.script = [Reply(drop=True)]
-            b = backend(endpoint(server.url))
-            try:
-                out = await b.complete(chat())
-            finally:
-                await b.aclose()
-        return server, out
-
-    server, out = run(main())
+    server, out = one_call([Reply(drop=True)])
     assert out[0].text == "answer 0: 42" and len(server.requests) == 2
 
 
 def test_500_after_last_retry_raises_backend_error_with_body():
-    async def main():
-        async with ScriptedServer() as server:
-            server.script = [Reply(500, body={"error": {"message": "CUDA out of memory"}})] * 3
-            b = backend(endpoint(server.url, max_retries=2))
-            try:
-                with pytest.raises(BackendError) as info:
-                    await b.complete(chat())
-            finally:
-                await b.aclose()
-        return server, info
-
-    server, info = run(main())
+    server, err = one_call([Reply(500, body={"error": {"message": "CUDA out of memory"}})] * 3, max_retries=2)
+    assert isinstance(err, BackendError)
     assert len(server.requests) == 3
-    assert "500" in str(info.value) and "CUDA out of memory" in str(info.value)
-    assert not isinstance(info.value, EndpointUnreachable)
+    assert "500" in str(err) and "CUDA out of memory" in str(err)
+    assert not isinstance(err, EndpointUnreachable)
 
 
 def test_400_is_not_retried():
-    async def main():
-        async with ScriptedServer() as server:
-            server.script = [Reply(400, body={"error": {"message": "max_tokens is too large"}})]
-            b = backend(endpoint(server.url))
-            try:
-                with pytest.raises(BackendError) as info:
-                    await b.complete(chat())
-            finally:
-                await b.aclose()
-        return server, info
-
-    server, info = run(main())
+    server, err = one_call([Reply(400, body={"error": {"message": "max_tokens is too large"}})])
+    assert isinstance(err, BackendError)
     assert len(server.requests) == 1
-    assert "400" in str(info.value) and "max_tokens is too large" in str(info.value)
+    assert "400" in str(err) and "max_tokens is too large" in str(err)
 
 
 def test_a_200_that_is_not_a_chat_completion_says_what_came_back():
-    async def main():
-        async with ScriptedServer() as server:
-            server.script = [Reply(200, raw="<html>Welcome to nginx!</html>")]
-            b = backend(endpoint(server.url))
-            try:
-                with pytest.raises(BackendError) as info:
-                    await b.complete(chat())
-            finally:
-                await b.aclose()
-        return info
-
-    message = str(run(main()).value)
+    _, err = one_call([Reply(200, raw="<html>Welcome to nginx!</html>")])
+    assert isinstance(err, BackendError)
+    message = str(err)
     assert "Welcome to nginx" in message and "/v1" in message
 
 
@@ -333,18 +272,8 @@ def test_timeout_raises_endpoint_unreachable_saying_so():
 
 
 def test_timeout_is_retried():
-    async def main():
-        async with ScriptedServer() as server:
-            # The first attempt times out; the retry gets a quick answer.
-            server.delays = [0.6]
-            b = backend(endpoint(server.url, max_retries=1, timeout_s=0.3))
-            try:
-                out = await b.complete(chat())
-            finally:
-                await b.aclose()
-        return server, out
-
-    server, out = run(main())
+    # The first attempt times out; the retry gets a quick answer.
+    server, out = one_call(delays=[0.6], max_retries=1, timeout_s=0.3)
     assert out[0].text == "answer 0: 42" and len(server.requests) == 2
 
 
@@ -515,37 +444,18 @@ def test_check_passes_against_a_live_server():
 
 
 def test_check_reports_a_refusal_with_status_and_body():
-    async def main():
-        async with ScriptedServer() as server:
-            server.models_script = [Reply(401, body={"error": {"message": "invalid api key"}})]
-            b = backend(endpoint(server.url))
-            try:
-                with pytest.raises(BackendError) as info:
-                    await b.check()
-            finally:
-                await b.aclose()
-        return server, info
-
-    server, info = run(main())
-    message = str(info.value)
-    assert not isinstance(info.value, EndpointUnreachable)
+    server, err = one_call(models_script=[Reply(401, body={"error": {"message": "invalid api key"}})], check=True)
+    assert isinstance(err, BackendError)
+    message = str(err)
+    assert not isinstance(err, EndpointUnreachable)
     assert f"{server.url}/models answered 401" in message and "invalid api key" in message
     assert "/v1" in message and "api_key_env" in message
 
 
 def test_check_on_a_page_that_is_not_a_model_list_says_so():
-    async def main():
-        async with ScriptedServer() as server:
-            server.models_script = [Reply(200, raw="<html>Welcome to nginx!</html>")]
-            b = backend(endpoint(server.url))
-            try:
-                with pytest.raises(BackendError) as info:
-                    await b.check()
-            finally:
-                await b.aclose()
-        return info
-
-    message = str(run(main()).value)
+    _, err = one_call(models_script=[Reply(200, raw="<html>Welcome to nginx!</html>")], check=True)
+    assert isinstance(err, BackendError)
+    message = str(err)
     assert "model list" in message and "/v1" in message
 
 
