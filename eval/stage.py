@@ -54,14 +54,17 @@ class EvalAborted(RuntimeError):
     pass
 
 
-def prepare_resume(run_dir: Path) -> set[tuple[str, str]]:
-    """Finished (dataset, prompt id) pairs; samples of unfinished prompts are dropped (they are redone)."""
-    done = {(r["dataset"], r["prompt_id"]) for r in read_jsonl(run_dir / LEDGER)}
+def prepare_resume(run_dir: Path, ledger: list[dict]) -> tuple[set[tuple[str, str]], list[dict]]:
+    """Finished (dataset, prompt id) pairs and their sample rows; samples of unfinished prompts (and repeats)
+    are dropped from samples.jsonl (those prompts are redone)."""
+    done = {(r["dataset"], r["prompt_id"]) for r in ledger}
     path = run_dir / SAMPLES
+    kept: list[dict] = []
     if path.exists():
         seen: set[tuple] = set()
-        kept = []
+        read = 0
         for line_no, row in enumerate(read_jsonl(path), 1):
+            read += 1
             if row.get("format") != SAMPLES_FORMAT:
                 raise EvalDataError(
                     f"{path} line {line_no} has samples format {row.get('format', 1)}; this version reads format "
@@ -71,8 +74,9 @@ def prepare_resume(run_dir: Path) -> set[tuple[str, str]]:
             if ident[:2] in done and ident not in seen:
                 seen.add(ident)
                 kept.append(row)
-        rewrite_jsonl(path, kept)
-    return done
+        if len(kept) != read:
+            rewrite_jsonl(path, kept)
+    return done, kept
 
 
 def answer_of(text: str, strip_reasoning: bool) -> str:
@@ -144,14 +148,13 @@ async def eval_prompt(llm: LLM, domain: Domain, cfg: EvalConfig, eval_set: EvalS
 
 
 async def grade_finished_samples(llm: LLM, domain: Domain, cfg: EvalConfig, run_dir: Path,
-                                 sets: list[EvalSet]) -> int:
-    """Grade finished samples with judges added since they were drawn, and retry failed grades; returns how
-    many grades were (re)computed.
+                                 sets: list[EvalSet], rows: list[dict]) -> int:
+    """Grade finished samples (``rows``, updated in place) with judges added since they were drawn, and retry
+    failed grades; returns how many grades were (re)computed.
 
     The samples file is rewritten once, after every grade is in; a kill before that loses no sample, and the
     judge calls already made come back from the response cache on the rerun.
     """
-    rows = list(read_jsonl(run_dir / SAMPLES))
     items = {(s.name, item.id): item for s in sets for item in s.items}
     gate = asyncio.Semaphore(cfg.max_prompts_in_flight * max(cfg.n, 1))
     todo = [r for r in rows if (r["dataset"], r["prompt_id"]) in items and any(needs_grade(r, j) for j in cfg.judges)]
@@ -215,8 +218,8 @@ def dataset_metrics(rows: list[dict], judges: list[str], n: int, pass_threshold:
     }
 
 
-def compute_metrics(cfg: RootConfig, run_dir: Path, sets: list[EvalSet]) -> dict[str, Any]:
-    rows = list(read_jsonl(run_dir / SAMPLES))
+def compute_metrics(cfg: RootConfig, rows: list[dict], sets: list[EvalSet]) -> dict[str, Any]:
+    """metrics.json from every sample row of the run (those on disk before it and those it drew)."""
     by_set: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_set[r["dataset"]].append(r)
@@ -243,12 +246,13 @@ async def evaluate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
     domain = build_domain(cfg.domain)
     sets = load_sets(cfg.eval.datasets, domain, cfg.eval.limit)
     run_dir.mkdir(parents=True, exist_ok=True)
-    earlier_n = {r.get("n") for r in read_jsonl(run_dir / LEDGER)} - {cfg.eval.n}
+    ledger = list(read_jsonl(run_dir / LEDGER))
+    earlier_n = {r.get("n") for r in ledger} - {cfg.eval.n}
     if earlier_n:
         raise EvalDataError(f"{run_dir} holds samples drawn with eval.n={sorted(earlier_n, key=str)}, but this run "
                             f"asks for eval.n={cfg.eval.n}; mean@k would mix the two. Rerun with the earlier "
                             "eval.n, or use a new hydra.run.dir")
-    done = prepare_resume(run_dir)
+    done, rows = prepare_resume(run_dir, ledger)
     todo = [(s, item) for s in sets for item in s.items if (s.name, item.id) not in done]
     if done:
         log.info("resuming: %d prompts already evaluated, %d to go", len(done), len(todo))
@@ -266,7 +270,7 @@ async def evaluate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
     async def one(eval_set: EvalSet, item: EvalItem, samples_out: JsonlWriter, ledger_out: JsonlWriter) -> None:
         async with gate:
             try:
-                rows = await eval_prompt(llm, domain, cfg.eval, eval_set, item)
+                drawn = await eval_prompt(llm, domain, cfg.eval, eval_set, item)
             except EndpointUnreachable:
                 raise
             except BackendError as err:
@@ -275,17 +279,18 @@ async def evaluate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
                 counts["errors"] += 1
                 return
         # One fsync for the prompt's samples, then the ledger row that marks them finished.
-        samples_out.write_many(rows)
-        ledger_out.write({"dataset": eval_set.name, "prompt_id": item.id, "n": cfg.eval.n, "samples": len(rows),
-                          "judge_failures": {j: sum(1 for r in rows if r["grades"][j]["judge_error"])
+        samples_out.write_many(drawn)
+        ledger_out.write({"dataset": eval_set.name, "prompt_id": item.id, "n": cfg.eval.n, "samples": len(drawn),
+                          "judge_failures": {j: sum(1 for r in drawn if r["grades"][j]["judge_error"])
                                              for j in cfg.eval.judges}})
+        rows.extend(drawn)
         counts["finished"] += 1
         if wandb_run is not None:
             wandb_run.log({"eval/prompts_done": counts["finished"],
                            "eval/progress": counts["finished"] / max(counts["total"], 1)})
 
     try:
-        regraded = await grade_finished_samples(llm, domain, cfg.eval, run_dir, sets) if done else 0
+        regraded = await grade_finished_samples(llm, domain, cfg.eval, run_dir, sets, rows) if rows else 0
         if todo:
             await llm.check()
         samples_out = JsonlWriter(run_dir / SAMPLES)
@@ -310,12 +315,12 @@ async def evaluate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
         if cache is not None:
             cache.close()
 
-    result = compute_metrics(cfg, run_dir, sets)
+    result = compute_metrics(cfg, rows, sets)
     result["prompt_errors_this_run"] = counts["errors"]
     result["grades_redone_this_run"] = regraded
     (run_dir / METRICS).write_text(json.dumps(result, indent=2))
     if wandb_run is not None:
-        log_to_wandb(wandb_run, result, run_dir)
+        log_to_wandb(wandb_run, result, rows)
     return result
 
 
@@ -323,7 +328,7 @@ async def evaluate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
 WANDB_TEXT_CHARS = 4000
 
 
-def log_to_wandb(wandb_run: Any, result: dict[str, Any], run_dir: Path) -> None:
+def log_to_wandb(wandb_run: Any, result: dict[str, Any], rows: list[dict]) -> None:
     """Every metric into the run summary (``eval/<set>/<metric>``, ``eval/<set>/by_judge/<judge>/<metric>``)
     and the samples as a table, one row per completion with a score column per judge."""
     import wandb
@@ -333,7 +338,7 @@ def log_to_wandb(wandb_run: Any, result: dict[str, Any], run_dir: Path) -> None:
     columns = ["dataset", "prompt_id", "sample", "finish_reason", "completion_tokens", "completion",
                *[f"score/{j}" for j in judges]]
     table = wandb.Table(columns=columns)
-    for row in read_jsonl(run_dir / SAMPLES):
+    for row in rows:
         table.add_data(row["dataset"], row["prompt_id"], row["sample"], row["finish_reason"],
                        row["completion_tokens"], row["completion"][:WANDB_TEXT_CHARS],
                        *[row["grades"].get(j, {}).get("score") for j in judges])
