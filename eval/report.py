@@ -214,8 +214,6 @@ FLIP_ROW = "share_flips_from_truncation"
 def flip_section(cfg: ReportConfig) -> tuple[list[str], list[Cell]]:
     """The flips table (markdown lines) and one cell per label: the share of wrong-to-right flips whose base
     answer was truncated, beside the paper's."""
-    from eval.flips import flip_stats, load_samples
-
     lines = ["## Wrong-to-right flips", "",
              f"Pairs of (prompt, sample) of a base and a trained eval run; right means score >= {cfg.flip_threshold}. "
              "The share counts the wrong-to-right flips whose base answer had hit the token budget.", "",
@@ -223,36 +221,38 @@ def flip_section(cfg: ReportConfig) -> tuple[list[str], list[Cell]]:
              "|---|---|---|---|---|---|"]
     cells = []
     for label in list(dict.fromkeys(list(cfg.flips) + list(cfg.flips_paper))):
-        specs = cfg.flips.get(label)
-        paper = cfg.flips_paper.get(label)
-        title = cfg.titles.get(label, label)
-        if not specs:
-            cell = Cell(FLIP_ROW, label, "flips", None, None, paper, "no runs named in report.flips")
-            lines.append(f"| {title} | - | - | - | - | {cell_text(cell, cfg.digits)} |")
-            cells.append(cell)
-            continue
-        if len(specs) != 2:
-            raise ReportError(f"report.flips.{label} must name two eval runs [BASE, TRAINED], found {specs}")
-        try:
-            (base, base_src), (trained, trained_src) = load_samples(specs[0]), load_samples(specs[1])
-        except ReportError as err:
-            cell = Cell(FLIP_ROW, label, "flips", None, None, paper, str(err))
-            lines.append(f"| {title} | - | - | - | - | {cell_text(cell, cfg.digits)} |")
-            cells.append(cell)
-            continue
-        stats = flip_stats(base, trained, cfg.flip_threshold)
-        source = f"{base_src} -> {trained_src}"
-        why = source if stats.wrong_to_right else f"{source}: no wrong-to-right flips"
-        cell = Cell(FLIP_ROW, label, "flips", stats.share_from_truncation, stats.stderr, paper, why)
+        cell, counts = _flip_cell(cfg, label)
         cells.append(cell)
-        lines.append(f"| {title} | {source} | {stats.pairs} ({stats.ungraded_pairs} ungraded left out) | "
-                     f"{stats.wrong_to_right} | {stats.right_to_wrong} | {cell_text(cell, cfg.digits)} |")
+        lines.append(f"| {cfg.titles.get(label, label)} | {counts} | {cell_text(cell, cfg.digits)} |")
     missing = [c for c in cells if c.ours is None]
     lines.append("")
     if missing:
         lines += ["Missing flip cells:", "", *[f"- {cfg.titles.get(c.column, c.column)}: {c.source}" for c in missing],
                   ""]
     return lines, cells
+
+
+def _flip_cell(cfg: ReportConfig, label: str) -> tuple[Cell, str]:
+    """One label's flip cell and the table columns before it (runs, pairs, flips each way; "-" when missing)."""
+    from eval.flips import flip_stats, load_samples
+
+    paper = cfg.flips_paper.get(label)
+    specs = cfg.flips.get(label)
+    missing = " | ".join(["-"] * 4)
+    if not specs:
+        return Cell(FLIP_ROW, label, "flips", None, None, paper, "no runs named in report.flips"), missing
+    if len(specs) != 2:
+        raise ReportError(f"report.flips.{label} must name two eval runs [BASE, TRAINED], found {specs}")
+    try:
+        (base, base_src), (trained, trained_src) = load_samples(specs[0]), load_samples(specs[1])
+    except ReportError as err:
+        return Cell(FLIP_ROW, label, "flips", None, None, paper, str(err)), missing
+    stats = flip_stats(base, trained, cfg.flip_threshold)
+    source = f"{base_src} -> {trained_src}"
+    why = source if stats.wrong_to_right else f"{source}: no wrong-to-right flips"
+    cell = Cell(FLIP_ROW, label, "flips", stats.share_from_truncation, stats.stderr, paper, why)
+    return cell, (f"{source} | {stats.pairs} ({stats.ungraded_pairs} ungraded left out) | {stats.wrong_to_right} | "
+                  f"{stats.right_to_wrong}")
 
 
 def make_plots(cfg: ReportConfig, run_dir: Path) -> list[str]:
