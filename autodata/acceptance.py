@@ -270,7 +270,9 @@ class CSDeployedPolicy(_MeanPolicy):
     def _strong_window(self) -> _Window:
         # strong_max guards against tasks so easy that even a near-perfect
         # strong score says little about the weak model.
-        return _Window(low=self.cfg.strong_min, high=self.cfg.strong_max, zero_runs_ok=not self.cfg.reject_zero_runs)
+        # strong_max = 1.0 turns the guard off: no mean lies above 1, so "below 1" would only reject perfect runs.
+        high = self.cfg.strong_max if self.cfg.strong_max < 1.0 else None
+        return _Window(low=self.cfg.strong_min, high=high, zero_runs_ok=not self.cfg.reject_zero_runs)
 
 
 class LegalPolicy(_MeanPolicy):

@@ -151,10 +151,11 @@ class AcceptanceConfig:
     policy: str = "cs_paper"
     strong_min: float = 0.65
     weak_max: float = 0.50
+    # Strong mean minus weak mean, in [-1, 1]
     min_gap: float = 0.20
     # cs_deployed: no single weak run above this
     weak_run_max: float = 0.75
-    # cs_deployed: strong mean must stay below this (too-easy-for-everyone guard)
+    # cs_deployed: strong mean must stay below this (too-easy-for-everyone guard); 1.0 turns the guard off
     strong_max: float = 0.95
     # cs_deployed: reject when any weak/strong run scores exactly zero
     reject_zero_runs: bool = True
@@ -243,6 +244,17 @@ class GenerateConfig:
     heldout_max_fraction: float = 0.5
     # Base seed; per-call seeds derive from it, the document id, round and role
     seed: int = 0
+    # Stop starting new documents once the run dir holds this many accepted examples (train + held out,
+    # earlier processes included); documents in flight still finish, so a run may overshoot by up to
+    # max_docs_in_flight - 1. Documents not started stay out of the ledger: a rerun with a larger target
+    # continues. null: run the whole corpus
+    target_accepted: Optional[int] = None
+    # Hugging Face dataset repo (ORG/NAME) to push the dataset and its card to after the run; null: no push.
+    # The token comes from HF_TOKEN (or a `huggingface-cli login`). A failed push keeps every local output and
+    # exits with code 4; rerunning the same command retries it without generating anything again
+    push_to_hub: Optional[str] = None
+    # Create the hub repo private (only applies when the push creates it)
+    hub_private: bool = True
 
 
 @dataclass
@@ -443,9 +455,64 @@ class ReportConfig:
 
 
 @dataclass
+class ExperimentConfig:
+    """Which experiment (``conf/experiment/<name>.yaml``) this run belongs to and what it promises.
+
+    Experiment files are the only config files that set keys of several groups; the values here let a
+    stage check that it runs the recipe it thinks it runs.
+    """
+
+    # The conf/experiment option that set this run up; "" when none was selected (experiment=null)
+    name: str = ""
+    # One line on what the experiment reproduces (printed at start)
+    description: str = ""
+    # The recipe is sized for the embedded 135M model on a CPU (short answers, small rubrics, few documents).
+    # A run whose roles point at real endpoints while this holds says so at start.
+    cpu_sized: bool = False
+    # Answer tokens the evaluated / trained model needs in this experiment (paper CS: 16,384; science: 65,536).
+    # A stage whose eval.max_tokens / weak solver max_tokens / train.max_completion_length is far below it warns.
+    answer_tokens: Optional[int] = None
+    # The experiment that reproduces the paper's setting for this one (named in the CPU-sized warning)
+    paper: str = "paper_cs"
+
+
+@dataclass
+class PipelineStep:
+    """One stage run of a pipeline, in its own run dir ``<pipeline run dir>/<step name>``."""
+
+    # generate, train, eval or report
+    stage: str = MISSING
+    # Hydra overrides of this step on top of the experiment's config. "{{other_step}}" stands for that step's
+    # run dir and "{{name}}" for pipeline.inputs.name.
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PipelineConfig:
+    """stage=pipeline: every stage of an experiment's table in order, each in its own run dir."""
+
+    # Steps in run order (conf/pipeline/<table>.yaml declares them; an experiment selects one)
+    steps: dict[str, PipelineStep] = field(default_factory=dict)
+    # Data the steps read that no step makes (e.g. a benchmark): name -> path or hf:// name, used as "{{name}}"
+    inputs: dict[str, str] = field(default_factory=dict)
+    # Overrides added to every step of one stage (stage -> overrides), e.g. where trained models are evaluated
+    stage_overrides: dict[str, list[str]] = field(default_factory=dict)
+    # Command that starts every step of one stage instead of `python` (stage -> command), e.g.
+    # {train: "accelerate launch --config_file conf/accelerate/multi_gpu.yaml"}
+    launchers: dict[str, str] = field(default_factory=dict)
+    # Run only these steps, by step name or by stage (e.g. [eval, report]); empty runs every step
+    only: list[str] = field(default_factory=list)
+    # Print every command without running any
+    dry_run: bool = False
+    # Rerun steps whose run dir says they finished (a finished step is skipped otherwise)
+    force: bool = False
+
+
+@dataclass
 class RootConfig:
     # Which stage to run: see autodata.stages.STAGES
     stage: str = MISSING
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     domain: DomainConfig = field(default_factory=DomainConfig)
@@ -455,6 +522,7 @@ class RootConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     # none or wandb
     logger: str = "none"
     # Shown progress bar (off in CI logs)

@@ -19,8 +19,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from autodata import recipe
 from autodata.config import register_configs, to_typed
-from autodata.rundir import write_provenance
+from autodata.rundir import mark_finished, write_provenance
 from autodata.stages import resolve_stage
 from autodata.validation import ConfigError, validate
 
@@ -43,7 +44,9 @@ def main(dcfg: DictConfig) -> None:
         log.error("%s", err)
         sys.exit(2)
     write_provenance(cfg, run_dir)
+    recipe.report(cfg, run_dir)
     stage(cfg, run_dir)
+    mark_finished(run_dir)
 
 
 if __name__ == "__main__":

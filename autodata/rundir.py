@@ -54,6 +54,23 @@ def write_provenance(cfg: RootConfig, run_dir: Path, argv: list[str] | None = No
     path.write_text(json.dumps({"starts": history + [info]}, indent=2))
 
 
+def mark_finished(run_dir: Path) -> None:
+    """Record that the latest start of this run dir returned normally (stage=pipeline skips such steps)."""
+    path = run_dir / "run_info.json"
+    info = json.loads(path.read_text())
+    info["starts"][-1]["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    path.write_text(json.dumps(info, indent=2))
+
+
+def finished(run_dir: Path) -> bool:
+    """Did the latest start of this run dir finish? False for a missing, unreadable or interrupted one."""
+    try:
+        starts = json.loads((run_dir / "run_info.json").read_text()).get("starts", [])
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
+    return bool(starts) and bool(starts[-1].get("finished_at"))
+
+
 class JsonlWriter:
     """Append-only JSONL, flushed and fsynced per row so a kill loses at most the row being written."""
 

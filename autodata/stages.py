@@ -15,6 +15,7 @@ STAGES: dict[str, str] = {
     "train": "training.stage:run",
     "eval": "eval.stage:run",
     "report": "eval.report:run",
+    "pipeline": "autodata.pipeline:run",
 }
 
 

@@ -87,8 +87,12 @@ def check_generate(cfg: RootConfig) -> list[Problem]:
 
     acc = cfg.domain.acceptance
     _choice(problems, "domain.acceptance.policy", acc.policy, KNOWN_POLICIES)
-    for name in ("strong_min", "weak_max", "min_gap", "weak_run_max", "strong_max"):
+    for name in ("strong_min", "weak_max", "weak_run_max", "strong_max"):
         _unit(problems, f"domain.acceptance.{name}", getattr(acc, name))
+    # A gap lies in [-1, 1]; a negative min_gap also accepts tasks the strong solver scored lower (wiring runs)
+    if not -1.0 <= acc.min_gap <= 1.0:
+        problems.append(Problem("domain.acceptance.min_gap", acc.min_gap, "must lie in [-1, 1] (a gap of two "
+                                "clipped scores)", "set domain.acceptance.min_gap between -1 and 1"))
     if acc.policy == "cs_paper" and acc.strong_min < acc.weak_max:
         problems.append(Problem(
             "domain.acceptance.strong_min", acc.strong_min,

@@ -20,6 +20,7 @@ evaluated model sees exactly the solver prompt that stage=train trains on.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -153,6 +154,8 @@ def normalize(row: dict[str, Any], fmt: str, index: int) -> dict[str, Any]:
 
 
 HUB_PREFIX = "hf://"
+# The NAME of a NAME=SOURCE entry in eval.datasets
+SET_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass
@@ -185,7 +188,17 @@ def read_source(given: str) -> Source:
     A generate run dir (its heldout.jsonl), a .jsonl or .parquet file, a folder saved by
     ``datasets.save_to_disk`` (``DIR:SPLIT`` picks a split), or ``hf://NAME[:SPLIT]`` for
     ``datasets.load_dataset`` (a hub id, from the local cache when offline, or a local dataset folder).
+    ``A+B`` is one set of both sources' rows, named ``nameA+nameB`` (the science table's combined validation
+    set: the held-out examples of the CoT and the agentic run). ``NAME=SOURCE`` names the set NAME, so a
+    report can refer to it whatever the source is called (``cot_test=runs/cs_cot``).
     """
+    name, sep, rest = given.partition("=")
+    if sep and SET_NAME.fullmatch(name) and not Path(given).exists():
+        source = read_source(rest)
+        return Source(source.label, name, source.rows)
+    if "+" in given and not Path(given).exists():
+        parts = [read_source(part) for part in given.split("+")]
+        return Source(given, "+".join(p.name for p in parts), [row for p in parts for row in p.rows])
     if given.startswith(HUB_PREFIX):
         from datasets import load_dataset
 

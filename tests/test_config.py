@@ -51,7 +51,11 @@ def test_every_config_option_composes_and_validates(group, option):
     if group == "stage":
         overrides = [f"stage={option}"] + (["train.dataset=tests/fixtures/train_run"] if option == "train" else [])
     elif group == "experiment":
-        overrides = ["stage=generate", f"+experiment={option}"]
+        overrides = ["stage=generate", f"experiment={option}"]
+        if option.startswith("paper_"):
+            overrides += ["models.base_url=http://127.0.0.1:9/v1"]
+    elif group == "pipeline":
+        overrides = ["stage=pipeline", f"pipeline={option}"]
     elif group == "train":
         overrides = ["stage=train", f"train={option}", "train.dataset=tests/fixtures/train_run"]
     elif group == "judges":

@@ -459,11 +459,10 @@ def test_challenger_schema_bounds_follow_the_config():
 
 # ---------------------------------------------------------------- config files and fixtures
 @pytest.mark.parametrize("name", ["cs", "cs_deployed", "legal", "principia"])
-def test_domain_presets_open_with_package_and_command(name):
+def test_domain_presets_open_with_their_command(name):
     lines = (ROOT / "conf" / "domain" / f"{name}.yaml").read_text().splitlines()
-    # Hydra reads "# @package" only before the first ordinary comment line
-    assert lines[0] == "# @package _global_"
-    assert lines[1].startswith("# python -m autodata.run stage=generate domain=")
+    # A domain option writes domain.* only: no package header, the command first
+    assert lines[0].startswith("# python -m autodata.run stage=generate domain=")
 
 
 @pytest.mark.parametrize("name", ["legal", "principia"])

@@ -53,7 +53,7 @@ def test_presets_only_change_what_differs():
     assert science.vllm.enabled and science.vllm.mode == "colocate"
     cs = compose_typed(["stage=train", "train=paper_cs", DATA]).train
     assert cs.vllm.enabled and cs.batch_size == 16 and cs.learning_rate == 1e-6
-    smoke = compose_typed(["stage=train", "train=smoke"])
+    smoke = compose_typed(["stage=train", "experiment=smoke"])
     assert smoke.train.model == "embedded" and smoke.train.max_steps == 2
     assert smoke.train.dataset == "tests/fixtures/train_run"
     assert endpoint_for(smoke.models, "judge").model == "embedded"

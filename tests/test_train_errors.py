@@ -114,7 +114,7 @@ def test_cli_bad_batch_exits_2_listing_the_problem(tmp_path):
 
 def test_cli_unreachable_judge_exits_3_naming_the_url(tmp_path):
     url = closed_port_url()
-    proc = run_cli(tmp_path, "train=smoke", "models=openai", f"models.base_url={url}", "models.model=judge")
+    proc = run_cli(tmp_path, "experiment=smoke", "models=openai", f"models.base_url={url}", "models.model=judge")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 3, out
     assert url in out and "reward judge" in out

@@ -22,7 +22,7 @@ register_configs()
 
 def smoke_cfg(*overrides: str) -> RootConfig:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        cfg = to_typed(compose(config_name="config", overrides=["stage=train", "train=smoke", "progress=false",
+        cfg = to_typed(compose(config_name="config", overrides=["stage=train", "experiment=smoke", "progress=false",
                                                                  f"train.dataset={ROOT / 'tests/fixtures/train_run'}",
                                                                  *overrides]))
     validate(cfg)

@@ -2,7 +2,7 @@
 
     python -m autodata.run stage=train train.dataset=runs/cs_agentic                # GRPO on agentic data
     python -m autodata.run stage=train train.dataset='[runs/cs_cot,runs/cs_agentic]'  # the combined arm
-    python -m autodata.run stage=train train=smoke                                  # two steps on CPU, embedded model
+    python -m autodata.run stage=train experiment=smoke                                # two steps on CPU, embedded model
     python -m autodata.run stage=train train.dataset=runs/cs_agentic hydra.run.dir=runs/train_a train.resume=true
     accelerate launch --config_file conf/accelerate/zero3.yaml -m autodata.run stage=train train=paper_cs \\
         train.dataset=runs/cs_agentic hydra.run.dir=runs/train_cs_agentic

@@ -1,0 +1,181 @@
+"""Where each setting of a run came from: the effective recipe, and warnings about recipes that cannot be right.
+
+Every run prints, and writes to ``recipe.json`` in its run dir, the values that differ from the dataclass
+defaults (``autodata/config.py``), each with the config file or command-line override that set it last.
+Sources are found the way Hydra composed the config: its defaults list, in order, with each file's package,
+then the command line.
+
+Two checks follow (``warnings``): a CPU-sized experiment whose roles point at real endpoints, and an
+evaluated or trained model whose token budget is far below what the experiment declares.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from autodata.config import RootConfig, apply_eval_shortcuts, endpoint_for, model_roles
+
+log = logging.getLogger(__name__)
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+DEFAULT_SOURCE = "dataclass default"
+# A budget below this share of the experiment's answer_tokens is "far below"
+FAR_BELOW = 0.25
+
+
+@dataclass
+class Setting:
+    key: str
+    value: Any
+    default: Any
+    source: str
+
+
+def leaves(node: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """Dotted paths of a nested dict's leaves; a list is one leaf.
+
+    >>> dict(leaves({"a": {"b": 1, "c": [1, 2]}, "d": {}}))
+    {'a.b': 1, 'a.c': [1, 2], 'd': {}}
+    """
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            yield from leaves(value, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, node
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(node, resolve=False)
+    return node
+
+
+def file_sources(defaults: Iterable[tuple[str, str]], conf_dir: Path = CONF_DIR) -> dict[str, str]:
+    """Leaf path -> the last config file that wrote it, for (config path, package) in composition order."""
+    sources: dict[str, str] = {}
+    for config_path, package in defaults:
+        file = conf_dir / f"{config_path}.yaml"
+        if not file.exists():
+            continue
+        content = _plain(OmegaConf.load(file)) or {}
+        content.pop("defaults", None)
+        content.pop("hydra", None)
+        prefix = package.replace("_global_", "").strip(".")
+        for key, _ in leaves(content):
+            sources[f"{prefix}.{key}" if prefix else key] = f"conf/{config_path}.yaml"
+    return sources
+
+
+def override_sources(overrides: Iterable[str], groups: set[str]) -> dict[str, str]:
+    """Key path -> the command-line override that set it (group selections are found through their files)."""
+    sources: dict[str, str] = {}
+    for text in overrides:
+        key, sep, _ = text.partition("=")
+        key = key.lstrip("+~")
+        if not sep or key in groups or key.startswith("hydra"):
+            continue
+        sources[key] = f"override {text}"
+    return sources
+
+
+def source_of(key: str, files: dict[str, str], overrides: dict[str, str]) -> str:
+    """The command line wins over files; a key set as part of a larger node takes that node's source."""
+    for table in (overrides, files):
+        probe = key
+        while probe:
+            if probe in table:
+                return table[probe]
+            probe = probe.rpartition(".")[0]
+    return "derived (interpolation or eval shortcut)"
+
+
+def effective(cfg: RootConfig, files: dict[str, str], overrides: dict[str, str]) -> list[Setting]:
+    """Every value that differs from the dataclass defaults, with its source."""
+    ours = dict(leaves(OmegaConf.to_container(OmegaConf.structured(cfg))))
+    base = dict(leaves(OmegaConf.to_container(OmegaConf.structured(RootConfig()))))
+    settings = []
+    for key, value in ours.items():
+        default = base.get(key, "(absent)")
+        if key == "stage" or value == default:
+            continue
+        # The steps of a table are the pipeline's business, not a recipe value of the stages it runs
+        if key.startswith("pipeline.") and cfg.stage != "pipeline":
+            continue
+        settings.append(Setting(key, value, default, source_of(key, files, overrides)))
+    return settings
+
+
+def hydra_sources() -> tuple[dict[str, str], dict[str, str]]:
+    """File and override sources of the config this process composed (empty outside a Hydra app)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {}, {}
+    hc = HydraConfig.get()
+    task = list(hc.overrides.task)
+    loader = GlobalHydra.instance().config_loader()
+    defaults = loader.compute_defaults_list(config_name=hc.job.config_name, overrides=task, run_mode=RunMode.RUN)
+    files = file_sources((d.config_path, d.package or "") for d in defaults.defaults
+                         if d.config_path and not d.config_path.startswith("hydra/"))
+    groups = set(hc.runtime.choices)
+    return files, override_sources(task, groups)
+
+
+def warnings(cfg: RootConfig) -> list[str]:
+    """Recipes that cannot give the numbers their experiment promises."""
+    out = []
+    exp = cfg.experiment
+    if exp.cpu_sized:
+        real = sorted({ep.backend for ep in (endpoint_for(cfg.models, r) for r in model_roles(cfg.models))
+                       if not (ep.backend == "local" and ep.model == "embedded")})
+        if real:
+            out.append(f"experiment={exp.name} is sized for the embedded model on a CPU (short answers, small rubrics, "
+                       f"few documents), but roles run on {', '.join(real)} backends; add experiment={exp.paper} "
+                       "for the paper's recipe")
+    if exp.answer_tokens:
+        budgets: list[tuple[str, Optional[int]]] = []
+        if cfg.stage in ("eval", "generate"):
+            shortcut = RootConfig(models=cfg.models, eval=cfg.eval)
+            apply_eval_shortcuts(shortcut)
+            budgets.append(("the evaluated model (models.roles.weak_solver.max_tokens / eval.max_tokens)"
+                            if cfg.stage == "eval" else "the weak solver (models.roles.weak_solver.max_tokens)",
+                            endpoint_for(shortcut.models, "weak_solver").max_tokens))
+        if cfg.stage == "train":
+            budgets.append(("the trained model (train.max_completion_length)", cfg.train.max_completion_length))
+        for who, budget in budgets:
+            if budget is not None and budget < FAR_BELOW * exp.answer_tokens:
+                out.append(f"{who} may write {budget} tokens, far below the {exp.answer_tokens} that "
+                           f"experiment={exp.name} declares (experiment.answer_tokens): answers will be cut off and "
+                           "mean@k / truncation numbers will not be comparable; raise the budget or pick the "
+                           "experiment that matches these models")
+    return out
+
+
+def report(cfg: RootConfig, run_dir: Path) -> list[Setting]:
+    """Print the effective recipe and its warnings; write both to ``recipe.json`` in the run dir."""
+    files, overrides = hydra_sources()
+    settings = effective(cfg, files, overrides)
+    problems = warnings(cfg)
+    lines = [f"recipe of stage={cfg.stage}, experiment={cfg.experiment.name or '(none)'}: "
+             f"{len(settings)} values differ from the defaults in autodata/config.py"]
+    width = max((len(s.key) for s in settings), default=0)
+    for s in settings:
+        lines.append(f"  {s.key:<{width}} = {json.dumps(s.value, default=str)}   ({s.source})")
+    log.info("%s", "\n".join(lines))
+    for text in problems:
+        log.warning("WARNING: %s", text)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "recipe.json").write_text(json.dumps({
+        "experiment": cfg.experiment.name,
+        "warnings": problems,
+        "settings": [{"key": s.key, "value": s.value, "default": s.default, "source": s.source} for s in settings],
+    }, indent=2, default=str))
+    return settings
