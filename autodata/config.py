@@ -523,6 +523,9 @@ class RootConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    # Refuse an input made by a run of another domain, or data made for another model than the one trained
+    # (train.dataset, eval.datasets, eval.model); false uses such inputs anyway
+    check_inputs: bool = True
     # none or wandb
     logger: str = "none"
     # Shown progress bar (off in CI logs)

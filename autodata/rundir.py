@@ -9,11 +9,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Optional
 
 from omegaconf import OmegaConf
 
-from autodata.config import RootConfig
+from autodata.config import RootConfig, endpoint_for, to_typed
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,6 +52,40 @@ def write_provenance(cfg: RootConfig, run_dir: Path, argv: list[str] | None = No
         except (json.JSONDecodeError, AttributeError):
             history = []
     path.write_text(json.dumps({"starts": history + [info]}, indent=2))
+
+
+def producer_config(path: Path) -> Optional[RootConfig]:
+    """The config of the run that wrote ``path`` (a run dir, a file in it, or its dataset/ folder); None when
+    ``path`` was not written by a run (a hand-made or downloaded set)."""
+    for folder in (path, path.parent, path.parent.parent):
+        if (folder / "config.yaml").exists() and (folder / "run_info.json").exists():
+            try:
+                return to_typed(OmegaConf.load(folder / "config.yaml"))
+            except Exception:  # noqa: BLE001 - an unreadable config is not an input's identity; nothing to compare
+                return None
+    return None
+
+
+def input_conflicts(path: Path, cfg: RootConfig, trained_model: Optional[str] = None) -> list[str]:
+    """How the run that made an input differs from this one where it matters: the domain, and, for data that
+    will be trained on, the model it was made for (its weak solver) against ``trained_model``.
+
+    Empty when they agree, when ``path`` came from no run, or when ``cfg.check_inputs`` is false.
+    """
+    other = producer_config(path) if cfg.check_inputs else None
+    if other is None:
+        return []
+    problems = []
+    if other.domain.name != cfg.domain.name:
+        problems.append(f"domain.name is {other.domain.name!r} there and {cfg.domain.name!r} here")
+    if trained_model is not None and other.stage == "generate":
+        made_for = endpoint_for(other.models, "weak_solver").model
+        if made_for != trained_model:
+            problems.append(f"the data was made for weak solver {made_for!r}, and this run trains {trained_model!r}")
+    if problems:
+        problems.append(f"(that run's experiment: {other.experiment.name or '(none)'}; this one's: "
+                        f"{cfg.experiment.name or '(none)'})")
+    return problems
 
 
 def mark_finished(run_dir: Path) -> None:

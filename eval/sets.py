@@ -240,6 +240,20 @@ def read_source(given: str) -> Source:
                         "generate run dir")
 
 
+def local_paths(given: str) -> list[Path]:
+    """The files or folders of this machine one ``eval.datasets`` entry reads (none for hf:// names).
+
+    >>> local_paths("cot_test=runs/a+runs/b")
+    [PosixPath('runs/a'), PosixPath('runs/b')]
+    """
+    name, sep, rest = given.partition("=")
+    if sep and SET_NAME.fullmatch(name) and not Path(given).exists():
+        given = rest
+    parts = given.split("+") if "+" in given and not Path(given).exists() else [given]
+    return [Path(p.rpartition(":")[0] if not Path(p).exists() and ":" in p else p)
+            for p in parts if not p.startswith(HUB_PREFIX)]
+
+
 def read_rows(file: Path) -> list[dict[str, Any]]:
     """Every row of a JSONL eval set; a line that is not a JSON object is an error naming the line (an eval set
     is input, not a log: skipping a row would change the benchmark silently)."""

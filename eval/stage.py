@@ -35,10 +35,10 @@ from autodata.cache import ResponseCache
 from autodata.config import EvalConfig, RootConfig, apply_eval_shortcuts, endpoint_for
 from autodata.domains import Domain, build_domain
 from autodata.llm import LLM
-from autodata.rundir import JsonlWriter, read_jsonl, rewrite_jsonl
+from autodata.rundir import JsonlWriter, input_conflicts, read_jsonl, rewrite_jsonl
 from autodata.tracking import flatten, start_wandb
 from eval import metrics as M
-from eval.sets import EvalDataError, EvalItem, EvalSet, load_sets
+from eval.sets import EvalDataError, EvalItem, EvalSet, load_sets, local_paths
 from training.guard import final_answer, injection_flags
 
 log = logging.getLogger(__name__)
@@ -240,10 +240,23 @@ def compute_metrics(cfg: RootConfig, rows: list[dict], sets: list[EvalSet]) -> d
     }
 
 
+def refuse_foreign_inputs(cfg: RootConfig) -> None:
+    """A held-out set or a trained model made under another domain cannot be graded by this one's judge."""
+    found = [(f"eval.datasets: {path}", p) for given in cfg.eval.datasets for path in local_paths(given)
+             for p in input_conflicts(path, cfg)]
+    if cfg.eval.model and Path(cfg.eval.model).exists():
+        found += [(f"eval.model: {cfg.eval.model}", p) for p in input_conflicts(Path(cfg.eval.model), cfg)]
+    if found:
+        lines = "\n".join(f"  - {where}: {what}" for where, what in found)
+        raise EvalDataError(f"inputs from another experiment:\n{lines}\nPoint at runs of this experiment, add the "
+                            "matching domain=... to the command, or set check_inputs=false to use them anyway")
+
+
 async def evaluate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) -> dict[str, Any]:
     """Run the stage; ``llm`` may be injected (tests drive it with a scripted backend)."""
     apply_eval_shortcuts(cfg)
     domain = build_domain(cfg.domain)
+    refuse_foreign_inputs(cfg)
     sets = load_sets(cfg.eval.datasets, domain, cfg.eval.limit)
     run_dir.mkdir(parents=True, exist_ok=True)
     ledger = list(read_jsonl(run_dir / LEDGER))

@@ -30,9 +30,9 @@ from autodata.cache import ResponseCache
 from autodata.config import RootConfig, TrainConfig, endpoint_for
 from autodata.domains import Domain, build_domain
 from autodata.llm import LLM
-from autodata.rundir import JsonlWriter, git_commit
+from autodata.rundir import JsonlWriter, git_commit, input_conflicts
 from autodata.tracking import start_wandb
-from training.data import DataError, TrainingData, check_enough, load_training_data
+from training.data import DataError, TrainingData, as_paths, check_enough, load_training_data
 from training.report import JsonlMetrics, command_line, write_model_card
 from training.reward import JudgeDown, JudgeLoop, JudgeReward
 
@@ -224,6 +224,17 @@ def lora_config(t: TrainConfig):
                       task_type="CAUSAL_LM")
 
 
+def refuse_foreign_data(cfg: RootConfig) -> None:
+    """Data made under another domain, or for another weak model than the one trained, is refused."""
+    found = [(path, p) for path in as_paths(cfg.train.dataset)
+             for p in input_conflicts(Path(path), cfg, trained_model=cfg.train.model)]
+    if found:
+        lines = "\n".join(f"  - {path}: {what}" for path, what in found)
+        raise DataError(f"train.dataset comes from another experiment:\n{lines}\nTrain on data generated for this "
+                        "model and domain, add the matching domain=... / train.model=..., or set check_inputs=false "
+                        "to train on it anyway")
+
+
 def train(cfg: RootConfig, run_dir: Path, *, llm: Optional[LLM] = None, model: Any = None,
           tokenizer: Any = None) -> dict[str, Any]:
     """Run GRPO; ``llm`` (the judge), ``model`` and ``tokenizer`` may be injected by tests. Returns the summary."""
@@ -231,6 +242,7 @@ def train(cfg: RootConfig, run_dir: Path, *, llm: Optional[LLM] = None, model: A
     run_dir.mkdir(parents=True, exist_ok=True)
     domain = build_domain(cfg.domain)
     try:
+        refuse_foreign_data(cfg)
         data = load_training_data(t.dataset, domain)
         check_enough(data, t.completions_per_step, t.group_size)
     except DataError as err:
