@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,8 @@ def test_module_doctests():
 
 
 def test_paper_defaults_live_in_the_dataclass():
-    t = compose_typed(["stage=train", DATA]).train
+    # ~experiment: no experiment at all, so every value is the dataclass's
+    t = compose_typed(["stage=train", "~experiment", DATA]).train
     assert (t.model, t.batch_size, t.batch_unit, t.group_size) == ("Qwen/Qwen3.5-4B", 16, "prompts", 8)
     assert (t.learning_rate, t.temperature, t.epochs) == (1e-6, 1.0, 1.0)
     assert t.completions_per_step == 128
@@ -188,7 +190,10 @@ def test_every_launchable_train_file_opens_with_its_command(path):
     command = lines[1] if lines[0].startswith("# @package") else lines[0]
     assert command.startswith("# ") and "autodata.run stage=train" in command
     if path.parent.name == "train":
-        assert f"train={path.stem}" in command
+        # The option itself, or the experiment that selects it with its models and domain
+        experiment = re.search(r"experiment=(\w+)", command)
+        selects = experiment and f"override /train: {path.stem}" in (CONF / "experiment" / f"{experiment.group(1)}.yaml").read_text()
+        assert f"train={path.stem}" in command or selects
 
 
 @pytest.mark.gpu

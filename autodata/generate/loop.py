@@ -114,20 +114,28 @@ def cot_filter(method: MethodConfig, runs: list[SolverRun]) -> Optional[tuple[st
 
 
 class DocumentRunner:
-    """Runs one document through the chosen method, reporting every round to ``on_round``."""
+    """Runs one document through the chosen method, reporting every round to ``on_round``.
 
-    def __init__(self, cfg: RootConfig, llm: LLM, domain: Domain, on_round: Callable[[dict[str, Any]], None]):
+    ``on_call``, when given, is told after every model call completes (progress display).
+    """
+
+    def __init__(self, cfg: RootConfig, llm: LLM, domain: Domain, on_round: Callable[[dict[str, Any]], None],
+                 on_call: Optional[Callable[[], None]] = None):
         self.cfg = cfg
         self.gen = cfg.generate
         self.llm = llm
         self.domain = domain
         self.policy = domain.policy
         self.on_round = on_round
+        self.on_call = on_call
         self.max_doc_tokens = int(llm.endpoint("challenger").max_document_tokens)
 
     # ------------------------------------------------------------------ helpers
     def _seed_prefix(self, doc: Document, rnd: int) -> str:
         return f"{self.cfg.method.name}/{doc.id}/r{rnd}"
+
+    def _recorder(self, doc: Document, rnd: int) -> RoundRecorder:
+        return RoundRecorder(self.llm, self._seed_prefix(doc, rnd), on_call=self.on_call)
 
     async def _judge(self, rec: RoundRecorder, task: Task, answer: str, step: str) -> tuple[Optional[Grade], Optional[str]]:
         result = await rec.chat_json(
@@ -196,7 +204,7 @@ class DocumentRunner:
 
     async def _extract(self, doc: Document, doc_text: str, warnings: list[str]) -> bool:
         started = time.perf_counter()
-        rec = RoundRecorder(self.llm, self._seed_prefix(doc, 0))
+        rec = self._recorder(doc, 0)
         result = await rec.chat_json("challenger", "extract", self.domain.extractor_messages(doc_text),
                                      schema=self.domain.extractor_schema, parse=self.domain.parse_extractor,
                                      schema_name="suitability")
@@ -234,7 +242,7 @@ class DocumentRunner:
         history: list[FailedAttempt] = []
         for rnd in range(1, self.gen.max_rounds + 1):
             started = time.perf_counter()
-            rec = RoundRecorder(self.llm, self._seed_prefix(doc, rnd))
+            rec = self._recorder(doc, rnd)
             task, error = await self._propose(rec, doc_text, history, "agentic")
             if task is None:
                 detail = f"challenger output unusable: {error}"
@@ -300,7 +308,7 @@ class DocumentRunner:
     async def _run_cot(self, doc: Document, doc_text: str, warnings: list[str]) -> DocOutcome:
         """One shot: no solver feedback. Solvers are still scored for the data-quality table."""
         started = time.perf_counter()
-        rec = RoundRecorder(self.llm, self._seed_prefix(doc, 1))
+        rec = self._recorder(doc, 1)
         task, error = await self._propose(rec, doc_text, [], "cot")
         if task is None:
             detail = f"challenger output unusable: {error}"

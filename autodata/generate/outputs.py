@@ -1,4 +1,4 @@
-"""The end of a generate run: held-out split, datasets export, stats.json and the summary table.
+"""The end of a generate run: held-out split, datasets export and its card, stats.json and the summary table.
 
 Everything is recomputed from the files in the run dir (not from in-memory
 counters), so a resumed run reports on all its work, not just the last process's.
@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from autodata.config import ROLES, RootConfig
 from autodata.corpus import Document
+from autodata.generate.card import write_card
 from autodata.llm import LLM
 from autodata.rundir import read_jsonl, rewrite_jsonl
 
@@ -79,7 +80,7 @@ def compute_stats(rounds: list[dict], ledger: list[dict], accepted: list[dict], 
 
 
 def finalize(cfg: RootConfig, run_dir: Path, docs: list[Document], skipped: dict[str, int], llm: LLM,
-             wall_seconds: float, document_errors: int = 0) -> dict[str, Any]:
+             wall_seconds: float, document_errors: int = 0, documents_not_started: int = 0) -> dict[str, Any]:
     rounds = list(read_jsonl(run_dir / "rounds.jsonl"))
     ledger = list(read_jsonl(run_dir / "documents.jsonl"))
     accepted = list(read_jsonl(run_dir / "accepted.jsonl"))
@@ -93,6 +94,7 @@ def finalize(cfg: RootConfig, run_dir: Path, docs: list[Document], skipped: dict
     _save_dataset(run_dir / "dataset", train_rows, heldout_rows)
 
     stats = compute_stats(rounds, ledger, accepted, len(docs))
+    target = cfg.generate.target_accepted
     previous = run_dir / "stats.json"
     earlier_wall = 0.0
     if previous.exists():
@@ -107,13 +109,41 @@ def finalize(cfg: RootConfig, run_dir: Path, docs: list[Document], skipped: dict
         "heldout_examples": len(heldout_rows),
         "documents_skipped": skipped,
         "document_errors": document_errors,
+        "target_accepted": target,
+        "target_reached": None if target is None else len(accepted) >= target,
+        # Left unstarted because the target was reached; a rerun with a larger target starts them
+        "documents_not_started": documents_not_started,
         "wall_seconds": round(wall_seconds, 2),
         "wall_seconds_total": round(earlier_wall + wall_seconds, 2),
         "this_process": {"per_role": llm.usage_summary()},
         "why_none_accepted": _why_none(stats) if not accepted else None,
     })
     previous.write_text(json.dumps(stats, indent=2))
+    write_card(cfg, stats, run_dir)
     return stats
+
+
+def target_status(stats: dict[str, Any]) -> Optional[str]:
+    """One line on generate.target_accepted, or None without a target.
+
+    >>> target_status({"accepted": 1312, "target_accepted": 1300, "target_reached": True,
+    ...                "documents_not_started": 40, "documents_finished": 1960, "document_errors": 0})
+    'accepted 1312 (target 1300, reached; 40 documents not started)'
+    >>> target_status({"accepted": 12, "target_accepted": 1300, "target_reached": False,
+    ...                "documents_not_started": 0, "documents_finished": 50, "document_errors": 0})
+    'target 1300 not reached: corpus exhausted after 50 documents (12 accepted)'
+    """
+    target = stats.get("target_accepted")
+    if target is None:
+        return None
+    if stats["target_reached"]:
+        return (f"accepted {stats['accepted']} (target {target}, reached; "
+                f"{stats['documents_not_started']} documents not started)")
+    line = (f"target {target} not reached: corpus exhausted after {stats['documents_finished']} documents "
+            f"({stats['accepted']} accepted)")
+    if stats["document_errors"]:
+        line += f"; {stats['document_errors']} documents failed and are retried when the same command is rerun"
+    return line
 
 
 def _why_none(stats: dict[str, Any]) -> str:
@@ -153,10 +183,15 @@ def print_summary(stats: dict[str, Any], run_dir: Path) -> None:
                 "strong_runs_skipped_weak_failed", "judge_failures", "train_examples", "heldout_examples",
                 "wall_seconds"):
         table.add_row(key, fmt(stats.get(key)))
+    if stats.get("target_accepted") is not None:
+        for key in ("target_accepted", "target_reached", "documents_not_started"):
+            table.add_row(key, fmt(stats[key]))
     for reason, count in sorted(stats["failure_reasons"].items()):
         table.add_row(f"failed: {reason}", str(count))
     console = Console()
     console.print(table)
+    if target_status(stats):
+        console.print(target_status(stats))
     if stats.get("why_none_accepted"):
         console.print(f"[yellow]{stats['why_none_accepted']}[/yellow]")
     console.print(f"outputs in {run_dir}")

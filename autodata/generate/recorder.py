@@ -17,9 +17,11 @@ T = TypeVar("T")
 
 
 class RoundRecorder:
-    def __init__(self, llm: LLM, seed_prefix: str):
+    def __init__(self, llm: LLM, seed_prefix: str, on_call: Optional[Callable[[], None]] = None):
+        """``on_call`` is told after every completed call (the progress bar reads the LLM's counters then)."""
         self.llm = llm
         self.seed_prefix = seed_prefix
+        self.on_call = on_call
         self.calls: list[dict[str, Any]] = []
 
     def _record(self, role: str, step: str, messages: list[dict], completions: list[Completion], started: float,
@@ -35,6 +37,8 @@ class RoundRecorder:
             "seconds": round(time.perf_counter() - started, 4),
             **extra,
         })
+        if self.on_call is not None:
+            self.on_call()
 
     async def chat(self, role: str, step: str, messages: list[dict], *, n: int = 1,
                    max_tokens: Optional[int] = None) -> list[Completion]:
