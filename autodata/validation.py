@@ -127,6 +127,14 @@ def check_generate(cfg: RootConfig) -> list[Problem]:
         _positive(problems, f"generate.{key}", getattr(gen, key))
     _positive(problems, "generate.heldout_size", gen.heldout_size, allow_zero=True)
     _unit(problems, "generate.heldout_max_fraction", gen.heldout_max_fraction)
+    if gen.target_accepted is not None:
+        _positive(problems, "generate.target_accepted", gen.target_accepted, allow_zero=True)
+    if gen.push_to_hub is not None:
+        from autodata.generate.hub import repo_id_problem
+
+        if repo_id_problem(gen.push_to_hub):
+            problems.append(Problem("generate.push_to_hub", gen.push_to_hub, "must be a hub repo id ORG/NAME",
+                                    "set generate.push_to_hub=my-org/my-dataset"))
     if cfg.corpus.limit is not None:
         _positive(problems, "corpus.limit", cfg.corpus.limit)
     if cfg.corpus.source != "pydoc" and not cfg.corpus.path:
