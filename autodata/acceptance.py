@@ -9,15 +9,17 @@ Each rule of the paper is one policy, chosen by ``acceptance.policy``:
   zero; strong_min <= strong mean < strong_max, no strong zero; gap >= min_gap.
 - ``verifiable``: weak correct in <= weak_max_correct runs, strong in >=
   strong_min_correct runs (scores are 1.0 / 0.0).
-- ``legal``: strong mean - weak mean >= min_gap and weak mean < weak_max. The
-  loop judge's verdict can only veto on top of this (``apply_loop_judge_veto``).
+- ``loop_judge`` (the paper's legal rule): no fixed threshold; the domain's loop
+  judge reads every rollout and decides (``apply_loop_judge``).
+- ``legal_gap``: weak mean < weak_max and gap >= min_gap, then the loop judge
+  may still veto (``apply_loop_judge``). Not in the paper; kept as an option.
 
-The loop samples the weak solver first and stops as soon as the outcome is
-settled: ``weak_status(scores, k)`` is PASS or FAIL only when *every* way the
-remaining ``k - len(scores)`` runs could score (anywhere in [0, 1]; 0 or 1 for
-verifiable) leads to the same verdict, and UNDECIDED otherwise. The bounds are
-the means of the two extreme completions, which is exact because every rule is
-monotone in each run.
+The loop samples the weak solver first and may stop early only on a rejection:
+``weak_status(scores, k)`` is PASS or FAIL only when *every* way the remaining
+``k - len(scores)`` runs could score (anywhere in [0, 1]; 0 or 1 for
+verifiable) leads to the same verdict, and UNDECIDED otherwise, and the loop
+stops at FAIL. The bounds are the means of the two extreme completions, which
+is exact because every rule is monotone in each run.
 
 >>> from autodata.config import AcceptanceConfig
 >>> policy = build_policy(AcceptanceConfig(policy="cs_paper"))
@@ -85,6 +87,8 @@ class Decision:
 
 class AcceptancePolicy(Protocol):
     name: str
+    # The verdict is (partly) the domain's loop judge's (``apply_loop_judge``); validation needs a domain with one
+    needs_loop_judge: bool
 
     def weak_status(self, scores: list[float], k: int) -> Status:
         """Is the weak criterion (weak low enough) met, given len(scores) of k runs?"""
@@ -178,6 +182,7 @@ class _MeanPolicy:
     """Shared logic of the rules that compare mean rubric scores."""
 
     name = ""
+    needs_loop_judge = False
 
     def __init__(self, cfg: AcceptanceConfig):
         self.cfg = cfg
@@ -275,14 +280,16 @@ class CSDeployedPolicy(_MeanPolicy):
         return _Window(low=self.cfg.strong_min, high=high, zero_runs_ok=not self.cfg.reject_zero_runs)
 
 
-class LegalPolicy(_MeanPolicy):
-    """Framework rule for legal: weak mean < weak_max and a gap of min_gap.
+class LegalGapPolicy(_MeanPolicy):
+    """A framework gate for legal, not in the paper: weak mean < weak_max and a gap of min_gap.
 
+    The loop judge then sees only tasks that passed the gate and may veto them.
     Without ``weak_mean`` the strong criterion checks strong mean >= min_gap,
     which every accepted task needs (the weak mean is never below 0).
     """
 
-    name = "legal"
+    name = "legal_gap"
+    needs_loop_judge = True
 
     def _weak_window(self) -> _Window:
         return _Window(high=self.cfg.weak_max)
@@ -291,10 +298,46 @@ class LegalPolicy(_MeanPolicy):
         return _Window(low=self.cfg.min_gap)
 
 
+class LoopJudgePolicy:
+    """The paper's legal rule: no fixed threshold, the loop judge decides.
+
+    Both solver criteria hold whatever the scores (so the loop draws every run
+    and the judge reads them all), and ``decide`` leaves the verdict to
+    ``apply_loop_judge``.
+
+    >>> policy = LoopJudgePolicy(AcceptanceConfig(policy="loop_judge"))
+    >>> policy.weak_status([1.0], k=5), policy.decide([0.2] * 5, [0.387] * 3).accepted
+    (<Status.PASS: 'pass'>, True)
+    """
+
+    name = "loop_judge"
+    needs_loop_judge = True
+
+    def __init__(self, cfg: AcceptanceConfig):
+        self.cfg = cfg
+
+    def weak_status(self, scores: list[float], k: int) -> Status:
+        _check_runs(scores, k, "loop_judge.weak_status")
+        return Status.PASS
+
+    def strong_status(self, scores: list[float], k: int, weak_mean: Optional[float] = None) -> Status:
+        _check_runs(scores, k, "loop_judge.strong_status")
+        return Status.PASS
+
+    def decide(self, weak: list[float], strong: list[float]) -> Decision:
+        if not weak or not strong:
+            raise ValueError("loop_judge.decide needs graded weak and strong runs; the loop judge reads both")
+        weak_mean, strong_mean = mean(weak), mean(strong)
+        return Decision(True, ACCEPTED, f"no threshold, the loop judge decides: weak mean {weak_mean:.3f}, strong "
+                                        f"mean {strong_mean:.3f}, gap {strong_mean - weak_mean:.3f}; weak runs "
+                                        f"[{_fmt(weak)}], strong runs [{_fmt(strong)}]")
+
+
 class VerifiablePolicy:
     """Counts of correct runs: weak right at most weak_max_correct times, strong at least strong_min_correct."""
 
     name = "verifiable"
+    needs_loop_judge = False
 
     def __init__(self, cfg: AcceptanceConfig):
         self.cfg = cfg
@@ -347,8 +390,9 @@ class VerifiablePolicy:
 POLICIES: dict[str, type] = {
     "cs_paper": CSPaperPolicy,
     "cs_deployed": CSDeployedPolicy,
-    "legal": LegalPolicy,
     "verifiable": VerifiablePolicy,
+    "loop_judge": LoopJudgePolicy,
+    "legal_gap": LegalGapPolicy,
 }
 
 
@@ -363,21 +407,33 @@ def build_policy(cfg: AcceptanceConfig) -> AcceptancePolicy:
     return cls(cfg)
 
 
-def apply_loop_judge_veto(decision: Decision, verdict: dict, cfg: AcceptanceConfig) -> Decision:
-    """Let the legal loop judge turn an accepted task into an improve round.
+def apply_loop_judge(decision: Decision, verdict: dict, cfg: AcceptanceConfig,
+                     hard_rule_problems: Sequence[str] = ()) -> Decision:
+    """The framework rule's decision, then the loop judge's: a task is accepted only when both say so.
 
-    The verdict can only take acceptance away, never grant it: a task the
-    framework rule rejected stays rejected whatever the judge says. ``verdict``
-    is the dict from ``Domain.parse_loop_judge``.
+    Under ``loop_judge`` the framework rule always says yes, so the judge
+    decides; under ``legal_gap`` it can only veto, and ``require_loop_judge_accept=false``
+    leaves the gap rule alone (validation refuses that flag with ``loop_judge``, which
+    would then accept everything). Anything but an explicit ``accept`` is improve
+    (unsure means improve), and a failed hard rule (``Domain.hard_rule_problems``)
+    forces improve whatever the judge said. ``verdict`` is the dict from
+    ``Domain.parse_loop_judge``.
 
-    >>> ok = Decision(True, ACCEPTED, "gap 0.400")
-    >>> apply_loop_judge_veto(ok, {"verdict": "improve", "verdict_reason": "rubric rewards length"},
-    ...                       AcceptanceConfig(policy="legal")).reason
+    >>> ok = Decision(True, ACCEPTED, "gap 0.187")
+    >>> apply_loop_judge(ok, {"verdict": "accept"}, AcceptanceConfig(policy="loop_judge")).accepted
+    True
+    >>> apply_loop_judge(ok, {"verdict": "improve", "verdict_reason": "rubric rewards length"},
+    ...                  AcceptanceConfig(policy="loop_judge")).reason
     'loop_judge_improve'
     """
-    if not decision.accepted or not cfg.require_loop_judge_accept:
+    if not decision.accepted:
         return decision
-    if verdict.get("verdict") == "accept":
+    if hard_rule_problems:
+        return Decision(False, FailureReason.LOOP_JUDGE_IMPROVE,
+                        f"hard rule: {'; '.join(hard_rule_problems)}; {decision.detail}")
+    if not cfg.require_loop_judge_accept or verdict.get("verdict") == "accept":
         return decision
-    reason = verdict.get("verdict_reason") or "the loop judge asked for an improved task"
-    return Decision(False, FailureReason.LOOP_JUDGE_IMPROVE, f"{reason}; {decision.detail}")
+    why = [verdict.get("verdict_reason") or "the loop judge asked for an improved task"]
+    if verdict.get("suggestion_for_writer"):
+        why.append(f"suggestion for the writer: {verdict['suggestion_for_writer']}")
+    return Decision(False, FailureReason.LOOP_JUDGE_IMPROVE, f"{'; '.join(why)}; {decision.detail}")

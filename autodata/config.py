@@ -60,7 +60,12 @@ class EndpointConfig:
     max_tokens: Optional[int] = None
     # Ask for JSON-schema constrained output (response_format on servers, xgrammar locally)
     structured_output: Optional[bool] = None
-    # Prompt tokens kept from a source document before it is truncated (with a recorded warning)
+    # Tokens the model attends to (prompt + completion). null: the backend says (openai: the server's
+    # GET /v1/models `max_model_len`, which vLLM and SGLang report; local/vllm: the model's config).
+    # The document cap is derived from it (autodata/generate/documents.py)
+    context_length: Optional[int] = None
+    # Tokens kept from a source document before it is cut (with a recorded warning). null: derived from the
+    # context length of every role that reads the document, less its prompt and max_tokens; set it to override
     max_document_tokens: Optional[int] = None
     # local/vllm: "auto", "cpu", "cuda", "cuda:1"
     device: Optional[str] = None
@@ -89,7 +94,8 @@ DEFAULT_ENDPOINT = EndpointConfig(
     top_p=1.0,
     max_tokens=4096,
     structured_output=True,
-    max_document_tokens=6000,
+    context_length=None,
+    max_document_tokens=None,
     device="auto",
     dtype="auto",
     batch_size=8,
@@ -147,7 +153,9 @@ class CorpusConfig:
 class AcceptanceConfig:
     """Thresholds of the acceptance rules; which ones apply depends on the policy."""
 
-    # cs_paper (strong >= strong_min, weak < weak_max, gap >= min_gap), cs_deployed, legal, verifiable
+    # cs_paper (strong >= strong_min, weak < weak_max, gap >= min_gap), cs_deployed, verifiable,
+    # loop_judge (no threshold: the domain's loop judge decides; the paper's legal rule) or
+    # legal_gap (weak < weak_max and gap >= min_gap, then the loop judge may veto)
     policy: str = "cs_paper"
     strong_min: float = 0.65
     weak_max: float = 0.50
@@ -162,7 +170,7 @@ class AcceptanceConfig:
     # verifiable: weak correct in at most this many runs, strong in at least strong_min_correct
     weak_max_correct: int = 1
     strong_min_correct: int = 3
-    # legal: the loop judge must say accept AND the framework's gap must hold
+    # legal_gap: the loop judge must also say accept (false: the gap rule alone decides). loop_judge needs it
     require_loop_judge_accept: bool = True
 
 
@@ -230,14 +238,22 @@ class GenerateConfig:
     strong_samples: int = 3
     # Runs drawn at once before the early-exit check; 1 saves the most calls
     solver_wave: int = 1
-    # Stop sampling a solver once its criterion is already decided
+    # Stop sampling a solver once the task is certain to be rejected (accepted tasks always carry every run)
     early_exit: bool = True
     # Documents processed concurrently
     max_docs_in_flight: int = 16
-    # Strong solver sees the source document (privileged access)
-    strong_sees_document: bool = True
+    # Strong solver sees the source document (privileged access). The paper's strong solver is a larger model
+    # without it; the CPU experiment turns it on, since there weak and strong are the same 135M model
+    strong_sees_document: bool = False
+    # Challengers that write a task at once in each agentic round; the round takes the lowest-numbered one that
+    # passes the checks (structural rules and QV). null: the domain's default (Domain.challengers_per_round:
+    # principia 3, the paper's 3-5 in parallel; others 1)
+    challengers_per_round: Optional[int] = None
     # Run the LLM quality verifier (the framework's structural checks always run)
     quality_verifier: bool = True
+    # A solver answer that tries to instruct the judge (autodata/guard.py) scores 0 without a judge call; counted
+    # as injection_flagged per role in stats.json
+    injection_guard: bool = True
     # Held-out examples per source written for evaluation
     heldout_size: int = 100
     # Never hold out more than this share of accepted examples
@@ -391,6 +407,10 @@ class EvalConfig:
     datasets: list[str] = field(default_factory=list)
     # Completions per prompt (paper CS: mean@3 / best@3; science: avg@8)
     n: int = 3
+    # The k of every @k metric (mean@k, best@k, pass@k, and avg@k on binary scores); eval.n is always added, and
+    # a k above eval.n is dropped with a warning (a prompt has only eval.n samples). mean@k, best@k and avg@k read
+    # each prompt's first k graded samples by sample index; pass@k is the unbiased estimator over all of them.
+    ks: list[int] = field(default_factory=lambda: [1, 3])
     # Shortcut for models.roles.weak_solver.model (the evaluated model)
     model: Optional[str] = None
     # Shortcuts for the evaluated model's sampling: models.roles.weak_solver.temperature / .max_tokens
@@ -408,7 +428,7 @@ class EvalConfig:
     # Grade only the text after the last </think>; an unclosed reasoning block is graded as an empty answer
     strip_reasoning: bool = True
     # An answer that tries to instruct the judge scores 0 without a judge call, as in the GRPO reward
-    # (training/guard.py); counted as injection_flagged per set
+    # (autodata/guard.py); counted as injection_flagged per set
     injection_guard: bool = True
     # Prompts sampled and graded concurrently; the endpoints' max_concurrency still caps requests in flight.
     # Throughput is about this many prompts per (solver latency + judge latency): benchmarks/bench_eval_throughput.py

@@ -6,12 +6,19 @@
     python -m autodata.run stage=generate hydra.run.dir=runs/cs_agentic   # same dir again = resume
 
 The composed config is converted to typed objects and validated once here;
-stages receive a ``RootConfig`` and the run dir.
+stages receive a ``RootConfig`` and the run dir. A rejected config changes no
+file of the run dir (conf/config.yaml keeps Hydra from writing .hydra/ and
+delays its log file; config.yaml and recipe.json are written after validation).
+
+Exit codes: 0 done; 2 the config, or an input it names (the corpus), cannot be
+used; 3 an endpoint cannot serve (a stage's own errors, see its module); 4 the
+generated dataset is written but its push to the hub failed.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -23,7 +30,7 @@ from autodata import recipe
 from autodata.config import register_configs, to_typed
 from autodata.rundir import mark_finished, write_provenance
 from autodata.stages import resolve_stage
-from autodata.validation import ConfigError, validate
+from autodata.validation import ConfigError, InputError, validate
 
 log = logging.getLogger("autodata")
 
@@ -39,14 +46,29 @@ def main(dcfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         stage = resolve_stage(cfg.stage)
-        validate(cfg)
+        validate(cfg, env=os.environ)
     except (ConfigError, ValueError) as err:
+        # To the console only: the run dir of a rejected start (an existing run's, maybe) stays as it was.
+        detach_log_files()
         log.error("%s", err)
         sys.exit(2)
     write_provenance(cfg, run_dir)
     recipe.report(cfg, run_dir)
-    stage(cfg, run_dir)
+    try:
+        stage(cfg, run_dir)
+    except InputError as err:
+        log.error("%s", err)
+        sys.exit(2)
     mark_finished(run_dir)
+
+
+def detach_log_files() -> None:
+    """Close the root logger's file handlers (Hydra's ``<run dir>/<job>.log``), which opens its file lazily
+    (hydra.job_logging.handlers.file.delay in conf/config.yaml)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        root.removeHandler(handler)
+        handler.close()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""What every run writes into its run dir besides its outputs: resolved config and provenance."""
+"""What every run writes into its run dir besides its outputs (resolved config and provenance), and the JSONL
+helpers its outputs are written, read and resumed with."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -14,6 +16,8 @@ from typing import Any, Iterable, Iterator, Optional
 from omegaconf import OmegaConf
 
 from autodata.config import RootConfig, endpoint_for, to_typed
+
+log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,7 +114,12 @@ class JsonlWriter:
 
     def __init__(self, path: Path):
         self.path = path
+        torn = _lacks_final_newline(path)
         self._fh = path.open("a", encoding="utf-8")
+        if torn:
+            # A kill mid-write left a last line without its newline: the first row appended here would be glued
+            # onto it and both would be unreadable. Ending the torn line first costs that one row only.
+            self._fh.write("\n")
 
     def write(self, row: dict[str, Any]) -> None:
         self.write_many([row])
@@ -125,23 +134,81 @@ class JsonlWriter:
         self._fh.close()
 
 
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Rows of a JSONL file; a torn last line (a kill mid-write) is skipped."""
+def _lacks_final_newline(path: Path) -> bool:
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    with path.open("rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) != b"\n"
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes, Optional[dict[str, Any]]]]:
+    """(line number, raw line, its row or None when the line is not a JSON object) for each non-blank line."""
     if not path.exists():
         return
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
+    # Bytes, decoded line by line: one damaged byte makes its line unreadable, not the whole file.
+    with path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, 1):
+            if not raw.strip():
                 continue
             try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue
+                row = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                row = None
+            yield line_no, raw, row if isinstance(row, dict) else None
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Rows of a JSONL file. An unreadable line (torn by a kill mid-write, or damaged) is skipped with a
+    warning naming the file and line; before a run rewrites one of its own files it reads it with
+    ``salvage_jsonl``, which keeps such lines in a side file instead."""
+    for line_no, _, row in _lines(path):
+        if row is None:
+            log.warning("%s line %d is not a JSON object (torn by a kill, or damaged); skipped", path, line_no)
+            continue
+        yield row
+
+
+def salvage_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a run's own JSONL file, with every unreadable line moved out of it first.
+
+    Resume rewrites a run's files from the rows it could read, so an unreadable line would be gone for good.
+    Each one is appended instead to ``<file>.corrupt`` next to it, as a JSON object with its line number, the
+    time it was moved and its text (bytes that are not UTF-8 kept as ``\\udcXX`` escapes, so nothing is lost),
+    a warning names the file and the lines, and the file is rewritten without them. Deciding what the lost
+    rows held (and redoing it) is the caller's job.
+    """
+    rows: list[dict[str, Any]] = []
+    bad: list[tuple[int, bytes]] = []
+    for line_no, raw, row in _lines(path):
+        if row is None:
+            bad.append((line_no, raw))
+        else:
+            rows.append(row)
+    if not bad:
+        return rows
+    side = path.with_name(path.name + ".corrupt")
+    moved_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    # Written (and synced) before the rewrite: a kill in between leaves a line in both files, never in neither.
+    with side.open("a", encoding="utf-8") as fh:
+        for line_no, raw in bad:
+            text = raw.rstrip(b"\r\n").decode("utf-8", errors="surrogateescape")
+            fh.write(json.dumps({"line": line_no, "moved_at": moved_at, "text": text}) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    rewrite_jsonl(path, rows)
+    shown = ", ".join(str(n) for n, _ in bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+    log.warning("%s: %d unreadable line(s) (line %s: torn by a kill, or damaged) moved to %s", path, len(bad),
+                shown, side)
+    return rows
 
 
 def rewrite_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Atomically replace a JSONL file (write a temp file, then rename)."""
+    """Atomically replace a JSONL file (write a temp file, then rename).
+
+    Rewrite a run's own file only from rows read with ``salvage_jsonl``: ``read_jsonl`` skips unreadable lines,
+    and a rewrite from its rows would delete them.
+    """
     tmp = path.with_suffix(path.suffix + ".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
         for row in rows:

@@ -8,8 +8,11 @@ Each line names the key path, the value found, the rule, and the fix:
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
+from typing import Mapping, Optional
 
+from autodata.acceptance import POLICIES
 from autodata.config import ROLES, RootConfig, apply_eval_shortcuts, endpoint_for, is_judge_role
 
 
@@ -24,6 +27,16 @@ class Problem:
         return f"{self.key} ({self.value!r}) {self.rule}; {self.fix}"
 
 
+class Hidden:
+    """Stands in a Problem for a value that must not be shown or stored (a pasted API key)."""
+
+    def __init__(self, value: str):
+        self.chars = len(value)
+
+    def __repr__(self) -> str:
+        return f"<not shown: {self.chars} characters>"
+
+
 class ConfigError(ValueError):
     def __init__(self, problems: list[Problem]):
         self.problems = problems
@@ -31,13 +44,19 @@ class ConfigError(ValueError):
         super().__init__(f"the configuration has {len(problems)} problem(s):\n{lines}")
 
 
+class InputError(ValueError):
+    """An input the config names (a corpus, a data file) cannot be used; found by a stage once it reads it.
+    run.py exits 2, as for a config error: the fix is the user's, and rerunning as is would fail again."""
+
+
 KNOWN_BACKENDS = ("local", "openai", "vllm")
 KNOWN_DOMAINS = ("cs", "legal", "principia")
 KNOWN_METHODS = ("agentic", "cot")
 KNOWN_COT_FILTERS = ("none", "answer_consistency", "rip")
-KNOWN_POLICIES = ("cs_paper", "cs_deployed", "legal", "verifiable")
 KNOWN_SOURCES = ("pydoc", "folder", "jsonl", "parquet", "hf")
 KNOWN_LOGGERS = ("none", "wandb")
+# What an environment variable's name may hold; anything else in api_key_env is most likely the key itself
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _choice(problems: list[Problem], key: str, value: object, known: tuple[str, ...]) -> None:
@@ -77,7 +96,7 @@ def check_cot_filter(cfg: RootConfig) -> list[Problem]:
     return problems
 
 
-def check_generate(cfg: RootConfig) -> list[Problem]:
+def check_generate(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> list[Problem]:
     problems: list[Problem] = []
     _choice(problems, "domain.name", cfg.domain.name, KNOWN_DOMAINS)
     _choice(problems, "method.name", cfg.method.name, KNOWN_METHODS)
@@ -86,7 +105,21 @@ def check_generate(cfg: RootConfig) -> list[Problem]:
     _choice(problems, "logger", cfg.logger, KNOWN_LOGGERS)
 
     acc = cfg.domain.acceptance
-    _choice(problems, "domain.acceptance.policy", acc.policy, KNOWN_POLICIES)
+    _choice(problems, "domain.acceptance.policy", acc.policy, tuple(sorted(POLICIES)))
+    policy = POLICIES.get(acc.policy)
+    if policy is not None and policy.needs_loop_judge:
+        from autodata.domains import DOMAINS
+
+        domain = DOMAINS.get(cfg.domain.name)
+        if domain is not None and not domain.has_loop_judge:
+            problems.append(Problem("domain.acceptance.policy", acc.policy,
+                                    f"leaves the verdict to a loop judge, but domain={cfg.domain.name} has none",
+                                    "pick a threshold policy (cs_paper, cs_deployed, verifiable) or a domain with "
+                                    "a loop judge (legal)"))
+        if acc.policy == "loop_judge" and not acc.require_loop_judge_accept:
+            problems.append(Problem("domain.acceptance.require_loop_judge_accept", False,
+                                    "must be true with policy=loop_judge, which has no threshold: every task "
+                                    "would be accepted", "set it to true, or policy=legal_gap for the gap rule alone"))
     for name in ("strong_min", "weak_max", "weak_run_max", "strong_max"):
         _unit(problems, f"domain.acceptance.{name}", getattr(acc, name))
     # A gap lies in [-1, 1]; a negative min_gap also accepts tasks the strong solver scored lower (wiring runs)
@@ -125,6 +158,8 @@ def check_generate(cfg: RootConfig) -> list[Problem]:
                                 "lower rubric_min or raise rubric_max"))
     for key in ("max_rounds", "weak_samples", "strong_samples", "solver_wave", "max_docs_in_flight"):
         _positive(problems, f"generate.{key}", getattr(gen, key))
+    if gen.challengers_per_round is not None:
+        _positive(problems, "generate.challengers_per_round", gen.challengers_per_round)
     _positive(problems, "generate.heldout_size", gen.heldout_size, allow_zero=True)
     _unit(problems, "generate.heldout_max_fraction", gen.heldout_max_fraction)
     if gen.target_accepted is not None:
@@ -140,13 +175,17 @@ def check_generate(cfg: RootConfig) -> list[Problem]:
     if cfg.corpus.source != "pydoc" and not cfg.corpus.path:
         problems.append(Problem("corpus.path", cfg.corpus.path, f"is required for corpus.source={cfg.corpus.source}",
                                 "set corpus.path to the file, folder or dataset"))
-    problems.extend(check_models(cfg))
+    problems.extend(check_models(cfg, env=env))
     return problems
 
 
-def check_models(cfg: RootConfig, roles: tuple[str, ...] = ROLES) -> list[Problem]:
-    """Endpoint rules for ``roles`` (the roles the stage calls)."""
+def check_models(cfg: RootConfig, roles: tuple[str, ...] = ROLES,
+                 env: Optional[Mapping[str, str]] = None) -> list[Problem]:
+    """Endpoint rules for ``roles`` (the roles the stage calls); with ``env``, also that each API key variable
+    they read is set there."""
     problems: list[Problem] = []
+    # variable -> the roles that read their key from it (one line per variable, not per role)
+    unset_keys: dict[str, list[str]] = {}
     unknown_roles = sorted(r for r in cfg.models.roles if r not in ROLES and not is_judge_role(r))
     for role in unknown_roles:
         problems.append(Problem(f"models.roles.{role}", role,
@@ -162,14 +201,40 @@ def check_models(cfg: RootConfig, roles: tuple[str, ...] = ROLES) -> list[Proble
         if ep.backend == "openai" and ep.model in (None, "", "embedded"):
             problems.append(Problem(f"{prefix}.model", ep.model, "must name the model the server serves",
                                     "set models.model=NAME (as listed by GET /v1/models)"))
-        for key in ("max_concurrency", "max_tokens", "timeout_s", "batch_size", "max_document_tokens"):
+        for key in ("max_concurrency", "max_tokens", "timeout_s", "batch_size"):
             _positive(problems, f"{prefix}.{key}", getattr(ep, key))
+        # null derives the document cap from the context length, which null asks the backend for
+        for key in ("max_document_tokens", "context_length"):
+            if getattr(ep, key) is not None:
+                _positive(problems, f"{prefix}.{key}", getattr(ep, key))
         _positive(problems, f"{prefix}.max_retries", ep.max_retries, allow_zero=True)
         if not 0.0 <= float(ep.temperature) <= 2.0:
             problems.append(Problem(f"{prefix}.temperature", ep.temperature, "must lie in [0, 2]", "pick a sampling temperature in [0, 2]"))
         if not 0.0 < float(ep.top_p) <= 1.0:
             problems.append(Problem(f"{prefix}.top_p", ep.top_p, "must lie in (0, 1]", "set top_p in (0, 1]"))
+        key = ep.api_key_env
+        # A name that is not one is refused by check_api_key_names, without being shown
+        if env is not None and ep.backend == "openai" and key and ENV_NAME.fullmatch(key) and not env.get(key):
+            unset_keys.setdefault(key, []).append(role)
+    for key, key_roles in unset_keys.items():
+        where = key_roles[0] if len(key_roles) == 1 else "{" + ",".join(key_roles) + "}"
+        problems.append(Problem(f"models.roles.{where}.api_key_env", key,
+                                "names an environment variable that is not set (or is empty), so no API key "
+                                "would be sent", f"export {key}=<your key> in this shell or job script, or set "
+                                "api_key_env=null for a server that needs no key"))
     return problems
+
+
+def check_api_key_names(cfg: RootConfig) -> list[Problem]:
+    """Every ``api_key_env`` must name a variable, for every stage: config.yaml and run_info.json record every
+    role, and a key pasted there would be written into them. The value is not repeated in the message."""
+    models = cfg.models
+    places = [("models.api_key_env", models.api_key_env), ("models.default.api_key_env", models.default.api_key_env)]
+    places += [(f"models.roles.{role}.api_key_env", ep.api_key_env) for role, ep in models.roles.items()]
+    return [Problem(key, Hidden(str(value)), "is not an environment variable's name (letters, digits and _): it "
+                    "looks like the API key itself; it was not written to any file",
+                    f"export the key (export MY_API_KEY=...) and set {key}=MY_API_KEY")
+            for key, value in places if value and not ENV_NAME.fullmatch(str(value))]
 
 
 KNOWN_BATCH_UNITS = ("prompts", "completions")
@@ -178,7 +243,7 @@ KNOWN_REWARD_SCALING = ("group", "batch", "none")
 KNOWN_VLLM_MODES = ("colocate", "server")
 
 
-def check_train(cfg: RootConfig) -> list[Problem]:
+def check_train(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> list[Problem]:
     """Rules of stage=train that need no file or process: the data and the world size are checked at start."""
     problems: list[Problem] = []
     t = cfg.train
@@ -245,11 +310,11 @@ def check_train(cfg: RootConfig) -> list[Problem]:
             problems.append(Problem("train.lora.target_modules", t.lora.target_modules, "must not be empty",
                                     "name the modules to adapt, or [all-linear]"))
     # Training calls one role: the reward judge.
-    problems.extend(check_models(cfg, roles=("judge",)))
+    problems.extend(check_models(cfg, roles=("judge",), env=env))
     return problems
 
 
-def check_eval(cfg: RootConfig) -> list[Problem]:
+def check_eval(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> list[Problem]:
     """Rules of stage=eval that need no file: the sets themselves are read and checked at start."""
     problems: list[Problem] = []
     # The endpoint rules see the evaluated model as the stage will run it.
@@ -260,6 +325,15 @@ def check_eval(cfg: RootConfig) -> list[Problem]:
     if not isinstance(e.n, int) or e.n < 1:
         problems.append(Problem("eval.n", e.n, "must be >= 1 (completions per prompt)",
                                 "set eval.n=3 for the paper's mean@3 / best@3, or 8 for avg@8"))
+    # A k above eval.n is not an error: the default ks must still run with eval.n=1 (PRBench); the stage drops it
+    # with a warning. A k below 1 means nothing.
+    ks = list(e.ks) if isinstance(e.ks, list) else None
+    if ks is None:
+        problems.append(Problem("eval.ks", e.ks, "must be a list of integers", "set eval.ks=[1,3]"))
+    for k in ks or []:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            problems.append(Problem("eval.ks", k, "must be an integer >= 1 (samples per prompt a metric reads)",
+                                    "list ks like eval.ks=[1,3]; eval.n is always added"))
     _positive(problems, "eval.max_prompts_in_flight", e.max_prompts_in_flight)
     if e.max_tokens is not None:
         _positive(problems, "eval.max_tokens", e.max_tokens)
@@ -286,11 +360,12 @@ def check_eval(cfg: RootConfig) -> list[Problem]:
     if len(set(judges)) != len(judges):
         problems.append(Problem("eval.judges", judges, "names a judge twice", "list each judge role once"))
     # Eval calls the evaluated model (weak_solver) and every judge.
-    problems.extend(check_models(cfg, roles=("weak_solver", *[j for j in judges if is_judge_role(j)])))
+    problems.extend(check_models(cfg, roles=("weak_solver", *[j for j in judges if is_judge_role(j)]), env=env))
     return problems
 
 
-def check_report(cfg: RootConfig) -> list[Problem]:
+def check_report(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> list[Problem]:
+    """``env`` is unused: the report calls no endpoint."""
     problems: list[Problem] = []
     for key, labels in (("report.runs", cfg.report.runs), ("report.paper", cfg.report.paper)):
         for label in labels:
@@ -312,9 +387,13 @@ def check_report(cfg: RootConfig) -> list[Problem]:
 CHECKS = {"generate": check_generate, "train": check_train, "eval": check_eval, "report": check_report}
 
 
-def validate(cfg: RootConfig) -> None:
-    """Raise one ConfigError listing every problem the chosen stage would hit."""
+def validate(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> None:
+    """Raise one ConfigError listing every problem the chosen stage would hit.
+
+    ``env``: the environment the stage will run in (run.py passes os.environ), to check that the API key
+    variables the stage reads are set; None leaves that out (tests that compose configs without the keys).
+    """
     check = CHECKS.get(cfg.stage)
-    problems = check(cfg) if check else []
+    problems = check_api_key_names(cfg) + (check(cfg, env) if check else [])
     if problems:
         raise ConfigError(problems)

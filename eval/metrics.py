@@ -1,10 +1,13 @@
 """Evaluation metrics: pure functions over per-prompt sample scores (paper notes, "Evaluation").
 
-Each takes one list of scores per prompt (judge failures already removed: a
-sample the judge could not grade is excluded, never scored 0) and returns an
-``Estimate``: the value, its standard error over prompts, and how many prompts
-it averages. The standard error is the sample standard deviation (n - 1) of the
-per-prompt values divided by sqrt(prompts); 0.0 with fewer than two prompts.
+Each takes one list of scores per prompt, in sample order (judge failures
+already removed: a sample the judge could not grade is excluded, never scored
+0) and returns an ``Estimate``: the value, its standard error over prompts, and
+how many prompts it used. mean@k, best@k and avg@k read a prompt's first k
+graded samples (all of them when it has fewer); pass@k is the unbiased
+estimator over all of a prompt's graded samples and leaves out a prompt with
+fewer than k. The standard error is the sample standard deviation (n - 1) of
+the per-prompt values divided by sqrt(prompts); 0.0 with fewer than two prompts.
 
 >>> round(mean_at_k([[0.2, 0.4, 0.6], [1.0, 1.0, 1.0]], k=3).value, 6)
 0.7
@@ -19,6 +22,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional, Sequence
+
+from autodata.scoring import mean
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ def standard_error(values: Sequence[float]) -> float:
     n = len(values)
     if n < 2:
         return 0.0
-    mu = sum(values) / n
+    mu = mean(values)
     var = sum((v - mu) ** 2 for v in values) / (n - 1)
     return math.sqrt(var / n)
 
@@ -50,7 +55,7 @@ def _over_prompts(scores: Sequence[Sequence[float]], per_prompt: Callable[[Seque
     values = [per_prompt(s) for s in scores if len(s) > 0]
     if not values:
         return Estimate(None, None, 0)
-    return Estimate(sum(values) / len(values), standard_error(values), len(values))
+    return Estimate(mean(values), standard_error(values), len(values))
 
 
 def _first(scores: Sequence[float], k: int) -> Sequence[float]:
@@ -60,12 +65,12 @@ def _first(scores: Sequence[float], k: int) -> Sequence[float]:
 
 
 def mean_at_k(scores: Sequence[Sequence[float]], k: int) -> Estimate:
-    """Mean over prompts of the mean of the first k sample scores (fewer when the judge failed on some)."""
-    return _over_prompts(scores, lambda s: sum(_first(s, k)) / len(_first(s, k)))
+    """Mean over prompts of the mean of the first k graded sample scores (fewer when a prompt has fewer)."""
+    return _over_prompts(scores, lambda s: mean(_first(s, k)))
 
 
 def best_at_k(scores: Sequence[Sequence[float]], k: int) -> Estimate:
-    """Mean over prompts of the best of the first k sample scores."""
+    """Mean over prompts of the best of the first k graded sample scores (of all, when a prompt has fewer)."""
     return _over_prompts(scores, lambda s: max(_first(s, k)))
 
 
@@ -100,7 +105,13 @@ def pass_at_k_one(n: int, c: int, k: int) -> float:
 def pass_at_k(scores: Sequence[Sequence[float]], k: int, threshold: float = 1.0) -> Estimate:
     """Mean over prompts of the unbiased pass@k; a sample passes when its score >= threshold.
 
-    Prompts with fewer than k graded samples are left out (the estimator is undefined there).
+    Each prompt's n is its own count of graded samples, so a prompt whose judge failed on one sample still
+    counts; only a prompt with fewer than k graded samples is left out (the estimator is undefined there), and
+    ``Estimate.n`` says how many prompts were used.
+
+    >>> est = pass_at_k([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0], [1.0]], k=2)
+    >>> round(est.value, 4), est.n
+    (0.75, 2)
     """
     usable = [s for s in scores if len(s) >= k]
     return _over_prompts(usable, lambda s: pass_at_k_one(len(s), sum(1 for x in s if x >= threshold), k))

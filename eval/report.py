@@ -56,6 +56,8 @@ class Cell:
     # Samples of the run's set, and how many of them its judge could not grade (excluded from the metric)
     samples: Optional[int] = None
     judge_failures: Optional[int] = None
+    # The run (RUN#SET[@JUDGE]) the cell reads; unlike source, never a reason about another metric or row
+    run: str = ""
 
     @property
     def diff(self) -> Optional[float]:
@@ -134,7 +136,7 @@ def build_cells(cfg: ReportConfig) -> tuple[list[str], list[str], list[Cell]]:
                 why = f"{source} has no {metric}" if values is not None and ours is None else source
                 cells.append(Cell(row, column, metric, ours, est.get("stderr"), published.get(metric), why,
                                   samples=(values or {}).get("samples"),
-                                  judge_failures=(values or {}).get("judge_failures")))
+                                  judge_failures=(values or {}).get("judge_failures"), run=source))
     return rows, columns, to_deltas(cfg, cells)
 
 
@@ -183,7 +185,9 @@ def render_markdown(cfg: ReportConfig, rows: list[str], columns: list[str], cell
     if failed:
         lines += ["## Judge failures", "",
                   "Samples the judge could not grade are left out of the cell's metrics, never scored 0:", ""]
-        lines += [f"- {title(c.row)} / {title(c.column)}: {c.judge_failures} of {c.samples} samples ({c.source})"
+        # c.run, not c.source: the last metric's source may say why that metric is missing, or name the
+        # delta_from row's run
+        lines += [f"- {title(c.row)} / {title(c.column)}: {c.judge_failures} of {c.samples} samples ({c.run})"
                   for c in failed.values()]
         lines.append("")
     missing = [c for c in cells if c.ours is None]

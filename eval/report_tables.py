@@ -65,14 +65,16 @@ ACCEPTED_VALUES: dict[str, Callable[[dict[str, Any]], Optional[float]]] = {
     "share_weak_all_equal": weak_all_equal,
     "share_suitability_high": suitability_high,
 }
-# Quality metric id -> failure reason whose share of rejected rounds it shows
+# Quality metric id -> failure reason whose share of the rounds before acceptance it shows (stats.json
+# failure_reason_shares: the paper's 80% / 13% are shares of the rejected rounds of documents that were accepted)
 REASON_SHARES = {"share_too_easy": "too_easy", "share_failed_on_strong": "failed_on_strong"}
 QUALITY_METRICS = list(ACCEPTED_VALUES) + list(REASON_SHARES)
 QUALITY_TITLES = {"weak_mean": "weak mean", "strong_mean": "strong mean", "gap": "gap (strong - weak)",
                   "rounds_per_accepted": "rounds per accepted example",
                   "weak_std": "weak-sample score std", "share_weak_all_equal": "weak samples all equal (no GRPO signal)",
                   "share_suitability_high": "loop judge: GRPO suitability high",
-                  "share_too_easy": "rejected rounds: too easy", "share_failed_on_strong": "rejected rounds: failed on strong"}
+                  "share_too_easy": "rounds before acceptance: too easy",
+                  "share_failed_on_strong": "rounds before acceptance: failed on strong"}
 
 
 def read_accepted(run_dir: Path) -> Optional[list[dict[str, Any]]]:
@@ -97,24 +99,31 @@ def mean_stderr(xs: list[float]) -> tuple[Optional[float], Optional[float]]:
     return m, math.sqrt(var / len(xs))
 
 
-def quality_values(run_dir: Path) -> tuple[dict[str, tuple[Optional[float], Optional[float]]], str]:
-    """Quality metric -> (value, stderr) of one generate run, and where they come from or why missing."""
+def quality_values(run_dir: Path) -> tuple[dict[str, tuple[Optional[float], Optional[float]]], str, str]:
+    """Quality metric -> (value, stderr) of one generate run, where they come from or why missing, and why the
+    failure shares are missing when they are."""
     accepted = read_accepted(run_dir)
     stats_path = run_dir / "stats.json"
     stats = json.loads(stats_path.read_text()) if stats_path.exists() else None
     if accepted is None and stats is None:
         return {}, (f"{run_dir} has neither accepted.jsonl nor stats.json "
-                    f"(run stage=generate with hydra.run.dir={run_dir})")
+                    f"(run stage=generate with hydra.run.dir={run_dir})"), ""
     out: dict[str, tuple[Optional[float], Optional[float]]] = {}
     for metric, value_of in ACCEPTED_VALUES.items():
         xs = [float(v) for v in (value_of(r) for r in accepted or []) if v is not None]
         out[metric] = mean_stderr(xs)
+    shares_missing = f"{run_dir}: no stats.json"
     if stats is not None:
-        reasons = stats.get("failure_reasons", {})
-        rejected = sum(reasons.values())
+        before = stats.get("rounds_before_acceptance")
+        shares = stats.get("failure_reason_shares", {})
         for metric, reason in REASON_SHARES.items():
-            out[metric] = (reasons.get(reason, 0) / rejected, None) if rejected else (None, None)
-    return out, str(run_dir)
+            out[metric] = (shares.get(reason, 0.0), None) if before else (None, None)
+        # A stats.json without the count predates the paper's shares (its failure_reason_shares counted the
+        # rounds of every document); the generate command rerun on the same run dir recomputes it from the rounds.
+        shares_missing = (f"{run_dir}: no rejected round before an acceptance" if before is not None else
+                          f"{run_dir}: stats.json predates the rounds-before-acceptance shares; rerun the generate "
+                          f"command with hydra.run.dir={run_dir} to recompute it (finished documents are not run again)")
+    return out, str(run_dir), shares_missing
 
 
 def build_quality_cells(cfg: ReportConfig) -> tuple[list[str], list[Any]]:
@@ -124,14 +133,14 @@ def build_quality_cells(cfg: ReportConfig) -> tuple[list[str], list[Any]]:
     cells = []
     for column in columns:
         spec = cfg.generate_runs.get(column)
-        values, source = quality_values(Path(spec)) if spec else ({}, "no run named in report.generate_runs")
+        values, source, shares_missing = (quality_values(Path(spec)) if spec
+                                          else ({}, "no run named in report.generate_runs", ""))
         published = cfg.quality_paper.get(column, {})
         for metric in QUALITY_METRICS:
             ours, se = values.get(metric, (None, None))
             why = source
             if values and ours is None:
-                why = (f"{source}: no accepted example has it" if metric in ACCEPTED_VALUES
-                       else f"{source}: no rejected rounds")
+                why = f"{source}: no accepted example has it" if metric in ACCEPTED_VALUES else shares_missing
             cells.append(Cell(metric, column, "data_quality", ours, se, published.get(metric), why))
     return columns, cells
 

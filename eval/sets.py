@@ -6,10 +6,13 @@ or ``hf://NAME[:SPLIT]`` for ``datasets.load_dataset``. Rows are in one of three
 
 - generate rows (``heldout.jsonl``): id, question, context, reference_answer, rubric;
 - PRBench: the release's rows (``ScaleAI/PRBench``: ``task``, ``turns``, ``prompt_i`` / ``response_i`` /
-  ``reference_texts_i``, a ``rubric`` of annotated criteria whose weight is the ``<weight_class>_weight``
-  value, negative for detrimental classes), or simpler rows with ``prompt`` and ``criteria`` (each
-  {criterion | description | title, weight}); graded by a rubric domain (domain=legal or cs). The last
-  user turn is the question; earlier turns and reference texts become the context;
+  ``reference_texts_i``, a ``rubric`` of items {id, title, annotations}), read as the official harness
+  (scaleapi/PRBench) reads them: the judge grades each item's ``title`` (``criteria_description`` is the
+  annotator's rationale, kept but not sent), whose weight is the stored signed value of the field named
+  after its ``weight_class`` ("critically important" -> ``critically_important_weight``); the last prompt
+  is the question and the earlier turns are real chat turns, each turn's reference texts before its prompt.
+  Or simpler rows with ``prompt`` and ``criteria`` (each {criterion | title | description, weight}).
+  Graded by a rubric domain (domain=legal or cs);
 - principia-bench: ``question`` or ``problem_statement``, and ``answer`` (or ``reference_answer``), no
   rubric; graded by domain=principia.
 
@@ -20,6 +23,7 @@ evaluated model sees exactly the solver prompt that stage=train trains on.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +32,8 @@ from typing import Any, Optional
 from autodata.domains import Domain, Task
 from training.data import RUBRIC_DOMAINS, field_problems, task_of, to_example
 from training.data import Source as TrainSource
+
+log = logging.getLogger(__name__)
 
 PRODUCER = ("held-out sets come from stage=generate (runs/<name>/heldout.jsonl): run python -m autodata.run "
             "stage=generate hydra.run.dir=runs/cs_agentic, then eval.datasets=[runs/cs_agentic]")
@@ -79,56 +85,87 @@ def row_format(row: dict[str, Any]) -> str:
 
 
 def _criterion(c: dict[str, Any]) -> dict[str, Any]:
-    text = c.get("criterion") or c.get("description") or c.get("title") or ""
+    # A title is what PRBench grades; a description beside it is a rationale, so it comes last.
+    text = c.get("criterion") or c.get("title") or c.get("description") or ""
     extra = {k: v for k, v in c.items() if k not in ("criterion", "description", "title", "weight", "category")}
     return {"criterion": str(text), "weight": float(c.get("weight", 0)), "category": str(c.get("category", "")),
             "extra": extra}
 
 
 def prbench_weight(annotations: dict[str, Any]) -> float:
-    """A PRBench criterion's signed weight: the ``<weight_class>_weight`` value, negative for detrimental classes.
+    """A PRBench criterion's weight: the stored value of the field named after its class, sign and all.
 
-    >>> prbench_weight({"weight_class": "critically_important", "critically_important_weight": 9})
+    The release spells classes with spaces and names the fields with underscores; the official harness maps
+    one to the other and uses the stored value, so this does too.
+
+    >>> prbench_weight({"weight_class": "critically important", "critically_important_weight": 9})
     9.0
-    >>> prbench_weight({"weight_class": "detrimental", "detrimental_weight": 6, "important_weight": None})
-    -6.0
+    >>> prbench_weight({"weight_class": "slightly detrimental", "slightly_detrimental_weight": -2, "important_weight": None})
+    -2.0
     """
     cls = str(annotations.get("weight_class") or "")
-    value = annotations.get(f"{cls}_weight")
+    key = f"{cls.replace(' ', '_')}_weight"
+    value = annotations.get(key)
     if value is None:
-        raise ValueError(f"criterion of weight_class {cls!r} has no {cls}_weight")
-    value = abs(float(value))
-    return -value if "detrimental" in cls else value
+        raise ValueError(f"criterion of weight_class {cls!r} has no {key}")
+    return float(value)
+
+
+def contradicts_class(weight_class: Any, weight: float) -> bool:
+    """Whether a weight's sign disagrees with its class: detrimental classes are negative, important ones positive.
+
+    >>> contradicts_class("slightly detrimental", 2.0), contradicts_class("critically important", 8.0)
+    (True, False)
+    """
+    cls = str(weight_class or "")
+    if "detrimental" in cls:
+        return weight > 0
+    if "important" in cls:
+        return weight < 0
+    return False
 
 
 def _prbench_criterion(item: dict[str, Any]) -> dict[str, Any]:
     notes = item.get("annotations") or {}
-    text = notes.get("criteria_description") or item.get("title") or ""
-    return {"criterion": str(text), "weight": prbench_weight(notes), "category": str(notes.get("criteria_category") or ""),
-            "extra": {"id": item.get("id"), "title": item.get("title"), "weight_class": notes.get("weight_class")}}
+    return {"criterion": str(item.get("title") or ""), "weight": prbench_weight(notes),
+            "category": str(notes.get("criteria_category") or ""),
+            # The description is the annotator's rationale; the harness never sends it to the grader.
+            "extra": {"id": item.get("id"), "weight_class": notes.get("weight_class"),
+                      "description": notes.get("criteria_description")}}
 
 
-def _references(texts: Any) -> str:
-    return "\n\n".join(f"[Reference {i}]\n{t}" for i, t in enumerate(texts or [], 1) if t)
+def with_references(texts: Any, prompt: str = "") -> str:
+    """A turn's reference texts before its prompt, in the official harness's words.
+
+    >>> with_references(["Rule 12: wages are due at once."], "Am I owed?")
+    'Reference Text 0:\\nRule 12: wages are due at once.\\n\\nAm I owed?'
+    """
+    refs = "".join(f"Reference Text {i}:\n{t}\n\n" for i, t in enumerate(texts or []))
+    return (refs + prompt).strip()
 
 
-def prbench_conversation(row: dict[str, Any]) -> tuple[str, str]:
-    """(context, question) of a PRBench conversation: the last user turn is the question; earlier turns and
-    every turn's reference texts become the context, in order."""
+def prbench_conversation(row: dict[str, Any]) -> tuple[list[dict[str, str]], str, str]:
+    """(earlier messages, context, question) of a PRBench conversation.
+
+    The last prompt is the question and its turn's reference texts the context (the solver prompt puts them
+    before it); each earlier turn is a user message (its reference texts, then its prompt) and, when the row
+    has one, the assistant's response.
+    """
     turns = int(row.get("turns") or sum(1 for k in row if k.startswith("prompt_") and row[k]))
-    last = row.get(f"prompt_{turns - 1}")
-    if not last:
-        raise ValueError(f"turns is {turns} but prompt_{turns - 1} is empty")
-    parts = []
+    if turns < 1:
+        raise ValueError("the row has no prompt (turns is 0 and every prompt_i is empty)")
+    empty = [f"prompt_{i}" for i in range(turns) if not row.get(f"prompt_{i}")]
+    if empty:
+        raise ValueError(f"turns is {turns} but {', '.join(empty)} is empty")
+    messages = []
     for i in range(turns - 1):
-        refs = _references(row.get(f"reference_texts_{i}"))
-        parts.append(f"User: {row.get(f'prompt_{i}') or ''}" + (f"\n\n{refs}" if refs else ""))
-        parts.append(f"Assistant: {row.get(f'response_{i}') or ''}")
-    refs = _references(row.get(f"reference_texts_{turns - 1}"))
-    if refs:
-        parts.append(f"Reference texts for the question:\n\n{refs}")
-    context = ("Earlier in this conversation:\n\n" + "\n\n".join(parts)) if parts else ""
-    return context, str(last)
+        messages.append({"role": "user", "content": with_references(row.get(f"reference_texts_{i}"),
+                                                                    str(row[f"prompt_{i}"]))})
+        # As in the harness, a turn stored without a response adds no assistant message.
+        if row.get(f"response_{i}"):
+            messages.append({"role": "assistant", "content": str(row[f"response_{i}"])})
+    last = turns - 1
+    return messages, with_references(row.get(f"reference_texts_{last}")), str(row[f"prompt_{last}"])
 
 
 def normalize(row: dict[str, Any], fmt: str, index: int) -> dict[str, Any]:
@@ -136,12 +173,12 @@ def normalize(row: dict[str, Any], fmt: str, index: int) -> dict[str, Any]:
     ident = row.get("id", row.get("task_id", row.get("task", f"row{index}")))
     if fmt == "prbench" and is_prbench_release_row(row):
         try:
-            context, question = prbench_conversation(row)
+            earlier, context, question = prbench_conversation(row)
             rubric = [_prbench_criterion(c) for c in row["rubric"]]
         except (ValueError, TypeError, AttributeError) as err:
             raise ValueError(f"task {ident}: {err}") from None
         return {"id": str(ident), "question": question, "context": context, "reference_answer": "",
-                "rubric": rubric}
+                "rubric": rubric, "earlier_messages": earlier}
     if fmt == "prbench":
         return {"id": str(ident), "question": row["prompt"], "context": row.get("context") or "",
                 "reference_answer": row.get("reference_answer") or "",
@@ -297,6 +334,8 @@ def load_set(given: str, domain: Domain, limit: Optional[int] = None) -> EvalSet
                     f"add domain=principia to the command (found domain={domain.name})"]
     if fmt == "prbench" and domain.name not in RUBRIC_DOMAINS:
         problems.append(f"{file}: PRBench-style items are rubric-graded; add domain=legal (found domain={domain.name})")
+    if fmt == "prbench":
+        warn_contradicting_signs(file, rows)
     ids = [r["id"] for r in rows]
     if len(set(ids)) != len(ids):
         problems.append(f"{file}: {len(ids) - len(set(ids))} duplicate ids; each prompt needs its own id")
@@ -310,6 +349,19 @@ def load_set(given: str, domain: Domain, limit: Optional[int] = None) -> EvalSet
         ex = to_example(row, domain, source_name=str(file))
         items.append(EvalItem(ex["example_id"], ex["prompt"], task_of(ex["task"])))
     return EvalSet(source.name, file, fmt, items)
+
+
+def warn_contradicting_signs(file: str, rows: list[dict[str, Any]]) -> None:
+    """One warning per set, with a count, when stored weights disagree in sign with their class (the stored
+    weights are used all the same, as in the official harness)."""
+    found = [(r["id"], c) for r in rows for c in r["rubric"]
+             if contradicts_class((c.get("extra") or {}).get("weight_class"), c["weight"])]
+    if found:
+        ident, c = found[0]
+        total = sum(len(r["rubric"]) for r in rows)
+        log.warning("%s: %d of %d criteria have a weight whose sign contradicts their weight_class (first: task %s, "
+                    "%r, class %r, weight %+g); the stored weights are used, as the official PRBench harness does",
+                    file, len(found), total, ident, c["criterion"], c["extra"]["weight_class"], c["weight"])
 
 
 def load_sets(paths: list[str], domain: Domain, limit: Optional[int] = None) -> list[EvalSet]:

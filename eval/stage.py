@@ -18,7 +18,9 @@ per judge), ``prompts.jsonl`` (the resume ledger: a prompt is finished once its
 row is there), ``metrics.json`` and ``cache.sqlite``. Rerunning with the same
 ``hydra.run.dir`` skips finished prompts, grades finished samples with any judge
 added since (and retries grades that failed), and recomputes metrics.json from
-every sample on disk.
+every sample on disk. A line of samples.jsonl or prompts.jsonl that cannot be
+read (torn by a kill, or damaged) is moved to <file>.corrupt next to it, and its
+prompt is sampled again.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Optional
 
@@ -34,12 +36,12 @@ from autodata.backends.base import BackendError, Completion, EndpointUnreachable
 from autodata.cache import ResponseCache
 from autodata.config import EvalConfig, RootConfig, apply_eval_shortcuts, endpoint_for
 from autodata.domains import Domain, build_domain
+from autodata.guard import final_answer, injection_flags
 from autodata.llm import LLM
-from autodata.rundir import JsonlWriter, input_conflicts, read_jsonl, rewrite_jsonl
+from autodata.rundir import JsonlWriter, input_conflicts, rewrite_jsonl, salvage_jsonl
 from autodata.tracking import flatten, start_wandb
 from eval import metrics as M
 from eval.sets import EvalDataError, EvalItem, EvalSet, load_sets, local_paths
-from training.guard import final_answer, injection_flags
 
 log = logging.getLogger(__name__)
 
@@ -56,26 +58,39 @@ class EvalAborted(RuntimeError):
 
 def prepare_resume(run_dir: Path, ledger: list[dict]) -> tuple[set[tuple[str, str]], list[dict]]:
     """Finished (dataset, prompt id) pairs and their sample rows; samples of unfinished prompts (and repeats)
-    are dropped from samples.jsonl (those prompts are redone)."""
+    are dropped from samples.jsonl (those prompts are redone).
+
+    ``ledger``: the rows of prompts.jsonl, read with ``salvage_jsonl`` (a ledger line lost to damage leaves its
+    prompt unfinished). A prompt whose ledger row counts more samples than samples.jsonl still holds (a line
+    lost there) is unfinished too: its ledger row is dropped and it is sampled again.
+    """
     done = {(r["dataset"], r["prompt_id"]) for r in ledger}
     path = run_dir / SAMPLES
+    rows = salvage_jsonl(path)
     kept: list[dict] = []
-    if path.exists():
-        seen: set[tuple] = set()
-        read = 0
-        for line_no, row in enumerate(read_jsonl(path), 1):
-            read += 1
-            if row.get("format") != SAMPLES_FORMAT:
-                raise EvalDataError(
-                    f"{path} line {line_no} has samples format {row.get('format', 1)}; this version reads format "
-                    f"{SAMPLES_FORMAT} (one grade per judge under 'grades'). Evaluate into a new hydra.run.dir; "
-                    f"the existing files are left as they are")
-            ident = (row.get("dataset"), row.get("prompt_id"), row.get("sample"))
-            if ident[:2] in done and ident not in seen:
-                seen.add(ident)
-                kept.append(row)
-        if len(kept) != read:
-            rewrite_jsonl(path, kept)
+    seen: set[tuple] = set()
+    for number, row in enumerate(rows, 1):
+        if row.get("format") != SAMPLES_FORMAT:
+            raise EvalDataError(
+                f"{path} row {number} has samples format {row.get('format', 1)}; this version reads format "
+                f"{SAMPLES_FORMAT} (one grade per judge under 'grades'). Evaluate into a new hydra.run.dir; "
+                f"the existing files are left as they are")
+        ident = (row.get("dataset"), row.get("prompt_id"), row.get("sample"))
+        if ident[:2] in done and ident not in seen:
+            seen.add(ident)
+            kept.append(row)
+    held = Counter((r["dataset"], r["prompt_id"]) for r in kept)
+    short = {(r["dataset"], r["prompt_id"]) for r in ledger
+             if isinstance(r.get("samples"), int) and held[(r["dataset"], r["prompt_id"])] < r["samples"]}
+    for dataset, prompt_id in sorted(short):
+        log.warning("prompt %s/%s is sampled again: its ledger row counts more samples than %s holds", dataset,
+                    prompt_id, path)
+    if short:
+        done -= short
+        kept = [r for r in kept if (r["dataset"], r["prompt_id"]) not in short]
+        rewrite_jsonl(run_dir / LEDGER, [r for r in ledger if (r["dataset"], r["prompt_id"]) not in short])
+    if len(kept) != len(rows):
+        rewrite_jsonl(path, kept)
     return done, kept
 
 
@@ -122,7 +137,7 @@ def needs_grade(row: dict[str, Any], judge: str) -> bool:
 async def grade_row(llm: LLM, domain: Domain, item: EvalItem, row: dict[str, Any], cfg: EvalConfig) -> None:
     """Add the grades of ``cfg.judges`` (those the row lacks) to ``row['grades']``.
 
-    With ``cfg.injection_guard`` an answer that tries to instruct the judge (``training.guard``,
+    With ``cfg.injection_guard`` an answer that tries to instruct the judge (``autodata.guard``,
     the check the GRPO reward applies) scores 0 for every judge without being sent to one.
     """
     answer = answer_of(row["completion"], cfg.strip_reasoning)
@@ -174,8 +189,21 @@ async def grade_finished_samples(llm: LLM, domain: Domain, cfg: EvalConfig, run_
     return added
 
 
-def judge_metrics(rows: list[dict], judge: str, n: int, pass_threshold: float) -> dict[str, Any]:
-    """One judge's metrics of one set from its sample rows (that judge's failures excluded, counted)."""
+def metric_ks(cfg: EvalConfig) -> list[int]:
+    """The k of every @k metric: ``eval.ks`` up to ``eval.n``, and ``eval.n`` itself.
+
+    >>> metric_ks(EvalConfig(n=8, ks=[1, 3])), metric_ks(EvalConfig(n=1, ks=[1, 3]))
+    ([1, 3, 8], [1])
+    """
+    return sorted({k for k in cfg.ks if k <= cfg.n} | {cfg.n})
+
+
+def judge_metrics(rows: list[dict], judge: str, ks: list[int], pass_threshold: float) -> dict[str, Any]:
+    """One judge's metrics of one set from its sample rows (that judge's failures excluded, counted).
+
+    Each prompt's graded scores are in sample order, so the @k metrics that read the first k samples read the
+    first k graded ones.
+    """
     by_prompt: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_prompt[r["prompt_id"]].append(r)
@@ -189,7 +217,7 @@ def judge_metrics(rows: list[dict], judge: str, n: int, pass_threshold: float) -
         "ungraded": sum(1 for gs in grades.values() for g in gs if not g),
         "prompts_without_grade": sum(1 for s in scores if not s),
     }
-    for k in sorted({1, n}):
+    for k in ks:
         out[f"mean_at_{k}"] = M.mean_at_k(scores, k).to_dict()
         out[f"best_at_{k}"] = M.best_at_k(scores, k).to_dict()
         out[f"pass_at_{k}"] = M.pass_at_k(scores, k, pass_threshold).to_dict()
@@ -198,13 +226,13 @@ def judge_metrics(rows: list[dict], judge: str, n: int, pass_threshold: float) -
     return out
 
 
-def dataset_metrics(rows: list[dict], judges: list[str], n: int, pass_threshold: float) -> dict[str, Any]:
+def dataset_metrics(rows: list[dict], judges: list[str], ks: list[int], pass_threshold: float) -> dict[str, Any]:
     """Every metric of one set: sampling metrics once, grading metrics per judge.
 
     The primary judge's (``judges[0]``) metrics are also the set's top-level keys, so
     a report cell that names no judge reads them.
     """
-    by_judge = {j: judge_metrics(rows, j, n, pass_threshold) for j in judges}
+    by_judge = {j: judge_metrics(rows, j, ks, pass_threshold) for j in judges}
     return {
         "prompts": len({r["prompt_id"] for r in rows}),
         "samples": len(rows),
@@ -224,6 +252,7 @@ def compute_metrics(cfg: RootConfig, rows: list[dict], sets: list[EvalSet]) -> d
     for r in rows:
         by_set[r["dataset"]].append(r)
     judges = list(cfg.eval.judges)
+    ks = metric_ks(cfg.eval)
     solver = endpoint_for(cfg.models, "weak_solver")
     return {
         "model": solver.model,
@@ -234,8 +263,9 @@ def compute_metrics(cfg: RootConfig, rows: list[dict], sets: list[EvalSet]) -> d
         "judges": {j: endpoint_for(cfg.models, j).model for j in judges},
         "domain": cfg.domain.name,
         "n": cfg.eval.n,
+        "ks": ks,
         "datasets": {s.name: {"path": str(s.path), "format": s.format, "items": len(s.items),
-                              **dataset_metrics(by_set.get(s.name, []), judges, cfg.eval.n, cfg.eval.pass_threshold)}
+                              **dataset_metrics(by_set.get(s.name, []), judges, ks, cfg.eval.pass_threshold)}
                      for s in sets},
     }
 
@@ -257,9 +287,13 @@ async def evaluate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
     apply_eval_shortcuts(cfg)
     domain = build_domain(cfg.domain)
     refuse_foreign_inputs(cfg)
+    dropped = sorted({k for k in cfg.eval.ks if k > cfg.eval.n})
+    if dropped:
+        log.warning("eval.ks: %s above eval.n=%d dropped (a prompt has only eval.n samples); raise eval.n to get "
+                    "those @k metrics", ", ".join(f"k={k}" for k in dropped), cfg.eval.n)
     sets = load_sets(cfg.eval.datasets, domain, cfg.eval.limit)
     run_dir.mkdir(parents=True, exist_ok=True)
-    ledger = list(read_jsonl(run_dir / LEDGER))
+    ledger = salvage_jsonl(run_dir / LEDGER)
     earlier_n = {r.get("n") for r in ledger} - {cfg.eval.n}
     if earlier_n:
         raise EvalDataError(f"{run_dir} holds samples drawn with eval.n={sorted(earlier_n, key=str)}, but this run "

@@ -8,7 +8,7 @@ and the judge grade answers by their content.
 from __future__ import annotations
 
 import json
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 from autodata.backends.base import BackendError, ChatRequest, Completion
 from autodata.config import ROLES
@@ -18,12 +18,14 @@ Script = Callable[[str, ChatRequest, int], Union[str, list[str]]]
 
 
 class ScriptedBackend:
-    def __init__(self, role: str, script: Script):
+    def __init__(self, role: str, script: Script, context: Optional[int] = None):
         self.role = role
         self.script = script
         self.name = f"scripted:{role}"
         self.cache_identity = f"scripted:{role}"
         self.requests: list[ChatRequest] = []
+        # What context_length() reports (None: unknown, like an API that lists no max_model_len)
+        self.context = context
 
     async def complete(self, request: ChatRequest) -> list[Completion]:
         self.requests.append(request)
@@ -35,6 +37,9 @@ class ScriptedBackend:
 
     async def check(self) -> None:
         return None
+
+    async def context_length(self) -> Optional[int]:
+        return self.context
 
     async def aclose(self) -> None:
         return None

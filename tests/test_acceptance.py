@@ -20,7 +20,7 @@ from autodata.acceptance import (
     Decision,
     FailureReason,
     Status,
-    apply_loop_judge_veto,
+    apply_loop_judge,
     build_policy,
 )
 from autodata.config import AcceptanceConfig
@@ -29,7 +29,9 @@ from autodata.scoring import mean
 PAPER = AcceptanceConfig(policy="cs_paper")
 # The conf/domain/cs_deployed.yaml preset
 DEPLOYED = AcceptanceConfig(policy="cs_deployed", weak_max=0.65, strong_min=0.60)
-LEGAL = AcceptanceConfig(policy="legal")
+LEGAL_GAP = AcceptanceConfig(policy="legal_gap")
+# The conf/domain/legal.yaml preset: the paper's rule
+LOOP_JUDGE = AcceptanceConfig(policy="loop_judge")
 VERIFIABLE = AcceptanceConfig(policy="verifiable")
 
 
@@ -101,7 +103,7 @@ def test_cs_deployed_zero_rule_is_configurable():
     assert "run scoring 0" in d.detail
 
 
-# ---------------------------------------------------------------- legal and verifiable edges
+# ---------------------------------------------------------------- legal_gap and verifiable edges
 @pytest.mark.parametrize(
     "weak,strong,reason",
     [
@@ -111,8 +113,8 @@ def test_cs_deployed_zero_rule_is_configurable():
         ([0.0] * 5, [0.2] * 3, ACCEPTED),  # no absolute strong floor beyond the gap
     ],
 )
-def test_legal_edges(weak, strong, reason):
-    assert decide(LEGAL, weak, strong).reason == reason
+def test_legal_gap_edges(weak, strong, reason):
+    assert decide(LEGAL_GAP, weak, strong).reason == reason
 
 
 @pytest.mark.parametrize(
@@ -188,7 +190,7 @@ CONFIGS = {
     "cs_deployed": DEPLOYED,
     "cs_deployed_zero_ok": AcceptanceConfig(policy="cs_deployed", weak_max=0.65, strong_min=0.60,
                                             reject_zero_runs=False),
-    "legal": LEGAL,
+    "legal_gap": LEGAL_GAP,
     "verifiable": VERIFIABLE,
 }
 GRID = sorted({0.0, 1e-12, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 0.95, 1.0})
@@ -259,9 +261,9 @@ def test_a_decided_partial_list_decides_the_same_way(name):
 
 # ---------------------------------------------------------------- registry, groups, loop judge veto
 def test_unknown_policy_names_the_known_ones():
-    with pytest.raises(ValueError, match="cs_deployed, cs_paper, legal, verifiable"):
+    with pytest.raises(ValueError, match="cs_deployed, cs_paper, legal_gap, loop_judge, verifiable"):
         build_policy(AcceptanceConfig(policy="cs_papr"))
-    assert set(POLICIES) == {"cs_paper", "cs_deployed", "legal", "verifiable"}
+    assert set(POLICIES) == {"cs_paper", "cs_deployed", "legal_gap", "loop_judge", "verifiable"}
 
 
 def test_group_titles():
@@ -272,19 +274,50 @@ def test_group_titles():
     assert FailureReason.UNSUITABLE not in GROUP_TITLES and FailureReason.BACKEND_ERROR not in GROUP_TITLES
 
 
-def test_loop_judge_can_only_veto():
-    accepted = decide(LEGAL, [0.1] * 5, [0.6] * 3)
-    rejected = decide(LEGAL, [0.6] * 5, [0.9] * 3)
-    improve = {"verdict": "improve", "verdict_reason": "weak answers all fail alike"}
-    accept = {"verdict": "accept", "verdict_reason": "clear reasoning gap"}
+IMPROVE = {"verdict": "improve", "verdict_reason": "weak answers all fail alike", "suggestion_for_writer": "new facts"}
+ACCEPT = {"verdict": "accept", "verdict_reason": "clear reasoning gap"}
+
+
+def test_legal_gap_lets_the_loop_judge_only_veto():
+    accepted = decide(LEGAL_GAP, [0.1] * 5, [0.6] * 3)
+    rejected = decide(LEGAL_GAP, [0.6] * 5, [0.9] * 3)
     assert accepted.accepted and not rejected.accepted
-    vetoed = apply_loop_judge_veto(accepted, improve, LEGAL)
+    vetoed = apply_loop_judge(accepted, IMPROVE, LEGAL_GAP)
     assert (vetoed.accepted, vetoed.reason) == (False, FailureReason.LOOP_JUDGE_IMPROVE)
-    assert "weak answers all fail alike" in vetoed.detail
-    assert apply_loop_judge_veto(accepted, accept, LEGAL) == accepted
+    assert "weak answers all fail alike" in vetoed.detail and "suggestion for the writer: new facts" in vetoed.detail
+    assert apply_loop_judge(accepted, ACCEPT, LEGAL_GAP) == accepted
     # an accept verdict never rescues a task the framework rule rejected
-    assert apply_loop_judge_veto(rejected, accept, LEGAL) == rejected
+    assert apply_loop_judge(rejected, ACCEPT, LEGAL_GAP) == rejected
     # a missing verdict is improve
-    assert not apply_loop_judge_veto(accepted, {}, LEGAL).accepted
-    off = AcceptanceConfig(policy="legal", require_loop_judge_accept=False)
-    assert apply_loop_judge_veto(accepted, improve, off) == accepted
+    assert not apply_loop_judge(accepted, {}, LEGAL_GAP).accepted
+    off = AcceptanceConfig(policy="legal_gap", require_loop_judge_accept=False)
+    assert apply_loop_judge(accepted, IMPROVE, off) == accepted
+
+
+def test_loop_judge_policy_has_no_threshold_and_the_judge_decides():
+    """The paper's legal rule: a task with gap 0.187 (under legal_gap's 0.20) is the judge's to accept."""
+    weak, strong = [0.2] * 5, [0.387] * 3
+    assert decide(LEGAL_GAP, weak, strong).reason == FailureReason.FAILED_ON_STRONG
+    policy = build_policy(LOOP_JUDGE)
+    # No criterion can fail, whatever the runs: sampling never stops early and the judge reads every rollout.
+    assert policy.weak_status([1.0, 1.0], 5) is Status.PASS and policy.strong_status([0.0], 3, 1.0) is Status.PASS
+    framework = policy.decide(weak, strong)
+    assert framework.accepted and "gap 0.187" in framework.detail
+    assert apply_loop_judge(framework, ACCEPT, LOOP_JUDGE).accepted
+    # improve, an unusable verdict (parse_loop_judge makes it improve) and no verdict at all are improve
+    for verdict in (IMPROVE, {"verdict": "maybe"}, {}):
+        assert apply_loop_judge(framework, verdict, LOOP_JUDGE).reason == FailureReason.LOOP_JUDGE_IMPROVE
+    # a hard rule forces improve even when the judge says accept
+    forced = apply_loop_judge(framework, ACCEPT, LOOP_JUDGE, ["question is 1200 characters"])
+    assert forced.reason == FailureReason.LOOP_JUDGE_IMPROVE and "hard rule: question is 1200 characters" in forced.detail
+    with pytest.raises(ValueError, match="graded weak and strong runs"):
+        policy.decide(weak, [])
+
+
+def test_module_doctests():
+    import doctest
+
+    import autodata.acceptance
+
+    result = doctest.testmod(autodata.acceptance)
+    assert result.failed == 0 and result.attempted > 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from autodata.acceptance import FailureReason
-from autodata.config import DomainConfig
+from autodata.config import AcceptanceConfig, DomainConfig
 from autodata.domains import DOMAINS, FailedAttempt, OutputFormatError, Task, TaskFormatError, build_domain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,8 +53,9 @@ VALID = {"cs": CS_TASK, "legal": LEGAL_TASK, "principia": PRINCIPIA_TASK}
 PRESETS = {  # the values conf/domain/*.yaml set
     "cs": DomainConfig(name="cs"),
     "legal": DomainConfig(name="legal", rubric_min=15, rubric_max=25, min_negative=1, banned_phrasings=[],
-                          recall_openers=[], judge_sees_reference=True),
-    "principia": DomainConfig(name="principia", recall_openers=[]),
+                          recall_openers=[], judge_sees_reference=True,
+                          acceptance=AcceptanceConfig(policy="loop_judge")),
+    "principia": DomainConfig(name="principia", recall_openers=[], acceptance=AcceptanceConfig(policy="verifiable")),
 }
 HISTORY = [
     FailedAttempt(1, FailureReason.TOO_EASY, "Predict the memory of attention.", "general knowledge", 0.9, None),
@@ -463,6 +464,14 @@ def test_domain_presets_open_with_their_command(name):
     lines = (ROOT / "conf" / "domain" / f"{name}.yaml").read_text().splitlines()
     # A domain option writes domain.* only: no package header, the command first
     assert lines[0].startswith("# python -m autodata.run stage=generate domain=")
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_here_are_the_conf_domain_options(name):
+    from omegaconf import OmegaConf
+
+    option = OmegaConf.load(ROOT / "conf" / "domain" / f"{name}.yaml")
+    assert OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DomainConfig), option)) == PRESETS[name]
 
 
 @pytest.mark.parametrize("name", ["legal", "principia"])

@@ -60,6 +60,15 @@ def test_pass_at_k_unbiased_estimator():
     assert pass_at_k([[1, 1, 1], [0]], k=3).n == 1
 
 
+def test_pass_at_k_uses_each_prompts_graded_count():
+    # The first prompt's judge failed on one of four samples: 3 graded, 2 pass; the second has all 4, 1 pass.
+    # pass@2: 1 - C(1,2)/C(3,2) = 1 and 1 - C(3,2)/C(4,2) = 1/2 -> 0.75 over both prompts
+    scores = [[1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0]]
+    assert (pass_at_k(scores, k=2).value, pass_at_k(scores, k=2).n) == (pytest.approx(0.75), 2)
+    # pass@4 needs 4 graded samples: only the second prompt is used (1 - C(3,4)/C(4,4) = 1)
+    assert (pass_at_k(scores, k=4).value, pass_at_k(scores, k=4).n) == (1.0, 1)
+
+
 def test_truncation_rate():
     # 1 of 4 hit the budget; binomial se = sqrt(0.25 * 0.75 / 4)
     est = truncation_rate(["length", "stop", "stop", "stop"])
@@ -76,8 +85,8 @@ def test_standard_error():
 def test_module_doctests():
     import doctest
 
-    from eval import metrics, sets
+    from eval import metrics, sets, stage
 
-    for module in (metrics, sets):
+    for module in (metrics, sets, stage):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0

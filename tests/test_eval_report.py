@@ -68,9 +68,15 @@ def test_a_multi_set_run_needs_the_set_named(tmp_path):
 
 
 def write_generate_run(path: Path, accepted: list[dict], reasons: dict[str, int]) -> None:
+    """``reasons``: the failures of the rounds before acceptance, as stats.json counts and shares them."""
     path.mkdir(parents=True)
     (path / "accepted.jsonl").write_text("".join(json.dumps(r) + "\n" for r in accepted))
-    (path / "stats.json").write_text(json.dumps({"failure_reasons": reasons}))
+    total = sum(reasons.values())
+    # failure_reasons (every rejected round, here with an exhausted document's) is not what the table reads
+    (path / "stats.json").write_text(json.dumps({
+        "failure_reasons": {**reasons, "too_easy": reasons.get("too_easy", 0) + 40},
+        "rounds_before_acceptance": total, "failure_reasons_before_acceptance": reasons,
+        "failure_reason_shares": {k: v / total for k, v in reasons.items()}}))
 
 
 def compose_report(*overrides: str):
@@ -111,6 +117,21 @@ def test_data_quality_table_beside_the_papers_numbers(tmp_path):
         table = {(r["row"], r["column"]): r for r in csv.DictReader(fh) if r["metric"] == "data_quality"}
     assert table[("strong_mean", "cot")]["ours"] == "missing" and table[("strong_mean", "cot")]["paper"] == "0.696"
     assert table[("gap", "agentic")]["ours"] == "0.500000"
+
+
+def test_failure_shares_of_a_stats_json_without_rounds_before_acceptance_are_missing(tmp_path):
+    """An older stats.json shared out the rejected rounds of every document, not the paper's rounds before
+    acceptance: the table says so instead of showing that number."""
+    old = tmp_path / "gen_old"
+    old.mkdir()
+    (old / "accepted.jsonl").write_text(json.dumps({"weak_mean": 0.2, "rounds_used": 2}) + "\n")
+    (old / "stats.json").write_text(json.dumps({"failure_reasons": {"too_easy": 3},
+                                                "failure_reason_shares": {"too_easy": 1.0}}))
+    cfg = compose_report("report=paper_cs", "report.plots=false", f"+report.generate_runs={{agentic: {old}}}")
+    cells = {(c.row, c.column): c for c in make_report(cfg.report, tmp_path / "report") if c.metric == "data_quality"}
+    share = cells[("share_too_easy", "agentic")]
+    assert share.ours is None and "predates the rounds-before-acceptance shares" in share.source
+    assert cells[("weak_mean", "agentic")].ours == 0.2
 
 
 def test_generate_runs_alone_make_a_report_and_a_run_without_outputs_is_missing(tmp_path):
@@ -175,6 +196,29 @@ def test_legal_table_has_a_column_per_judge(tmp_path):
     assert f"- 4B GRPO on Agentic data (2.8k) / PRBench-Legal (Kimi-K2.6): 2 of 30 samples ({run}#prbench_legal@judge)" in md
     assert md.count("of 30 samples") == 1
     assert "| 397B base, no RL | missing (paper 0.404, diff -) | missing (paper 0.277, diff -) | missing" in md
+
+
+def test_the_judge_failures_line_names_the_cells_own_run(tmp_path):
+    # A run with judge failures that lacks the table's last metric (evaluated with eval.n=1: no best_at_3)
+    short = tmp_path / "eval_short"
+    write_eval_run(short, {"val": {"mean_at_3": {"value": 0.5, "stderr": 0.1, "n": 10}, "samples": 30,
+                                   "judge_failures": 2}})
+    cfg = compose_report("report.plots=false", f"+report.runs={{base/val: {short}}}")
+    make_report(cfg.report, tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert f"- base / val: 2 of 30 samples ({short}#val)\n" in md
+    # A delta row whose base row is missing: the line names its own run, not the reason about the base row
+    base, grpo = tmp_path / "eval_base", tmp_path / "eval_grpo"
+    write_eval_run(base, {"val": {"truncation_rate": {"value": 0.2, "stderr": 0.01, "n": 400}}})
+    write_eval_run(grpo, {"val": {"truncation_rate": {"value": 0.1, "stderr": 0.01, "n": 400},
+                                  "avg_at_8": {"value": 0.7, "stderr": 0.03, "n": 50},
+                                  "samples": 400, "judge_failures": 3}})
+    cfg = compose_report("report.plots=false", "report.metrics=[truncation_rate,avg_at_8]", "report.delta_from=base",
+                         "report.delta_metrics=[avg_at_8]", f"+report.runs={{base/val: {base}, grpo/val: {grpo}}}")
+    cells = {(c.row, c.metric): c for c in make_report(cfg.report, tmp_path / "report_delta")}
+    assert "the base row it is a difference from is missing" in cells[("grpo", "avg_at_8")].source
+    md = (tmp_path / "report_delta" / "report.md").read_text()
+    assert f"- grpo / val: 3 of 400 samples ({grpo}#val)\n" in md
 
 
 def test_plots_are_written_and_a_plot_without_data_is_named_as_skipped(tmp_path):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -21,26 +22,48 @@ def release_rows() -> list[dict]:
     return [json.loads(line) for line in RELEASE.read_text().splitlines()]
 
 
-def user_prompt(item) -> str:
-    return "\n".join(m["content"] for m in item.prompt if m["role"] == "user")
-
-
-def test_prbench_release_rows_become_rubric_items_with_signed_class_weights():
-    s = load_set(str(RELEASE), LEGAL)
+def test_prbench_release_rows_are_read_as_the_official_harness_reads_them(caplog):
+    with caplog.at_level(logging.WARNING, logger="eval.sets"):
+        s = load_set(str(RELEASE), LEGAL)
     assert (s.name, s.format, [i.id for i in s.items]) == ("prbench_release", "prbench", ["prl-101", "prl-102"])
     first, second = s.items
+    # weight_class "critically important" reads critically_important_weight; the stored signed value is used,
+    # also the +2 of a "slightly detrimental" criterion whose sign contradicts its class
     assert [(c.weight, c.category) for c in first.task.rubric] == [
-        (9, "Legal accuracy"), (5, "Practical advice"), (-6, "Risk")]
-    assert first.task.rubric[0].criterion.startswith("States that a landlord may not deduct")
+        (9, "Legal accuracy"), (5, "Practical advice"), (-6, "Risk"), (2, "Completeness")]
     assert [c.weight for c in second.task.rubric] == [8, 2, -8]
-    # The last user turn is the question; the earlier turns and the reference texts are the context.
+    # ... and one warning for the set, with the count
+    (warning,) = [r.getMessage() for r in caplog.records if "contradicts" in r.getMessage()]
+    assert "1 of 7 criteria have a weight whose sign contradicts their weight_class" in warning
+    assert "task prl-101" in warning and "'slightly detrimental', weight +2" in warning
+    # The judge grades the title; the annotator's rationale is kept aside, never the criterion
+    c1 = first.task.rubric[0]
+    assert c1.criterion == "States that a landlord may not deduct normal wear and tear from the deposit"
+    assert c1.extra["description"].startswith("This criterion prevents fundamental errors")
+    assert c1.extra["weight_class"] == "critically important"
+
+
+def test_a_two_turn_release_row_becomes_real_chat_turns():
+    first, second = load_set(str(RELEASE), LEGAL).items
+    handbook = "Reference Text 0:\nEmployee handbook, section 4: final wages are paid on the next regular payday."
+    assert second.task.earlier_messages == [
+        {"role": "user", "content": handbook + "\n\nMy employer fired me on Friday and said my last check comes "
+                                               "with the next payroll. Is that allowed?"},
+        {"role": "assistant", "content": "It depends on your state: some require immediate payment on discharge, "
+                                         "others allow the next payday."}]
+    # The last prompt is the question; its turn's reference texts come before it
     assert second.task.question.startswith("I work in the state whose rule is quoted below")
-    assert "User: My employer fired me on Friday" in second.task.context
-    assert "Assistant: It depends on your state" in second.task.context
-    assert "Rule 12: wages of a discharged employee are due immediately" in second.task.context
-    assert first.task.context == ""
-    # The evaluated model sees the context and the question
-    assert "Rule 12" in user_prompt(second) and "still have not paid me" in user_prompt(second)
+    assert second.task.context == ("Reference Text 0:\nRule 12: wages of a discharged employee are due immediately."
+                                   "\n\nReference Text 1:\nRule 13: each day wages stay unpaid adds a day's pay as "
+                                   "a waiting-time penalty.")
+    # The evaluated model gets the system prompt, then the turns, then the question as the last user message
+    assert [m["role"] for m in second.prompt] == ["system", "user", "assistant", "user"]
+    assert second.prompt[1:3] == second.task.earlier_messages
+    last = second.prompt[-1]["content"]
+    assert last.startswith("Reference Text 0:\nRule 12") and last.endswith("still have not paid me. What can I do?")
+    # A single-turn task has no earlier messages and no context
+    assert first.task.earlier_messages == [] and first.task.context == ""
+    assert [m["role"] for m in first.prompt] == ["system", "user"]
 
 
 def test_a_release_row_without_its_class_weight_is_an_error_naming_the_task(tmp_path):
@@ -48,7 +71,7 @@ def test_a_release_row_without_its_class_weight_is_an_error_naming_the_task(tmp_
     rows[1]["rubric"][1]["annotations"]["slightly_important_weight"] = None
     bad = tmp_path / "prbench_bad.jsonl"
     bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(EvalDataError, match="task prl-102: criterion of weight_class 'slightly_important' has no "
+    with pytest.raises(EvalDataError, match="task prl-102: criterion of weight_class 'slightly important' has no "
                                             "slightly_important_weight"):
         load_set(str(bad), LEGAL)
 

@@ -189,6 +189,69 @@ def test_prbench_rows_are_graded_with_their_weighted_criteria(tmp_path):
     assert "small claims" in user_text(backends["judge"].requests[0])
 
 
+def test_a_release_task_is_sent_as_real_turns_and_graded_by_titles(tmp_path, caplog):
+    cfg = make_cfg(tmp_path, "domain=legal", "eval.n=1", f"eval.datasets=[{FIXTURES / 'prbench_release.jsonl'}]")
+
+    def script(role, request, call):
+        return rubric_judge(request) if role == "judge" else "ANS_HALF"
+
+    llm, backends = make_llm(cfg, script)
+    with caplog.at_level("WARNING", logger="eval.stage"):
+        d = asyncio.run(evaluate(cfg, tmp_path / "run", llm=llm))["datasets"]["prbench_release"]
+    # eval.ks defaults to [1, 3]: with eval.n=1 the 3 is dropped, with a warning
+    assert "eval.ks: k=3 above eval.n=1 dropped" in caplog.text
+    assert "mean_at_1" in d and "mean_at_3" not in d
+    # The two-turn task: the earlier turn as a user and an assistant message, then the question
+    two_turn = next(r for r in backends["weak_solver"].requests if len(r.messages) > 2)
+    assert [m["role"] for m in two_turn.messages] == ["system", "user", "assistant", "user"]
+    assert two_turn.messages[1]["content"].startswith("Reference Text 0:\nEmployee handbook, section 4")
+    assert two_turn.messages[1]["content"].endswith("Is that allowed?")
+    assert two_turn.messages[2]["content"].startswith("It depends on your state")
+    assert two_turn.messages[3]["content"].startswith("Reference Text 0:\nRule 12")
+    assert two_turn.messages[3]["content"].endswith("What can I do?")
+    # The judge grades the titles, sees the conversation before the question, and never the rationale
+    judged = next(user_text(r) for r in backends["judge"].requests if "Final pay" not in user_text(r)
+                  and "Rule 12" in user_text(r))
+    assert "1. Explains that the final paycheck was due immediately on discharge" in judged
+    assert "prevents fundamental errors" not in judged
+    assert "<context>\nUser:\nReference Text 0:\nEmployee handbook" in judged
+    assert "Assistant:\nIt depends on your state" in judged
+    # Only the first criterion met, stored signed weights: 9 / (9 + 5 + 2) and 8 / (8 + 2)
+    assert d["mean_at_1"]["value"] == pytest.approx((9 / 16 + 8 / 10) / 2)
+
+
+# n=8: per question, the evaluated model's eight answers (GOOD 1.0, HALF 0.5, BAD 0.0, GARBAGE: the judge fails)
+ANSWERS_8 = {"lambda": ["ANS_GARBAGE", "ANS_HALF", "ANS_GOOD", "ANS_BAD", "ANS_GOOD", "ANS_GOOD", "ANS_BAD", "ANS_HALF"],
+             "finally": ["ANS_BAD", "ANS_BAD", "ANS_HALF", "ANS_GOOD", "ANS_BAD", "ANS_BAD", "ANS_BAD", "ANS_BAD"]}
+
+
+def test_every_k_of_eval_ks_reads_the_first_k_graded_samples_and_pass_at_k_keeps_failed_grades(tmp_path):
+    cfg = make_cfg(tmp_path, f"eval.datasets=[{HELDOUT_RUN}]", "eval.n=8")
+    llm, _ = make_llm(cfg, solver_script(ANSWERS_8))
+    m = asyncio.run(evaluate(cfg, tmp_path / "run", llm=llm))
+    d = m["datasets"]["train_run"]
+    assert m["ks"] == [1, 3, 8] and d["judge_failures"] == 1
+    # closures: graded 0.5, 1, 0, 1, 1, 0, 0.5 (sample 0 failed); exceptions: 0, 0, 0.5, 1, 0, 0, 0, 0
+    # mean@3: first three graded: closures (0.5 + 1 + 0) / 3 = 0.5, exceptions 0.5 / 3 -> (0.5 + 1/6) / 2 = 1/3
+    assert (d["mean_at_3"]["value"], d["mean_at_3"]["n"]) == (pytest.approx(1 / 3), 2)
+    # best@3: 1.0 and 0.5
+    assert d["best_at_3"]["value"] == pytest.approx(0.75)
+    assert d["mean_at_1"]["value"] == pytest.approx((0.5 + 0.0) / 2)
+    # mean@8: closures 4/7 (its 7 graded), exceptions 1.5/8
+    assert d["mean_at_8"]["value"] == pytest.approx((4 / 7 + 3 / 16) / 2)
+    # pass@3 (score >= 1), each prompt with its own graded count: closures n=7, c=3: 1 - C(4,3)/C(7,3) = 31/35;
+    # exceptions n=8, c=1: 1 - C(7,3)/C(8,3) = 3/8. Both prompts are used, the failed grade notwithstanding.
+    assert (d["pass_at_3"]["value"], d["pass_at_3"]["n"]) == (pytest.approx((31 / 35 + 3 / 8) / 2), 2)
+    # pass@8 needs 8 graded samples: only exceptions has them (1 - C(7,8)/C(8,8) = 1)
+    assert (d["pass_at_8"]["value"], d["pass_at_8"]["n"]) == (1.0, 1)
+
+
+def test_eval_ks_below_one_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="eval.ks \\(0\\) must be an integer >= 1"):
+        validate(make_cfg(tmp_path, "eval.ks=[0,3]"))
+    validate(make_cfg(tmp_path, "eval.ks=[1,2,5]", "eval.n=1"))
+
+
 def test_missing_and_empty_eval_sets_are_clear_errors(tmp_path):
     cfg = make_cfg(tmp_path, f"eval.datasets=[{tmp_path / 'nope'}]")
     llm, _ = make_llm(cfg, solver_script(ANSWERS))

@@ -121,6 +121,22 @@ def test_paper_experiments_carry_the_paper_budgets_and_sizes(name):
     assert recipe.warnings(cfg) == []
 
 
+def test_generation_settings_of_each_experiment():
+    """Privileged access and the whole-paper document cap are per-experiment choices; legal uses the paper's rule."""
+    cpu = composed(["stage=generate"])
+    assert cpu.generate.strong_sees_document and endpoint_for(cpu.models, "challenger").max_document_tokens == 320
+    for name in PAPER_EXPERIMENTS:
+        cfg = composed(["stage=generate", f"experiment={name}", *PAPER_URLS])
+        assert not cfg.generate.strong_sees_document, name
+        challenger = endpoint_for(cfg.models, "challenger")
+        # No fixed cut: derived from the 256K context of the challenger (and QV), whole papers fit
+        assert challenger.max_document_tokens is None and challenger.context_length == 262144, name
+    assert composed(["stage=generate", "experiment=paper_legal", *PAPER_URLS]).domain.acceptance.policy == "loop_judge"
+    science = composed(["stage=generate", "experiment=paper_science", *PAPER_URLS])
+    # null: the principia domain's 3 challengers per round
+    assert science.generate.challengers_per_round is None and science.domain.name == "principia"
+
+
 def test_recipe_names_the_file_or_override_of_each_value():
     files = recipe.file_sources([("models/paper", "models"), ("experiment/paper_cs", "")], CONF)
     overrides = recipe.override_sources(["experiment=paper_cs", "generate.max_rounds=3", "++report.runs={a/b: x}"],

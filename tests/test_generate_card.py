@@ -63,8 +63,11 @@ def test_the_card_leaves_the_saved_dataset_loadable(tmp_path):
     ("cs_deployed", "cs_deployed: weak mean <= 0.5 and no weak run > 0.75; 0.65 <= strong mean < 0.95; "
                     "gap (strong mean - weak mean) >= 0.2; no run of either solver scores 0"),
     ("verifiable", "verifiable: weak solver correct in at most 1 of its runs, strong solver in at least 3"),
-    ("legal", "legal: weak mean < 0.5, gap (strong mean - weak mean) >= 0.2; and the loop judge says accept "
-              "(it can only veto)"),
+    ("legal_gap", "legal_gap: weak mean < 0.5, gap (strong mean - weak mean) >= 0.2; and the loop judge says "
+                  "accept (it can only veto)"),
+    ("loop_judge", "loop_judge: no score threshold: the loop judge reads every weak and strong rollout with its "
+                   "rubric score and says accept or improve (improve when unsure); the hard rules (question length, "
+                   "case recap, exam style) force improve"),
 ])
 def test_acceptance_rule_in_words(policy, rule):
     assert acceptance_rule(AcceptanceConfig(policy=policy)) == rule
@@ -180,8 +183,8 @@ def test_card_is_valid_for_huggingface_hub(tmp_path):
 def test_module_doctests():
     import doctest
 
-    from autodata.generate import card, hub, outputs
+    from autodata.generate import card, documents, hub, outputs
 
-    for module in (card, hub, outputs):
+    for module in (card, documents, hub, outputs):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from autodata.acceptance import FailureReason
 from autodata.cache import ResponseCache
-from autodata.config import DomainConfig, RootConfig
+from autodata.config import AcceptanceConfig, DomainConfig, RootConfig
 from autodata.corpus import CorpusError
 from autodata.generate.stage import GenerateAborted, generate
 from autodata.llm import LLM
@@ -97,12 +98,13 @@ def test_accepts_when_strong_succeeds_and_weak_fails(tmp_path):
     accepted = rows(tmp_path, "accepted.jsonl")
     assert len(accepted) == 1
     ex = accepted[0]
-    # Both criteria are decided after two runs each (0, 0 cannot reach 0.5; 1, 1 cannot fall below 0.65).
-    assert ex["weak_scores"] == [0.0, 0.0] and ex["strong_scores"] == [1.0, 1.0]
+    # Both criteria pass after two runs each (0, 0 cannot reach 0.5; 1, 1 cannot fall below 0.65), but early exit
+    # stops only on a rejection: the accepted row carries all 3 runs of each solver, as a CoT row does.
+    assert ex["weak_scores"] == [0.0] * 3 and ex["strong_scores"] == [1.0] * 3
     assert ex["gap"] == 1.0 and ex["rounds_used"] == 1 and ex["method"] == "agentic"
     assert len(ex["rubric"]) == N and ex["question"] and ex["reference_answer"]
     assert stats["acceptance_rate"] == 1.0 and stats["mean_rounds_per_accepted"] == 1.0
-    assert stats["per_role"]["judge"]["calls"] == 4 and stats["calls_saved_early_exit"] == 2
+    assert stats["per_role"]["judge"]["calls"] == 6 and stats["calls_saved_early_exit"] == 0
 
 
 def test_without_early_exit_every_run_is_drawn(tmp_path):
@@ -124,7 +126,7 @@ def test_too_easy_then_new_question_with_grouped_feedback(tmp_path):
     # and the strong solver never runs because the weak criterion failed.
     assert len(first_round["weak"]) == 2 and first_round["calls_saved"] == 1
     assert first_round["strong"] == [] and first_round["strong_skipped"] == 3
-    assert stats["calls_saved_early_exit"] == 1 + 2  # round 2 accepts after two runs of each solver
+    assert stats["calls_saved_early_exit"] == 1  # only the rejection saves calls: round 2 accepts with all runs
     assert rows(tmp_path, "accepted.jsonl")[0]["rounds_used"] == 2
 
 
@@ -133,8 +135,8 @@ def test_failed_on_strong_exits_early_and_is_grouped(tmp_path):
     stats, _ = run(make_cfg(tmp_path), tmp_path, scenario)
     first = rows(tmp_path, "rounds.jsonl")[0]
     assert first["reason"] == FailureReason.FAILED_ON_STRONG
-    # strong_min 0.65: after two zeros the best possible mean is 1/3.
-    assert len(first["strong"]) == 2 and first["calls_saved"] == 1 + 1  # weak decided after 2 too
+    # strong_min 0.65: after two zeros the best possible mean is 1/3. The weak runs, which passed, are all drawn.
+    assert len(first["weak"]) == 3 and len(first["strong"]) == 2 and first["calls_saved"] == 1
     assert "FAILED ON STRONG" in scenario.challenger_prompts[1]
 
 
@@ -300,7 +302,7 @@ def test_generate_logs_progress_and_stats_to_an_offline_wandb_run(tmp_path, monk
     assert [h["generate/docs_done"] for h in history if "generate/docs_done" in h] == [1, 2]
     assert summary["generate/accepted"] == 2 and summary["generate/acceptance_rate"] == 1.0
     assert summary["generate/mean_rounds_per_accepted"] == 1.0
-    assert summary["generate/per_role/judge/calls"] == 8
+    assert summary["generate/per_role/judge/calls"] == 12
 
 
 @pytest.mark.parametrize("strong,kept", [("GOOD", True), ("HALF", False)])
@@ -388,4 +390,247 @@ def test_cot_records_the_legal_loop_judges_suitability_without_filtering(tmp_pat
     (row,) = rows(tmp_path, "accepted.jsonl")
     # Kept although the loop judge says improve: CoT has no feedback loop; the verdict is data for the report
     assert row["loop_judge"]["grpo_suitability"] == "low" and row["loop_judge"]["verdict"] == "improve"
+    # The agentic loop would have asked for an improved task: legal's verdict is the loop judge's
+    (rnd,) = [r for r in rows(tmp_path, "rounds.jsonl") if r["round"] == 1]
+    assert rnd["would_pass_agentic"] is False
     assert sum(r.schema_name == "loop_verdict" for r in backends["judge"].requests) == 1
+
+
+# ---------------------------------------------------------------- early exit keeps accepted rows whole
+def test_early_exit_never_shortens_an_accepted_row(tmp_path):
+    # weak [0, 0] of 3 already passes the weak criterion (the mean cannot reach 0.5) after one wave of two; the
+    # accepted row still has 3 weak and 3 strong runs, and an accepted round saves no calls.
+    stats, backends = run(make_cfg(tmp_path, solver_wave=2), tmp_path, Scenario([{"weak": "BAD", "strong": "GOOD"}]))
+    (ex,) = rows(tmp_path, "accepted.jsonl")
+    assert len(ex["weak_scores"]) == 3 and len(ex["strong_scores"]) == 3
+    (rnd,) = rows(tmp_path, "rounds.jsonl")
+    assert len(rnd["weak"]) == 3 and rnd["calls_saved"] == 0 and stats["calls_saved_early_exit"] == 0
+    assert [r.n for r in backends["weak_solver"].requests] == [2, 1]
+
+
+# ---------------------------------------------------------------- legal: the loop judge decides
+def legal_script(verdict: str, question: str | None = None):
+    """Legal scenario: weak runs meet 3 of 14 positive criteria (0.214), strong runs 5 (0.357): gap 0.143."""
+    from tests.test_domains import LEGAL_TASK
+
+    task = dict(LEGAL_TASK, question=question or LEGAL_TASK["question"])
+    n = len(task["rubric"])
+
+    def script(role, request, call):
+        text = last_user(request)
+        if role == "challenger":
+            if request.schema_name == "suitability":
+                return json.dumps({"reason": "states a rule of law", "suitable": True})
+            return json.dumps(task)
+        if role == "quality_verifier":
+            return json.dumps({"verdict": "PASS", "feedback": "fine"})
+        if role in ("weak_solver", "strong_solver"):
+            return [f"{role} answer"] * request.n
+        if role == "judge":
+            if request.schema_name == "loop_verdict":
+                return json.dumps({"weak_pattern": "misses the scope rule", "strong_pattern": "applies it",
+                                   "gap_interpretation": "real", "rubric_concerns": "none",
+                                   "grpo_suitability": "high", "verdict": verdict, "verdict_reason": "judged",
+                                   "suggestion_for_writer": "change the facts"})
+            met = 5 if "strong_solver answer" in text else 3
+            return json.dumps({"verdicts": [{"id": i + 1, "met": i < met} for i in range(n)]})
+        if role == "feedback":
+            return "DIAGNOSIS"
+        raise AssertionError(role)
+
+    return script
+
+
+def legal_cfg(tmp_path: Path, policy: str) -> RootConfig:
+    from tests.test_domains import PRESETS
+
+    cfg = make_cfg(tmp_path, max_rounds=1, weak_samples=5)
+    cfg.domain = replace(PRESETS["legal"], acceptance=AcceptanceConfig(policy=policy))
+    return cfg
+
+
+def test_legal_task_with_a_small_gap_is_the_loop_judges_to_accept(tmp_path):
+    stats, backends = run(legal_cfg(tmp_path, "loop_judge"), tmp_path, legal_script("accept"))
+    (ex,) = rows(tmp_path, "accepted.jsonl")
+    assert abs(ex["gap"] - 2 * 6 / 84) < 1e-9 and ex["loop_judge"]["verdict"] == "accept"
+    # The judge read every rollout: 5 weak and 3 strong
+    (request,) = [r for r in backends["judge"].requests if r.schema_name == "loop_verdict"]
+    prompt = last_user(request)
+    assert prompt.count("weak_solver answer") == 5 and prompt.count("strong_solver answer") == 3
+    assert len(ex["weak_scores"]) == 5 and len(ex["strong_scores"]) == 3
+
+
+def test_legal_gap_gate_is_an_option_and_rejects_the_same_task_unseen(tmp_path):
+    stats, backends = run(legal_cfg(tmp_path, "legal_gap"), tmp_path, legal_script("accept"))
+    assert stats["accepted"] == 0 and stats["failure_reasons"] == {FailureReason.FAILED_ON_STRONG: 1}
+    assert not any(r.schema_name == "loop_verdict" for r in backends["judge"].requests)
+
+
+def test_legal_improve_verdict_and_hard_rules_reject(tmp_path):
+    stats, _ = run(legal_cfg(tmp_path, "loop_judge"), tmp_path, legal_script("improve"))
+    (rnd,) = rows(tmp_path, "rounds.jsonl")[1:]  # after the extractor's round 0
+    assert rnd["reason"] == FailureReason.LOOP_JUDGE_IMPROVE and "change the facts" in rnd["detail"]
+
+    # A case recap forces improve although the judge says accept, with the framework's structural checks off.
+    recap = ("In Smith v. Jones the court held a search like mine invalid. Officers searched my bedroom with a "
+             "warrant for my garage; can I get the laptop evidence thrown out?")
+    (tmp_path / "recap").mkdir()
+    cfg = legal_cfg(tmp_path / "recap", "loop_judge")
+    cfg.domain.structural_checks = False
+    stats, _ = run(cfg, tmp_path / "recap", legal_script("accept", question=recap))
+    (rnd,) = rows(tmp_path / "recap", "rounds.jsonl")[1:]
+    assert rnd["reason"] == FailureReason.LOOP_JUDGE_IMPROVE and "hard rule" in rnd["detail"]
+    assert "case recap" in rnd["detail"] and stats["accepted"] == 0
+
+
+def test_challengers_per_round_must_be_positive_when_set():
+    from autodata.validation import ConfigError, validate
+
+    cfg = RootConfig(stage="generate")
+    cfg.generate.challengers_per_round = 0
+    with pytest.raises(ConfigError, match=r"generate.challengers_per_round \(0\) must be > 0"):
+        validate(cfg)
+
+
+def test_a_loop_judge_policy_needs_a_domain_with_a_loop_judge():
+    from autodata.validation import ConfigError, validate
+
+    cfg = RootConfig(stage="generate")
+    cfg.domain.acceptance.policy = "loop_judge"
+    cfg.domain.acceptance.require_loop_judge_accept = False
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    text = str(info.value)
+    assert "domain=cs has none" in text and "require_loop_judge_accept (False) must be true" in text
+
+
+# ---------------------------------------------------------------- privileged access of the strong solver
+@pytest.mark.parametrize("sees", [False, True])
+def test_strong_solver_sees_the_document_only_when_asked(tmp_path, sees):
+    cfg = make_cfg(tmp_path) if not sees else make_cfg(tmp_path, strong_sees_document=True)
+    stats, backends = run(cfg, tmp_path, Scenario([{"weak": "BAD", "strong": "GOOD"}]))
+    strong_prompt = " ".join(m["content"] for m in backends["strong_solver"].requests[0].messages)
+    assert ("Boolean operators short-circuit in Python." in strong_prompt) is sees
+    assert stats["strong_sees_document"] is sees
+    weak_prompt = " ".join(m["content"] for m in backends["weak_solver"].requests[0].messages)
+    assert "Boolean operators short-circuit in Python." not in weak_prompt
+
+
+# ---------------------------------------------------------------- several challengers per round
+def principia_script(qv_verdicts: list[str], delays: dict[int, float] | None = None):
+    """Principia: challenger number i (told apart by its seed) gets QV verdict qv_verdicts[i]."""
+    from autodata.llm import derive_seed
+    from tests.test_domains import PRINCIPIA_TASK
+
+    seeds = {derive_seed(0, f"agentic/doc0/r{rnd}/challenger{f'/{i}' if i else ''}/json0"): i
+             for i in range(len(qv_verdicts)) for rnd in (1, 2)}
+
+    def script(role, request, call):
+        text = last_user(request)
+        if role == "challenger":
+            i = seeds[request.sampling.seed]
+            return json.dumps(dict(PRINCIPIA_TASK, question=f"{PRINCIPIA_TASK['question']} (writer {i})"))
+        if role == "quality_verifier":
+            i = int(re.search(r"\(writer (\d)\)", text).group(1))
+            return json.dumps({"verdict": qv_verdicts[i], "feedback": f"verdict for writer {i}"})
+        if role == "weak_solver":
+            return ["all primes"] * request.n
+        if role == "strong_solver":
+            return ["powers of two"] * request.n
+        if role == "judge":
+            answer = text.split("<answer>\n", 1)[1].split("\n</answer>", 1)[0]
+            return json.dumps({"reason": "compared", "equivalent": answer == "powers of two"})
+        raise AssertionError(role)
+
+    return script
+
+
+class SlowFirstWriter:
+    """Delays writer 0's QV answer, so writer 1 would win a race: the round must still take the lowest index."""
+
+    def __init__(self, backend):
+        self.inner = backend
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    async def complete(self, request):
+        if "(writer 0)" in last_user(request):
+            await asyncio.sleep(0.2)
+        return await self.inner.complete(request)
+
+
+def principia_cfg(tmp_path: Path, **generate) -> RootConfig:
+    cfg = make_cfg(tmp_path, **{"max_rounds": 1, "weak_samples": 4, "strong_samples": 4, **generate})
+    cfg.domain = DomainConfig(name="principia", recall_openers=[], acceptance=AcceptanceConfig(policy="verifiable"))
+    return cfg
+
+
+@pytest.mark.parametrize("verdicts,chosen", [(["FAIL", "PASS", "PASS"], 1), (["PASS", "PASS", "FAIL"], 0)])
+def test_principia_runs_three_challengers_and_takes_the_lowest_that_passes(tmp_path, verdicts, chosen):
+    cfg = principia_cfg(tmp_path)
+    llm, backends = scripted_llm(cfg.models, principia_script(verdicts))
+    llm.backends["quality_verifier"] = SlowFirstWriter(backends["quality_verifier"])
+    stats = asyncio.run(generate(cfg, tmp_path / "run", llm=llm))
+    assert len(backends["challenger"].requests) == 3 and stats["challengers_per_round"] == 3
+    (ex,) = rows(tmp_path, "accepted.jsonl")
+    assert ex["question"].endswith(f"(writer {chosen})")
+    (rnd,) = rows(tmp_path, "rounds.jsonl")
+    assert rnd["challenger_index"] == chosen and [c["passed"] for c in rnd["challengers"]] == [
+        v == "PASS" for v in verdicts]
+    # Writers 1 and 2 made one challenger call and one QV call each: the cost of three writers over one
+    assert rnd["calls_extra_challengers"] == 4 and stats["calls_extra_challengers"] == 4
+    # The round's log lists the candidates' calls in index order, whatever order they finished in
+    steps = [c["step"] for c in rnd["calls"] if c["role"] in ("challenger", "quality_verifier")]
+    assert steps == ["challenger", "qv", "challenger/1", "qv/1", "challenger/2", "qv/2"]
+
+
+def test_when_no_challenger_passes_every_failure_is_feedback(tmp_path):
+    cfg = principia_cfg(tmp_path, max_rounds=2)
+    llm, backends = scripted_llm(cfg.models, principia_script(["FAIL", "FAIL", "FAIL"]))
+    stats = asyncio.run(generate(cfg, tmp_path / "run", llm=llm))
+    assert stats["accepted"] == 0 and stats["failure_reasons"] == {FailureReason.FAILED_QV: 2}
+    first = rows(tmp_path, "rounds.jsonl")[0]
+    assert first["challenger_index"] is None and first["detail"] == "verdict for writer 0"
+    # Round 2's writers hear about all three failed tasks of round 1
+    second_prompt = last_user(backends["challenger"].requests[3])
+    assert all(f"verdict for writer {i}" in second_prompt for i in range(3))
+
+
+def test_one_challenger_per_round_is_the_default_outside_principia(tmp_path):
+    stats, backends = run(make_cfg(tmp_path), tmp_path, Scenario([{"weak": "BAD", "strong": "GOOD"}]))
+    assert len(backends["challenger"].requests) == 1 and stats["challengers_per_round"] == 1
+    (rnd,) = rows(tmp_path, "rounds.jsonl")
+    assert "challengers" not in rnd and stats["calls_extra_challengers"] == 0
+
+
+def test_challengers_per_round_overrides_the_domain_default(tmp_path):
+    cfg = principia_cfg(tmp_path, challengers_per_round=1)
+    llm, backends = scripted_llm(cfg.models, principia_script(["PASS"]))
+    stats = asyncio.run(generate(cfg, tmp_path / "run", llm=llm))
+    assert len(backends["challenger"].requests) == 1 and stats["accepted"] == 1
+
+
+# ---------------------------------------------------------------- failure shares, the paper's way
+def test_failure_shares_are_of_the_rounds_before_acceptance():
+    from autodata.generate.outputs import compute_stats
+
+    def rejected(doc, rnd, reason):
+        return {"document_id": doc, "round": rnd, "status": "rejected", "reason": reason}
+
+    rounds = [
+        rejected("a", 1, "too_easy"), rejected("a", 2, "too_easy"), rejected("a", 3, "failed_on_strong"),
+        {"document_id": "a", "round": 4, "status": "accepted", "reason": None},
+        # b never produced a task: its rounds are not "before acceptance"
+        rejected("b", 1, "failed_on_strong"), rejected("b", 2, "failed_on_strong"), rejected("b", 3, "failed_qv"),
+        rejected("c", 0, "unsuitable"),
+    ]
+    accepted = [{"document_id": "a", "rounds_used": 4, "weak_mean": 0.1, "strong_mean": 0.9, "gap": 0.8}]
+    stats = compute_stats(rounds, [], accepted, n_docs=3)
+    assert stats["rounds_before_acceptance"] == 3
+    assert stats["failure_reasons_before_acceptance"] == {"too_easy": 2, "failed_on_strong": 1}
+    assert stats["failure_reason_shares"] == {"too_easy": 2 / 3, "failed_on_strong": 1 / 3}
+    # The count of every rejected round, under its own name
+    assert stats["failure_reason_shares_all_rounds"] == {"too_easy": 2 / 7, "failed_on_strong": 3 / 7,
+                                                         "failed_qv": 1 / 7, "unsuitable": 1 / 7}
+    assert stats["failure_reasons"]["failed_on_strong"] == 3

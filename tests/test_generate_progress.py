@@ -10,9 +10,9 @@ from tests.scripted import scripted_llm
 from tests.test_generate_loop import Scenario, make_cfg, run
 from tests.wandb_offline import read_run
 
-# Calls of one accepted document (solver_wave 1, early exit): challenger, quality verifier, two weak
-# runs and two strong runs (each decided after two), and a judge call per run.
-CALLS_PER_DOC = 1 + 1 + 2 + 2 + 4
+# Calls of one accepted document (solver_wave 1): challenger, quality verifier, three weak runs and three
+# strong runs (an accepted task carries every run, early exit or not), and a judge call per run.
+CALLS_PER_DOC = 1 + 1 + 3 + 3 + 6
 
 
 class FakeBar:

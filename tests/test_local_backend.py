@@ -239,6 +239,8 @@ def test_prompt_longer_than_context_is_refused_with_advice(tiny):
     long_text = "word " * (CONTEXT + 10)
     assert tiny.count_tokens(long_text) > CONTEXT
     assert tiny.max_context() == CONTEXT
+    # What the generate stage derives the document cap from
+    assert asyncio.run(tiny.context_length()) == CONTEXT
     with pytest.raises(BackendError, match="count_tokens"):
         run_all(tiny, chat(long_text))
 

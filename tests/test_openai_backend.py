@@ -443,6 +443,31 @@ def test_check_passes_against_a_live_server():
     run(main())
 
 
+def test_context_length_is_max_model_len_from_the_model_list():
+    """vLLM lists max_model_len per model; the smallest over the replicas counts, and a server that lists none
+    (a hosted API, llama.cpp) leaves it unknown."""
+    def listing(length: Optional[int]) -> Reply:
+        mine = {"id": "test-model", "object": "model", **({"max_model_len": length} if length else {})}
+        return Reply(body={"object": "list", "data": [{"id": "other", "max_model_len": 8}, mine]})
+
+    async def main(lengths: list[Optional[int]]):
+        servers = [ScriptedServer() for _ in lengths]
+        for server, length in zip(servers, lengths):
+            await server.__aenter__()
+            server.models_script = [listing(length)]
+        b = backend(endpoint(*(s.url for s in servers)))
+        try:
+            return await b.context_length()  # asks GET /models itself when check() has not run yet
+        finally:
+            await b.aclose()
+            for server in servers:
+                await server.__aexit__(None, None, None)
+
+    assert run(main([32768])) == 32768
+    assert run(main([32768, 16384])) == 16384
+    assert run(main([None])) is None and run(main([32768, None])) is None
+
+
 def test_check_reports_a_refusal_with_status_and_body():
     server, err = one_call(models_script=[Reply(401, body={"error": {"message": "invalid api key"}})], check=True)
     assert isinstance(err, BackendError)

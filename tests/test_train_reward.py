@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from autodata import guard
 from autodata.backends.base import BackendError, ChatRequest, Completion
 from autodata.cache import ResponseCache
 from autodata.config import DomainConfig, ModelsConfig
@@ -18,7 +19,6 @@ from autodata.domains import Criterion, Task, build_domain
 from autodata.llm import LLM
 from autodata.scoring import rubric_score
 from tests.scripted import ScriptedBackend, last_user
-from training import guard
 from training import reward as reward_module
 from training.reward import JudgeLoop, JudgeReward
 

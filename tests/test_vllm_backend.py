@@ -130,3 +130,5 @@ def test_prompt_over_max_model_len_is_refused(stub_vllm):
     request = ChatRequest([{"role": "user", "content": "w " * 40}])
     with pytest.raises(BackendError, match="max_model_len 32"):
         asyncio.run(backend.complete(request))
+    # The engine's max_model_len is what the generate stage derives the document cap from
+    assert asyncio.run(backend.context_length()) == 32

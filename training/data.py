@@ -230,9 +230,11 @@ def _empty_message(sources: list[Source]) -> str:
 
 
 def to_example(row: dict[str, Any], domain: Domain, source_name: str = "") -> dict[str, Any]:
-    """One TRL row: the policy's chat prompt and the task the judge grades against."""
+    """One TRL row: the policy's chat prompt and the task the judge grades against (a multi-turn eval row's
+    ``earlier_messages`` become real turns of the prompt; generate rows have none)."""
     task = Task.from_dict({"context": row.get("context") or "", **{k: row[k] for k in (
-        "question", "reference_answer", "rubric", "question_type", "tags", "extra") if row.get(k) is not None}})
+        "question", "reference_answer", "rubric", "question_type", "tags", "extra", "earlier_messages")
+        if row.get(k) is not None}})
     return {
         "prompt": domain.solver_messages(task, None),
         "task": json.dumps(task.to_dict(), ensure_ascii=False),

@@ -10,7 +10,7 @@ cache, retries, timeouts and the one JSON repair are the generate stage's.
 
 Per completion, in order:
 1. ``final_answer``: the text after the last ``</think>`` (no answer: reward 0);
-2. the injection guard (``training.guard``): an attempt to instruct the judge
+2. the injection guard (``autodata.guard``): an attempt to instruct the judge
    gets reward 0 with no judge call, and is logged;
 3. the judge call. A failure after retries and the repair is reward ``None``:
    TRL then leaves the completion out of the group baseline and gives it zero
@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Optional, Sequence, TypeVar
 
 from autodata.domains import Domain, Task
+from autodata.guard import final_answer, injection_flags
 from autodata.llm import LLM
 from training.data import task_of
-from training.guard import final_answer, injection_flags
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -69,5 +69,9 @@ class Backend(Protocol):
         """Fail fast (EndpointUnreachable) when the endpoint cannot serve at all."""
         ...
 
+    async def context_length(self) -> Optional[int]:
+        """Tokens the served model attends to (prompt + completion), or None when the backend cannot tell."""
+        ...
+
     async def aclose(self) -> None:
         ...

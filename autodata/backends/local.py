@@ -144,6 +144,9 @@ class LocalBackend:
         except BackendError as exc:
             raise EndpointUnreachable(str(exc)) from exc
 
+    async def context_length(self) -> Optional[int]:
+        return await asyncio.to_thread(self.max_context)
+
     async def complete(self, request: ChatRequest) -> list[Completion]:
         if self.model is None:
             await asyncio.to_thread(self._load)

@@ -226,6 +226,8 @@ class OpenAIBackend:
         self._response_format: Optional[str] = RESPONSE_FORMATS[0] if endpoint.structured_output else None
         # Learned from the first short answer; later calls fan out n single-sample requests at once.
         self._ignores_n = False
+        # max_model_len of this model per replica URL, from GET /models (check); None where a server does not say
+        self._listed_context: dict[str, Optional[int]] = {}
         self._retry_policy = AsyncRetrying(
             stop=stop_after_attempt(int(endpoint.max_retries or 0) + 1),
             wait=self._wait_s,
@@ -291,6 +293,12 @@ class OpenAIBackend:
                 f"{lines}\nIs the server running and listening there? Start it, or fix models.base_url / base_urls."
             )
         for replica, err in zip(self._replicas, results):
+            if isinstance(err, _HTTPStatusError) and err.status in (401, 403):
+                key = self.endpoint.api_key_env
+                fix = (f"the server refused the API key read from ${key} (api_key_env); export a valid key for "
+                       f"it in {key}" if key else "the server wants an API key and none was sent; export it in a "
+                       "variable and set models.api_key_env to that variable's name")
+                raise BackendError(f"GET {replica.url}/models answered {err.status} ({_excerpt(err.text)}): {fix}") from err
             if isinstance(err, _HTTPStatusError):
                 raise BackendError(
                     f"GET {replica.url}/models answered {err.status}: {_excerpt(err.text)}; "
@@ -298,6 +306,17 @@ class OpenAIBackend:
                 ) from err
             if isinstance(err, BaseException):
                 raise err
+
+    async def context_length(self) -> Optional[int]:
+        """``max_model_len`` from GET /models (vLLM and SGLang list it; hosted APIs usually do not).
+
+        The smallest over the replicas, since a request may land on any of them; None when a
+        replica does not say.
+        """
+        if len(self._listed_context) < len(self._replicas):
+            await self.check()
+        lengths = [self._listed_context.get(r.url) for r in self._replicas]
+        return None if any(n is None for n in lengths) else min(lengths)  # type: ignore[type-var]
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -479,6 +498,9 @@ class OpenAIBackend:
                 f"is base_url the server's OpenAI API root (it usually ends in /v1)?"
             )
         served = [m["id"] for m in page["data"] if isinstance(m, dict) and "id" in m]
+        listed = next((m for m in page["data"] if isinstance(m, dict) and m.get("id") == self.model), {})
+        length = listed.get("max_model_len")
+        self._listed_context[replica.url] = length if isinstance(length, int) and length > 0 else None
         if served and self.model not in served:
             log.warning(
                 "%s lists models %s, not %r; requests may fail with 404 (set models.model to a listed name)",

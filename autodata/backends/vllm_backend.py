@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Optional
 
 from autodata.backends.base import BackendError, ChatRequest, Completion, EndpointUnreachable
 from autodata.backends.batching import MicroBatcher
@@ -113,6 +113,9 @@ class VLLMBackend:
             self._load()
         except BackendError as exc:
             raise EndpointUnreachable(str(exc)) from exc
+
+    async def context_length(self) -> Optional[int]:
+        return self.max_context()
 
     async def complete(self, request: ChatRequest) -> list[Completion]:
         self._load()

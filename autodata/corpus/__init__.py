@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from autodata.config import CorpusConfig
+from autodata.validation import InputError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class Document:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-class CorpusError(ValueError):
+class CorpusError(InputError):
     """The corpus cannot be read as configured; the message says what to change."""
 
 
@@ -60,28 +61,55 @@ def _from_folder(cfg: CorpusConfig) -> Iterable[Document]:
     if not root.is_dir():
         raise CorpusError(f"corpus.path={cfg.path!r} is a file, but corpus.source=folder expects a folder; "
                           f"use corpus.source=jsonl or parquet for a single file")
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    # why a file was skipped -> the files, so a folder with no usable file can say what it held instead
+    skipped: dict[str, list[Path]] = {}
+    for path in files:
+        why = None
         if path.suffix.lower() not in TEXT_SUFFIXES:
-            log.warning("skipping %s: not a text file (expected one of %s)", path, ", ".join(TEXT_SUFFIXES))
-            continue
-        raw = path.read_bytes()
-        if b"\x00" in raw[:4096]:
-            log.warning("skipping %s: binary content in a %s file", path, path.suffix)
-            continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            log.warning("skipping %s: not UTF-8 text (%s)", path, err.reason)
+            why = "no text suffix"
+        else:
+            raw = path.read_bytes()
+            if b"\x00" in raw[:4096]:
+                why = "binary content"
+            else:
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    why = "not UTF-8"
+        if why is not None:
+            log.warning("skipping %s: %s (expected UTF-8 text in a %s file)", path, why, "/".join(TEXT_SUFFIXES))
+            skipped.setdefault(why, []).append(path)
             continue
         yield Document(id=str(path.relative_to(root).with_suffix("")), text=text.strip(), source=str(root))
+    where = f"corpus.path={cfg.path!r}" + (f" ({root})" if str(root) != cfg.path else "")
+    fix = (f"put the documents there as UTF-8 text files ({', '.join(TEXT_SUFFIXES)}; convert PDFs first, e.g. "
+           f"with pdftotext), or point corpus.path at the folder that holds them")
+    if not files:
+        raise CorpusError(f"the corpus is empty: {where} is an empty folder; {fix}")
+    if sum(len(paths) for paths in skipped.values()) == len(files):
+        found = "; ".join(f"{why}: {_some(paths)}" for why, paths in skipped.items())
+        raise CorpusError(f"the corpus is empty: {where} holds {len(files)} file(s) but "
+                          f"none is readable text ({found}); {fix}")
+
+
+def _some(paths: list[Path], shown: int = 3) -> str:
+    """
+    >>> _some([Path("a.pdf"), Path("b.pdf"), Path("c.png"), Path("d.png")])
+    'a.pdf, b.pdf, c.png and 1 more'
+    """
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return ", ".join(p.name for p in paths[:shown]) + more
 
 
 def _records_to_docs(records: Iterable[dict], cfg: CorpusConfig, origin: str) -> Iterable[Document]:
     for i, rec in enumerate(records):
         if cfg.text_field not in rec:
+            texts = [k for k, v in rec.items() if isinstance(v, str)]
+            example = f" (e.g. corpus.text_field={texts[0]})" if texts else ""
             raise CorpusError(
                 f"record {i} of {origin} has no field {cfg.text_field!r} (found: {sorted(rec)[:10]}); "
-                f"set corpus.text_field to the field holding the document text"
+                f"set corpus.text_field to the field holding the document text{example}"
             )
         text = rec[cfg.text_field]
         if not isinstance(text, str):
@@ -142,7 +170,8 @@ def _existing(path: str | None, what: str) -> Path:
         raise CorpusError(f"corpus.path is not set; expected {what}")
     resolved = resolve_path(path)
     if not resolved.exists():
-        raise CorpusError(f"corpus.path={path!r} does not exist (looked at {resolved}); expected {what}")
+        raise CorpusError(f"corpus.path={path!r} does not exist (looked at {resolved}); expected {what}: fix "
+                          f"the path (relative paths are read from the working dir, then the project root)")
     return resolved
 
 

@@ -45,9 +45,17 @@ class Task:
     tags: list[str] = field(default_factory=list)
     # Anything else the challenger wrote (e.g. "plan")
     extra: dict[str, Any] = field(default_factory=dict)
+    # The earlier turns of a multi-turn conversation as chat messages ({"role": "user" | "assistant",
+    # "content"}), oldest first; the question is the user's next message. Empty for a single question, which
+    # every generated task is: only eval sets (PRBench) have them.
+    earlier_messages: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        # Rows of single-question tasks (all that stage=generate writes) keep the fields they always had.
+        if not self.earlier_messages:
+            del out["earlier_messages"]
+        return out
 
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> "Task":
@@ -60,6 +68,7 @@ class Task:
             question_type=row.get("question_type", ""),
             tags=list(row.get("tags") or []),
             extra=dict(row.get("extra") or {}),
+            earlier_messages=list(row.get("earlier_messages") or []),
         )
 
 
@@ -266,6 +275,8 @@ class Domain:
     name: str = ""
     has_extractor: bool = False
     has_loop_judge: bool = False
+    # Challengers writing a task at once per agentic round when generate.challengers_per_round is null
+    challengers_per_round: int = 1
     template_names: tuple[str, ...] = ("challenger", "challenger_cot", "qv", "solver", "judge", "feedback")
     # Phrases that point the solver at a source it never sees (the weak solver
     # answers without the document).
@@ -327,6 +338,10 @@ class Domain:
     def domain_problems(self, task: Task, doc_text: str) -> list[str]:
         return []
 
+    def hard_rule_problems(self, task: Task) -> list[str]:
+        """Rules that force the loop judge's verdict to improve (checked even with structural checks off)."""
+        return []
+
     def qv_messages(self, task: Task, doc_text: str) -> list[dict]:
         return self.prompts.messages("qv", task=task, document=doc_text, cfg=self.cfg)
 
@@ -339,8 +354,13 @@ class Domain:
 
     # ----------------------------------------------------------------- solving and grading
     def solver_messages(self, task: Task, doc_text: Optional[str]) -> list[dict]:
-        """``doc_text`` given means privileged access (the strong solver sees the source)."""
-        return self.prompts.messages("solver", task=task, document=doc_text)
+        """``doc_text`` given means privileged access (the strong solver sees the source).
+
+        A multi-turn task's earlier turns go between the system prompt and the question as real turns, so the
+        model answers the conversation it would see in use, not a transcript pasted into one message.
+        """
+        *system, question = self.prompts.messages("solver", task=task, document=doc_text)
+        return [*system, *task.earlier_messages, question]
 
     def judge_messages(self, task: Task, answer: str) -> list[dict]:
         raise NotImplementedError

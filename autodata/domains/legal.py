@@ -6,11 +6,14 @@ Steps beyond the shared loop (paper notes, "Legal domain"):
   client's voice; the rubric has 15-25 criteria {number, criterion, category,
   capability, weight_class, weight}, positive weights in bands (+8..10, +5..7,
   +2..4), at least one negative (-1..-10) phrased "Asserts that X";
-- a loop judge reads the weak and strong rollouts and says accept or improve.
-  It can only veto a task the framework's gap rule accepted
-  (``acceptance.apply_loop_judge_veto``); an invalid or unsure verdict is improve.
+- a loop judge reads every weak and strong rollout and says accept or improve
+  (``acceptance.apply_loop_judge``). With the paper's ``loop_judge`` policy it
+  decides alone, with no score threshold; with ``legal_gap`` it can only veto a
+  task the framework's gap rule accepted. An invalid or unsure verdict is improve.
 Hard rules (question body over ``max_question_chars``, a case recap or an exam
-question) are framework checks here, so they cost no solver calls.
+question) are framework checks here, so they cost no solver calls; the loop
+judge's verdict is also forced to improve by them (``hard_rule_problems``), which
+holds when the structural checks are off.
 """
 
 from __future__ import annotations
@@ -119,21 +122,26 @@ class LegalDomain(RubricDomain):
                     question_type=practice_area, extra={"plan": plan} if plan else {})
 
     # ----------------------------------------------------------------- hard rules
-    def domain_problems(self, task: Task, doc_text: str) -> list[str]:
-        problems = self.rubric_problems(task.rubric)
+    def hard_rule_problems(self, task: Task) -> list[str]:
+        """The paper's hard rules: a question over max_question_chars, a case recap or an exam question."""
+        problems = []
         q = task.question
         if len(q) > self.cfg.max_question_chars:
             problems.append(f"question is {len(q)} characters; keep the client's question within "
                             f"{self.cfg.max_question_chars}")
-        if not _CLIENT_VOICE.search(q):
-            problems.append("question is not in the client's voice; write it as the client describing their "
-                            "own situation (I, my, we, our)")
         for pattern, what in _CASE_RECAP:
             if pattern.search(q):
                 problems.append(f"question reads like a case recap ({what}); invent a new client scenario")
         for pattern, what in _EXAM:
             if pattern.search(q):
                 problems.append(f"question reads like an exam ({what}); write what a real client would ask")
+        return problems
+
+    def domain_problems(self, task: Task, doc_text: str) -> list[str]:
+        problems = self.rubric_problems(task.rubric) + self.hard_rule_problems(task)
+        if not _CLIENT_VOICE.search(task.question):
+            problems.append("question is not in the client's voice; write it as the client describing their "
+                            "own situation (I, my, we, our)")
         for i, c in enumerate(task.rubric, start=1):
             number = c.extra.get("number")
             if number != i:

@@ -25,6 +25,8 @@ _PRECISE_REAL = re.compile(r"\d+\.\d{3,}|\d(?:\.\d+)?\s*[eE][-+]?\d+|≈|\bappro
 
 class PrincipiaDomain(Domain):
     name = "principia"
+    # The paper runs 3-5 challengers in parallel on a principia object
+    challengers_per_round = 3
 
     def _challenger_schema(self) -> dict[str, Any]:
         return object_schema({"plan": STRING, "answer_type": STRING, "question": STRING, "reference_answer": STRING})

@@ -28,7 +28,10 @@ RULES = {
     "cs_paper": "strong mean >= {strong_min}, weak mean < {weak_max}, gap (strong mean - weak mean) >= {min_gap}",
     "cs_deployed": ("weak mean <= {weak_max} and no weak run > {weak_run_max}; {strong_window}; "
                     "gap (strong mean - weak mean) >= {min_gap}"),
-    "legal": "weak mean < {weak_max}, gap (strong mean - weak mean) >= {min_gap}",
+    "legal_gap": "weak mean < {weak_max}, gap (strong mean - weak mean) >= {min_gap}",
+    "loop_judge": ("no score threshold: the loop judge reads every weak and strong rollout with its rubric score "
+                   "and says accept or improve (improve when unsure); the hard rules (question length, case recap, "
+                   "exam style) force improve"),
     "verifiable": ("weak solver correct in at most {weak_max_correct} of its runs, strong solver in at least "
                    "{strong_min_correct}"),
 }
@@ -61,23 +64,28 @@ def acceptance_rule(acc: AcceptanceConfig) -> str:
     rule = template.format(**asdict(acc), strong_window=strong_window)
     if acc.policy == "cs_deployed" and acc.reject_zero_runs:
         rule += "; no run of either solver scores 0"
-    if acc.policy == "legal" and acc.require_loop_judge_accept:
+    if acc.policy == "legal_gap" and acc.require_loop_judge_accept:
         rule += "; and the loop judge says accept (it can only veto)"
     return f"{acc.policy}: {rule}"
 
 
-def method_text(cfg: RootConfig) -> str:
+def method_text(cfg: RootConfig, challengers: int = 1) -> str:
+    """``challengers``: challengers per agentic round as the run resolved it (stats.json ``challengers_per_round``)."""
     if cfg.method.name == "cot":
         kept = ("every task that parses is kept" if cfg.method.cot_filter == "none"
                 else f"tasks are kept by the `{cfg.method.cot_filter}` filter on the strong solver's runs")
         return (f"CoT Self-Instruct baseline: one challenger call per document, no solver feedback; {kept}. "
                 "The acceptance rule below is recorded per example, not applied.")
-    return ("Agentic Self-Instruct: per source document a challenger writes a question, reference answer and "
+    writers = ("a challenger writes" if challengers == 1 else
+               f"{challengers} challengers write at once (the lowest-numbered that passes the checks is used)")
+    sees = "sees" if cfg.generate.strong_sees_document else "does not see"
+    return (f"Agentic Self-Instruct: per source document {writers} a question, reference answer and "
             "weighted rubric; a quality verifier checks it; weak and strong solvers answer it "
-            f"({cfg.generate.weak_samples} and {cfg.generate.strong_samples} runs, fewer when the outcome is "
-            "already decided); a judge grades every answer criterion by criterion; the framework keeps the task "
-            "only when the acceptance rule below holds, otherwise the feedback writer diagnoses the failure and "
-            f"the challenger tries a new question (at most {cfg.generate.max_rounds} rounds per document).")
+            f"({cfg.generate.weak_samples} and {cfg.generate.strong_samples} runs; every accepted example has all "
+            f"of them, fewer only for rejected tasks; the strong solver {sees} the source document); a judge grades "
+            "every answer criterion by criterion; the framework keeps the task only when the acceptance rule "
+            "below holds, otherwise the feedback writer diagnoses the failure and the challenger tries a new "
+            f"question (at most {cfg.generate.max_rounds} rounds per document).")
 
 
 def command_line(argv: list[str]) -> str:
@@ -147,10 +155,10 @@ Synthetic {cfg.domain.name} tasks (question, reference answer, weighted rubric) 
 
 ## How it was made
 
-{method_text(cfg)}
+{method_text(cfg, stats.get("challengers_per_round", 1))}
 
-**Acceptance rule** ({'applied' if cfg.method.name == 'agentic' else 'recorded'}, computed by the framework
-from the judge's per-criterion verdicts): {acceptance_rule(cfg.domain.acceptance)}
+**Acceptance rule** ({'applied' if cfg.method.name == 'agentic' else 'recorded'}; every score is computed by the
+framework from the judge's per-criterion verdicts): {acceptance_rule(cfg.domain.acceptance)}
 
 **Source corpus**: {corpus_text(cfg)}.
 

@@ -1,15 +1,21 @@
 """The per-document loops: Agentic Self-Instruct and the CoT Self-Instruct baseline.
 
 Agentic, per document and round:
-challenger -> framework structural checks -> quality verifier -> weak solver
-(k runs, early exit) -> only if the weak criterion holds, strong solver (k runs,
-early exit) -> judge every answer -> accept, or a diagnosis from the feedback
-writer and a new round whose challenger prompt groups earlier failures as
-TOO EASY / FAILED ON STRONG / FAILED QV.
+challenger (``generate.challengers_per_round`` of them at once; the round takes
+the lowest-numbered task that passes) -> framework structural checks -> quality
+verifier -> weak solver (k runs) -> only if the weak criterion holds, strong
+solver (k runs) -> judge every answer -> accept, or a diagnosis from the
+feedback writer and a new round whose challenger prompt groups earlier failures
+as TOO EASY / FAILED ON STRONG / FAILED QV / LOOP JUDGE: IMPROVE.
+
+Early exit stops a solver's sampling only once the task is certain to be
+rejected, so every accepted row carries all k runs of each solver.
 
 The acceptance decision is computed by ``domain.policy`` from the judge's
-per-criterion verdicts (or equivalence counts); no model's say-so can accept a
-task. A legal loop judge can only veto.
+per-criterion verdicts (or equivalence counts). A domain with a loop judge
+(legal) hands it every rollout of a task the policy let through, and its
+verdict (``acceptance.apply_loop_judge``) decides: alone under the paper's
+``loop_judge`` policy, as a veto under ``legal_gap``.
 """
 
 from __future__ import annotations
@@ -20,18 +26,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from autodata.acceptance import Decision, FailureReason, Status
+from autodata.acceptance import Decision, FailureReason, Status, apply_loop_judge
 from autodata.backends.base import EndpointUnreachable
 from autodata.config import MethodConfig, RootConfig
 from autodata.corpus import Document
 from autodata.domains.base import Domain, FailedAttempt, Grade, Task
+from autodata.generate.documents import DocumentCap, truncate_document
 from autodata.generate.recorder import RoundRecorder
+from autodata.guard import document_flags, injection_flags
 from autodata.llm import LLM
 
 log = logging.getLogger(__name__)
 
-# Rough characters per token, used to cap documents for endpoints without a local tokenizer.
-CHARS_PER_TOKEN = 4
 DIAGNOSIS_MAX_CHARS = 800
 
 
@@ -41,6 +47,8 @@ class SolverRun:
     finish_reason: str
     grade: Optional[Grade]
     judge_error: Optional[str] = None
+    # Checks of the injection guard the answer tripped; such a run scores 0 and never reaches the judge
+    injection_flags: list[str] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:
         return {
@@ -50,6 +58,7 @@ class SolverRun:
             "met": self.grade.met if self.grade else None,
             "correct": self.grade.correct if self.grade else None,
             "judge_error": self.judge_error,
+            "injection_flags": self.injection_flags,
         }
 
 
@@ -83,11 +92,23 @@ def mean(scores: list[float]) -> Optional[float]:
     return sum(scores) / len(scores) if scores else None
 
 
-def truncate_document(text: str, max_tokens: int) -> tuple[str, Optional[str]]:
-    limit = max_tokens * CHARS_PER_TOKEN
-    if len(text) <= limit:
-        return text, None
-    return text[:limit], f"document truncated from {len(text)} to {limit} characters (~{max_tokens} tokens)"
+@dataclass
+class Candidate:
+    """One challenger's task in a round, and what the checks made of it."""
+
+    index: int
+    # This candidate's calls; the round's log takes them in index order
+    rec: RoundRecorder
+    task: Optional[Task] = None
+    passed: bool = False
+    # MALFORMED or FAILED_QV when it did not pass
+    reason: Optional[str] = None
+    detail: str = ""
+    qv_info: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        return {"index": self.index, "passed": self.passed, "reason": self.reason, "detail": self.detail,
+                "question": self.task.question if self.task else None, "calls": len(self.rec.calls)}
 
 
 def cot_filter(method: MethodConfig, runs: list[SolverRun]) -> Optional[tuple[str, str]]:
@@ -117,10 +138,12 @@ class DocumentRunner:
     """Runs one document through the chosen method, reporting every round to ``on_round``.
 
     ``on_call``, when given, is told after every model call completes (progress display).
+    ``doc_cap`` is the run's document cap (``documents.document_cap``); without it only the
+    challenger endpoint's ``max_document_tokens`` cuts documents.
     """
 
     def __init__(self, cfg: RootConfig, llm: LLM, domain: Domain, on_round: Callable[[dict[str, Any]], None],
-                 on_call: Optional[Callable[[], None]] = None):
+                 on_call: Optional[Callable[[], None]] = None, doc_cap: Optional[DocumentCap] = None):
         self.cfg = cfg
         self.gen = cfg.generate
         self.llm = llm
@@ -128,7 +151,8 @@ class DocumentRunner:
         self.policy = domain.policy
         self.on_round = on_round
         self.on_call = on_call
-        self.max_doc_tokens = int(llm.endpoint("challenger").max_document_tokens)
+        self.max_doc_tokens = doc_cap.tokens if doc_cap else llm.endpoint("challenger").max_document_tokens
+        self.challengers = challengers_per_round(cfg, domain)
 
     # ------------------------------------------------------------------ helpers
     def _seed_prefix(self, doc: Document, rnd: int) -> str:
@@ -145,13 +169,25 @@ class DocumentRunner:
         )
         return result.value, result.error
 
+    async def _guarded_judge(self, rec: RoundRecorder, task: Task, answer: str,
+                             step: str) -> tuple[Optional[Grade], Optional[str], list[str]]:
+        """The judge's grade, or 0 without a judge call for an answer that tries to instruct the judge
+        (``generate.injection_guard``): the GRPO reward and eval score such answers the same way."""
+        flags = injection_flags(answer) if self.gen.injection_guard else []
+        if flags:
+            return Grade(0.0), None, flags
+        grade, error = await self._judge(rec, task, answer, step)
+        return grade, error, []
+
     async def solve(self, rec: RoundRecorder, task: Task, side: str, doc_text: Optional[str],
                     early_exit: bool, weak_mean: Optional[float] = None) -> SolverResult:
-        """Sample a solver in waves, judge each answer, stop once the criterion is decided.
+        """Sample a solver in waves and judge each answer; with ``early_exit``, stop once the criterion fails.
 
-        For the strong side, ``weak_mean`` lets the gap rule decide early too. A
-        domain whose loop judge reads every rollout exits early only on failure,
-        so an accepted task is judged on the full set of runs.
+        Only a failure stops sampling: a rejected task needs no more runs, while an
+        accepted row must carry all k runs of each solver, as CoT rows do, so the
+        data-quality table (means, gap, weak spread) compares like with like, and a
+        loop judge reads every rollout. For the strong side, ``weak_mean`` (of all
+        weak runs) lets the gap rule fail it early too.
         """
         k = self.gen.weak_samples if side == "weak" else self.gen.strong_samples
         if side == "weak":
@@ -159,7 +195,6 @@ class DocumentRunner:
         else:
             def status_of(scores: list[float], k: int) -> Status:
                 return self.policy.strong_status(scores, k, weak_mean=weak_mean)
-        stop_on = {Status.FAIL} if self.domain.has_loop_judge else {Status.PASS, Status.FAIL}
         role = f"{side}_solver"
         messages = self.domain.solver_messages(task, doc_text)
         result = SolverResult()
@@ -168,20 +203,18 @@ class DocumentRunner:
             wave = min(self.gen.solver_wave, k - drawn)
             completions = await rec.chat(role, f"{side}/{drawn}", messages, n=wave)
             grades = await asyncio.gather(*(
-                self._judge(rec, task, c.text, f"judge/{side}/{drawn + i}") for i, c in enumerate(completions)
+                self._guarded_judge(rec, task, c.text, f"judge/{side}/{drawn + i}") for i, c in enumerate(completions)
             ))
-            for c, (grade, err) in zip(completions, grades):
-                result.runs.append(SolverRun(c.text, c.finish_reason, grade, err))
+            for c, (grade, err, flags) in zip(completions, grades):
+                result.runs.append(SolverRun(c.text, c.finish_reason, grade, err, flags))
             drawn += wave
             # A run the judge could not grade is excluded (never scored 0): the criterion
             # is decided over the runs that were graded.
             effective_k = k - result.judge_failures
             result.status = status_of(result.scores, effective_k) if effective_k > 0 else Status.FAIL
-            if early_exit and result.status in stop_on and drawn < k:
+            if early_exit and result.status is Status.FAIL and drawn < k:
                 result.saved = k - drawn
                 break
-        if result.status is Status.UNDECIDED:  # only when early exit is off mid-way; decide on all runs
-            result.status = status_of(result.scores, len(result.scores))
         return result
 
     async def _diagnose(self, rec: RoundRecorder, task: Task, reason: str, weak: list[float],
@@ -214,14 +247,15 @@ class DocumentRunner:
         return suitable
 
     async def _propose(self, rec: RoundRecorder, doc_text: str, history: list[FailedAttempt],
-                       method: str) -> tuple[Optional[Task], Optional[str]]:
-        result = await rec.chat_json("challenger", "challenger",
+                       method: str, step: str = "challenger") -> tuple[Optional[Task], Optional[str]]:
+        result = await rec.chat_json("challenger", step,
                                      self.domain.challenger_messages(doc_text, history, method),
                                      schema=self.domain.challenger_schema, parse=self.domain.parse_task,
                                      schema_name="task")
         return result.value, result.error
 
-    async def _verify(self, rec: RoundRecorder, task: Task, doc_text: str) -> tuple[bool, str, dict[str, Any]]:
+    async def _verify(self, rec: RoundRecorder, task: Task, doc_text: str,
+                      step: str = "qv") -> tuple[bool, str, dict[str, Any]]:
         """Framework rules first (free), then the LLM quality verifier."""
         problems = self.domain.structural_problems(task, doc_text) if self.cfg.domain.structural_checks else []
         info: dict[str, Any] = {"structural_problems": problems}
@@ -229,7 +263,7 @@ class DocumentRunner:
             return False, "; ".join(problems), info
         if not self.gen.quality_verifier:
             return True, "", info
-        result = await rec.chat_json("quality_verifier", "qv", self.domain.qv_messages(task, doc_text),
+        result = await rec.chat_json("quality_verifier", step, self.domain.qv_messages(task, doc_text),
                                      schema=self.domain.qv_schema, parse=self.domain.parse_qv, schema_name="verdict")
         if not result.ok:
             info["qv_error"] = result.error
@@ -238,24 +272,50 @@ class DocumentRunner:
         info["qv"] = {"passed": passed, "feedback": feedback}
         return passed, feedback, info
 
+    async def _candidate(self, doc: Document, rnd: int, index: int, doc_text: str,
+                         history: list[FailedAttempt]) -> Candidate:
+        """One challenger's task and its checks (structural rules, then the quality verifier)."""
+        cand = Candidate(index, self._recorder(doc, rnd))
+        # Candidate 0 keeps the step names of a one-challenger round, so its seeds and cache keys do not
+        # depend on how many challengers run.
+        suffix = f"/{index}" if index else ""
+        cand.task, error = await self._propose(cand.rec, doc_text, history, "agentic", step=f"challenger{suffix}")
+        if cand.task is None:
+            cand.reason, cand.detail = FailureReason.MALFORMED, f"challenger output unusable: {error}"
+            return cand
+        cand.passed, feedback, cand.qv_info = await self._verify(cand.rec, cand.task, doc_text, step=f"qv{suffix}")
+        if not cand.passed:
+            cand.reason, cand.detail = FailureReason.FAILED_QV, feedback
+        return cand
+
     async def _run_agentic(self, doc: Document, doc_text: str, warnings: list[str]) -> DocOutcome:
         history: list[FailedAttempt] = []
         for rnd in range(1, self.gen.max_rounds + 1):
             started = time.perf_counter()
             rec = self._recorder(doc, rnd)
-            task, error = await self._propose(rec, doc_text, history, "agentic")
-            if task is None:
-                detail = f"challenger output unusable: {error}"
-                history.append(FailedAttempt(rnd, FailureReason.MALFORMED, "", detail, None, None))
-                self._emit(doc, rnd, rec, started, warnings, status="rejected", reason=FailureReason.MALFORMED,
-                           detail=detail)
+            candidates = await asyncio.gather(*(self._candidate(doc, rnd, i, doc_text, history)
+                                                for i in range(self.challengers)))
+            # The lowest index that passed, not the first to finish: resume and the response cache replay the
+            # same round whatever the timing. The round's log lists every candidate's calls in index order.
+            chosen = next((c for c in candidates if c.passed), None)
+            for cand in candidates:
+                rec.calls.extend(cand.rec.calls)
+            # Every failed candidate is an attempt the next round's writer hears about.
+            history.extend(FailedAttempt(rnd, c.reason, c.task.question if c.task else "", c.detail, None, None)
+                           for c in candidates if not c.passed)
+            parallel: dict[str, Any] = {}
+            if self.challengers > 1:
+                parallel = {"challenger_index": chosen.index if chosen else None,
+                            "challengers": [c.row() for c in candidates],
+                            # What running several challengers cost over one
+                            "calls_extra_challengers": sum(len(c.rec.calls) for c in candidates[1:])}
+            if chosen is None:
+                first = candidates[0]
+                self._emit(doc, rnd, rec, started, warnings, task=first.task, status="rejected", reason=first.reason,
+                           detail=first.detail, **first.qv_info, **parallel)
                 continue
-            passed, feedback, qv_info = await self._verify(rec, task, doc_text)
-            if not passed:
-                history.append(FailedAttempt(rnd, FailureReason.FAILED_QV, task.question, feedback, None, None))
-                self._emit(doc, rnd, rec, started, warnings, task=task, status="rejected",
-                           reason=FailureReason.FAILED_QV, detail=feedback, **qv_info)
-                continue
+            task = chosen.task
+            assert task is not None
             weak = await self.solve(rec, task, "weak", None, self.gen.early_exit)
             strong: Optional[SolverResult] = None
             if weak.status is Status.FAIL:
@@ -265,19 +325,20 @@ class DocumentRunner:
                 privileged = doc_text if self.gen.strong_sees_document else None
                 strong = await self.solve(rec, task, "strong", privileged, self.gen.early_exit,
                                           weak_mean=mean(weak.scores))
-                decision = self.policy.decide(weak.scores, strong.scores)
+                decision = self.policy.decide(weak.scores, strong.scores) if strong.scores else Decision(
+                    False, FailureReason.FAILED_ON_STRONG, "the judge could grade none of the strong runs")
             loop_verdict = None
             if decision.accepted and self.domain.has_loop_judge:
                 loop_verdict = await self._loop_judge(rec, task, weak, strong)
-                if loop_verdict.get("verdict") != "accept" and self.cfg.domain.acceptance.require_loop_judge_accept:
-                    decision = Decision(False, FailureReason.LOOP_JUDGE_IMPROVE,
-                                        loop_verdict.get("suggestion_for_writer") or loop_verdict.get("verdict_reason", ""))
+                decision = apply_loop_judge(decision, loop_verdict, self.cfg.domain.acceptance,
+                                            self.domain.hard_rule_problems(task))
             strong_scores = strong.scores if strong else []
-            extra = dict(qv_info, weak=[r.row() for r in weak.runs], strong=[r.row() for r in strong.runs] if strong else [],
+            extra = dict(chosen.qv_info, weak=[r.row() for r in weak.runs],
+                         strong=[r.row() for r in strong.runs] if strong else [],
                          weak_mean=mean(weak.scores), strong_mean=mean(strong_scores),
                          calls_saved=weak.saved + (strong.saved if strong else 0),
                          strong_skipped=self.gen.strong_samples if strong is None else 0,
-                         loop_judge=loop_verdict)
+                         loop_judge=loop_verdict, **parallel)
             if decision.accepted:
                 self._emit(doc, rnd, rec, started, warnings, task=task, status="accepted", reason=None,
                            detail=decision.detail, **extra)
@@ -332,13 +393,16 @@ class DocumentRunner:
             extra.update(weak=[r.row() for r in weak.runs], strong=[r.row() for r in strong.runs],
                          weak_mean=mean(weak_scores), strong_mean=mean(strong_scores))
             # Recorded, not used to filter: the baseline has no solver feedback.
-            extra["would_pass_agentic"] = self.policy.decide(weak_scores, strong_scores).accepted if (
-                weak_scores and strong_scores) else None
+            would = self.policy.decide(weak_scores, strong_scores) if weak_scores and strong_scores else None
             if self.domain.has_loop_judge:
                 # Recorded like the would-be agentic decision, never used to filter: the data-quality table
                 # compares grpo_suitability of CoT and agentic items (paper, legal: 4.8% vs 52% high).
                 loop_verdict = await self._loop_judge(rec, task, weak, strong)
                 extra["loop_judge"] = loop_verdict
+                if would is not None:
+                    would = apply_loop_judge(would, loop_verdict, self.cfg.domain.acceptance,
+                                             self.domain.hard_rule_problems(task))
+            extra["would_pass_agentic"] = would.accepted if would is not None else None
             rejected = cot_filter(self.cfg.method, strong.runs)
             if rejected is not None:
                 reason, detail = rejected
@@ -383,6 +447,8 @@ class DocumentRunner:
             "detail": detail,
             "task": task.to_dict() if task else None,
             **extra,
+            # Checks of the injection guard the source document trips (its prompts fence it with a notice)
+            "document_flags": list(document_flags(doc.text)),
             "warnings": warnings,
             "tokens": rec.tokens_by_role(),
             "calls": rec.calls,
@@ -395,4 +461,9 @@ def _fmt(scores: list[float]) -> str:
     return "[" + ", ".join(f"{s:.2f}" for s in scores) + "]"
 
 
-__all__ = ["DocOutcome", "DocumentRunner", "EndpointUnreachable", "truncate_document"]
+def challengers_per_round(cfg: RootConfig, domain: Domain) -> int:
+    """generate.challengers_per_round, or the domain's default when it is null."""
+    return cfg.generate.challengers_per_round or domain.challengers_per_round
+
+
+__all__ = ["DocOutcome", "DocumentRunner", "EndpointUnreachable", "challengers_per_round"]

@@ -16,6 +16,7 @@ from typing import Any, Optional
 from autodata.config import ROLES, RootConfig
 from autodata.corpus import Document
 from autodata.generate.card import write_card
+from autodata.generate.documents import DocumentCap
 from autodata.llm import LLM
 from autodata.rundir import read_jsonl, rewrite_jsonl
 
@@ -38,9 +39,24 @@ def heldout_ids(ids: list[str], size: int, max_fraction: float, seed: int) -> se
     return set(ranked[:n])
 
 
+def shares(counts: Counter) -> dict[str, float]:
+    """Each key's share of the total; {} when there is nothing to share.
+
+    >>> shares(Counter(too_easy=3, failed_qv=1))
+    {'too_easy': 0.75, 'failed_qv': 0.25}
+    """
+    total = sum(counts.values())
+    return {k: v / total for k, v in counts.items()} if total else {}
+
+
 def compute_stats(rounds: list[dict], ledger: list[dict], accepted: list[dict], n_docs: int) -> dict[str, Any]:
-    reasons = Counter(r["reason"] for r in rounds if r.get("status") == "rejected" and r.get("reason"))
-    rejected_rounds = sum(reasons.values())
+    rejected = [r for r in rounds if r.get("status") == "rejected" and r.get("reason")]
+    reasons = Counter(r["reason"] for r in rejected)
+    # The paper's failure shares (80% too easy, 13% failed on strong, "of 880 pre-acceptance rounds") are over the
+    # rounds before acceptance: the rejected rounds of documents that did produce a task. Documents that never
+    # did (exhausted, unsuitable) would weigh in the hardest documents' failures.
+    accepted_docs = {e.get("document_id") for e in accepted}
+    before_acceptance = Counter(r["reason"] for r in rejected if r.get("document_id") in accepted_docs)
     per_role: dict[str, dict[str, int]] = {role: {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0} for role in ROLES}
     for row in rounds:
         for role, t in row.get("tokens", {}).items():
@@ -70,17 +86,29 @@ def compute_stats(rounds: list[dict], ledger: list[dict], accepted: list[dict], 
         "weak_mean_all_rounds": _mean(weak_all),
         "strong_mean_all_rounds": _mean(strong_all),
         "failure_reasons": dict(reasons),
-        "failure_reason_shares": {k: v / rejected_rounds for k, v in reasons.items()} if rejected_rounds else {},
+        "failure_reason_shares_all_rounds": shares(reasons),
+        "rounds_before_acceptance": sum(before_acceptance.values()),
+        "failure_reasons_before_acceptance": dict(before_acceptance),
+        "failure_reason_shares": shares(before_acceptance),
         "calls_saved_early_exit": sum(r.get("calls_saved", 0) for r in rounds),
+        "calls_extra_challengers": sum(r.get("calls_extra_challengers", 0) for r in rounds),
         "strong_runs_skipped_weak_failed": sum(r.get("strong_skipped", 0) for r in rounds),
         "judge_failures": sum(1 for r in rounds for s in (r.get("weak", []) + r.get("strong", [])) if s.get("judge_error")),
+        # Solver runs the injection guard scored 0 without a judge call, and documents whose prompts fenced them
+        # with a notice because they carry instructions (autodata/guard.py)
+        "injection_flagged": {f"{side}_solver": sum(1 for r in rounds for s in r.get(side, [])
+                                                    if s.get("injection_flags")) for side in ("weak", "strong")},
+        "documents_injection_flagged": len({r["document_id"] for r in rounds if r.get("document_flags")}),
         "documents_truncated": truncations,
         "per_role": per_role,
     }
 
 
 def finalize(cfg: RootConfig, run_dir: Path, docs: list[Document], skipped: dict[str, int], llm: LLM,
-             wall_seconds: float, document_errors: int = 0, documents_not_started: int = 0) -> dict[str, Any]:
+             wall_seconds: float, document_errors: int = 0, documents_not_started: int = 0,
+             doc_cap: Optional[DocumentCap] = None, challengers: int = 1) -> dict[str, Any]:
+    """Write the split, the dataset, stats.json and the card. ``doc_cap`` is None when this process ran no
+    document; the cap an earlier process recorded is kept then."""
     rounds = list(read_jsonl(run_dir / "rounds.jsonl"))
     ledger = list(read_jsonl(run_dir / "documents.jsonl"))
     accepted = list(read_jsonl(run_dir / "accepted.jsonl"))
@@ -96,12 +124,13 @@ def finalize(cfg: RootConfig, run_dir: Path, docs: list[Document], skipped: dict
     stats = compute_stats(rounds, ledger, accepted, len(docs))
     target = cfg.generate.target_accepted
     previous = run_dir / "stats.json"
-    earlier_wall = 0.0
+    earlier: dict[str, Any] = {}
     if previous.exists():
         try:
-            earlier_wall = float(json.loads(previous.read_text()).get("wall_seconds_total", 0.0))
+            earlier = json.loads(previous.read_text())
         except (ValueError, json.JSONDecodeError):
-            earlier_wall = 0.0
+            earlier = {}
+    earlier_wall = float(earlier.get("wall_seconds_total", 0.0) or 0.0)
     stats.update({
         "method": cfg.method.name,
         "domain": cfg.domain.name,
@@ -113,6 +142,10 @@ def finalize(cfg: RootConfig, run_dir: Path, docs: list[Document], skipped: dict
         "target_reached": None if target is None else len(accepted) >= target,
         # Left unstarted because the target was reached; a rerun with a larger target starts them
         "documents_not_started": documents_not_started,
+        # Settings that change what the numbers mean (the paper's strong solver has no privileged access)
+        "strong_sees_document": cfg.generate.strong_sees_document,
+        "challengers_per_round": challengers,
+        "document_cap": doc_cap.row() if doc_cap is not None else earlier.get("document_cap"),
         "wall_seconds": round(wall_seconds, 2),
         "wall_seconds_total": round(earlier_wall + wall_seconds, 2),
         "this_process": {"per_role": llm.usage_summary()},
@@ -180,6 +213,7 @@ def print_summary(stats: dict[str, Any], run_dir: Path) -> None:
     table.add_column("value", justify="right")
     for key in ("documents", "documents_finished", "accepted", "acceptance_rate", "mean_rounds_per_accepted",
                 "weak_mean_accepted", "strong_mean_accepted", "gap_mean_accepted", "calls_saved_early_exit",
+                "calls_extra_challengers",
                 "strong_runs_skipped_weak_failed", "judge_failures", "train_examples", "heldout_examples",
                 "wall_seconds"):
         table.add_row(key, fmt(stats.get(key)))

@@ -9,12 +9,15 @@
 Writes into the run dir: accepted.jsonl, rounds.jsonl, documents.jsonl (the
 resume ledger), train.jsonl / heldout.jsonl, dataset/ (a datasets DatasetDict
 and its card, README.md), stats.json and cache.sqlite (the response cache).
+On resume, a line of accepted.jsonl, rounds.jsonl or documents.jsonl that
+cannot be read (torn by a kill, or damaged) is moved to <file>.corrupt next
+to it, and the document it belonged to is redone.
 
 Exit codes: 0 done; 3 an endpoint could not be reached or the run was set up
 wrong (finished documents are kept; rerun the same command to resume); 4 every
 local output is written but the push to generate.push_to_hub failed (rerun the
 same command to retry it; nothing is generated again). run.py exits 2 on a
-config error.
+config error or a corpus that cannot be read.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import logging
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional
 
@@ -34,11 +38,12 @@ from autodata.corpus import Document, load_corpus
 from autodata.domains import build_domain
 from autodata.generate.card import command_line
 from autodata.generate.hub import push_dataset, repo_id_problem
-from autodata.generate.loop import DocOutcome, DocumentRunner
+from autodata.generate.documents import DocumentCap, document_cap
+from autodata.generate.loop import DocOutcome, DocumentRunner, challengers_per_round
 from autodata.generate.outputs import finalize, print_summary, target_status
 from autodata.generate.progress import Counts, Progress
 from autodata.llm import LLM
-from autodata.rundir import JsonlWriter, read_jsonl, rewrite_jsonl
+from autodata.rundir import JsonlWriter, read_jsonl, rewrite_jsonl, salvage_jsonl
 from autodata.tracking import flatten, start_wandb
 
 log = logging.getLogger(__name__)
@@ -48,31 +53,67 @@ class GenerateAborted(RuntimeError):
     pass
 
 
-def prepare_resume(run_dir: Path) -> set[str]:
-    """Finished documents from the ledger; drop partial rows of unfinished ones.
+def prepare_resume(run_dir: Path, extract_round: bool) -> set[str]:
+    """Finished documents from the ledger; every row of an unfinished one is dropped, so redoing it (free, from
+    the response cache) duplicates nothing.
 
-    A document counts as finished only once its ledger row is written (after
-    its accepted row). Rows of documents that were mid-way when the run was
-    killed are removed, so redoing them (free, from the response cache) does not
-    duplicate anything.
+    A document counts as finished once its ledger row is written (after its round rows and its accepted row)
+    and those rows are all still there. A line lost to damage (``salvage_jsonl`` moves it to ``<file>.corrupt``)
+    unfinishes its document: a lost ledger row leaves nothing that says the document was done; a lost accepted
+    or round row leaves a ledger row whose rows are incomplete. ``extract_round``: the domain's extractor
+    writes a round 0 for every document.
     """
-    done = {row["document_id"] for row in read_jsonl(run_dir / "documents.jsonl")}
-    for name, key in (("rounds.jsonl", "document_id"), ("accepted.jsonl", "document_id")):
-        path = run_dir / name
-        if path.exists():
-            seen: set[tuple] = set()
-            kept = []
-            for row in read_jsonl(path):
-                ident = (row.get(key), row.get("round"))
-                if row.get(key) in done and ident not in seen:
-                    seen.add(ident)
-                    kept.append(row)
-            rewrite_jsonl(path, kept)
-    ledger = list(read_jsonl(run_dir / "documents.jsonl"))
-    unique = {row["document_id"]: row for row in ledger}
-    if len(unique) != len(ledger):
-        rewrite_jsonl(run_dir / "documents.jsonl", unique.values())
+    ledger_rows = salvage_jsonl(run_dir / "documents.jsonl")
+    rounds = salvage_jsonl(run_dir / "rounds.jsonl")
+    accepted = salvage_jsonl(run_dir / "accepted.jsonl")
+    # The last row of a document wins (a row written twice is dropped below).
+    ledger = {row["document_id"]: row for row in ledger_rows}
+    rounds_of: dict[Any, set[Any]] = defaultdict(set)
+    for row in rounds:
+        rounds_of[row.get("document_id")].add(row.get("round"))
+    with_example = {row.get("document_id") for row in accepted}
+    done = set(ledger)
+    for doc_id, row in ledger.items():
+        lost = lost_rows(row, rounds_of[doc_id], doc_id in with_example, extract_round)
+        if lost:
+            log.warning("document %s is redone: its ledger row says it finished, but %s", doc_id, lost)
+            done.discard(doc_id)
+    for name, rows in (("rounds.jsonl", rounds), ("accepted.jsonl", accepted)):
+        seen: set[tuple] = set()
+        kept = []
+        for row in rows:
+            ident = (row.get("document_id"), row.get("round"))
+            if row.get("document_id") in done and ident not in seen:
+                seen.add(ident)
+                kept.append(row)
+        if len(kept) != len(rows):
+            rewrite_jsonl(run_dir / name, kept)
+    kept_ledger = [row for doc_id, row in ledger.items() if doc_id in done]
+    if len(kept_ledger) != len(ledger_rows):
+        rewrite_jsonl(run_dir / "documents.jsonl", kept_ledger)
     return done
+
+
+def lost_rows(ledger_row: dict[str, Any], rounds: set[Any], has_example: bool, extract_round: bool) -> str:
+    """What a finished document's ledger row promises that its other files lack; empty when nothing.
+
+    Each round writes one row (round 0: the extractor's verdict) and an accepted document one example.
+
+    >>> lost_rows({"status": "accepted", "rounds_used": 2}, {1}, False, extract_round=False)
+    'its accepted row is missing; round 2 of rounds.jsonl is missing'
+    >>> lost_rows({"status": "unsuitable", "rounds_used": 0}, {0}, False, extract_round=True)
+    ''
+    """
+    lost = []
+    if ledger_row.get("status") == "accepted" and not has_example:
+        lost.append("its accepted row is missing")
+    expected = set(range(1, int(ledger_row.get("rounds_used") or 0) + 1))
+    if extract_round or ledger_row.get("status") == "unsuitable":
+        expected.add(0)
+    missing = sorted(expected - rounds)
+    if missing:
+        lost.append(f"round {', '.join(map(str, missing))} of rounds.jsonl is missing")
+    return "; ".join(lost)
 
 
 async def generate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) -> dict[str, Any]:
@@ -85,7 +126,7 @@ async def generate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
     docs, skipped = load_corpus(cfg.corpus)
     domain = build_domain(cfg.domain)
     run_dir.mkdir(parents=True, exist_ok=True)
-    done = prepare_resume(run_dir)
+    done = prepare_resume(run_dir, domain.has_extractor)
     todo = [d for d in docs if d.id not in done]
     if done:
         log.info("resuming: %d of %d documents already finished", len(docs) - len(todo), len(docs))
@@ -104,14 +145,27 @@ async def generate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
     owns_llm = llm is None
     if llm is None:
         llm = LLM(cfg.models, cache=cache, seed=cfg.generate.seed)
+    # Only a process that runs documents asks the endpoints; finalize keeps the cap an earlier process recorded.
+    doc_cap: Optional[DocumentCap] = None
     if todo and not target_reached():
         try:
             await llm.check()
+            doc_cap = await document_cap(cfg, llm, domain, challengers_per_round(cfg, domain))
         except EndpointUnreachable as err:
             if owns_llm:
                 await llm.aclose()
             raise GenerateAborted(f"{err}\nNothing was generated in this run; start the server (or fix the "
                                   f"URL) and rerun the same command.") from err
+        except BackendError as err:  # the server answered, but refused (e.g. 401: the API key)
+            if owns_llm:
+                await llm.aclose()
+            raise GenerateAborted(f"{err}\nNothing was generated in this run.") from err
+        except ValueError as err:  # a context too small for any document (document_cap names the setting)
+            if owns_llm:
+                await llm.aclose()
+            raise GenerateAborted(f"{err}\nNothing was generated in this run.") from err
+        log.info("documents: %s (%s)", f"cut at {doc_cap.tokens} tokens" if doc_cap.tokens else "sent whole",
+                 doc_cap.source)
 
     rounds_out = JsonlWriter(run_dir / "rounds.jsonl")
     accepted_out = JsonlWriter(run_dir / "accepted.jsonl")
@@ -123,7 +177,7 @@ async def generate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
         rounds_out.write(row)
         progress.round_done()
 
-    runner = DocumentRunner(cfg, llm, domain, on_round=on_round, on_call=progress.call_done)
+    runner = DocumentRunner(cfg, llm, domain, on_round=on_round, on_call=progress.call_done, doc_cap=doc_cap)
     gate = asyncio.Semaphore(cfg.generate.max_docs_in_flight)
 
     async def one(doc: Document) -> None:
@@ -172,7 +226,8 @@ async def generate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
             cache.close()
 
     stats = finalize(cfg, run_dir, docs, skipped, llm, wall_seconds=time.time() - started,
-                     document_errors=counts.errors, documents_not_started=counts.not_started)
+                     document_errors=counts.errors, documents_not_started=counts.not_started, doc_cap=doc_cap,
+                     challengers=challengers_per_round(cfg, domain))
     if wandb_run is not None:
         wandb_run.summary.update(dict(flatten("generate", stats)))
         wandb_run.finish()
