@@ -55,6 +55,9 @@ class EndpointConfig:
     timeout_s: Optional[float] = None
     # Attempts after the first one (exponential backoff with jitter, honours Retry-After)
     max_retries: Optional[int] = None
+    # Seconds the start-up check keeps asking, with backoff, a server that accepts the connection but does not
+    # answer GET /models in time (busy, e.g. finishing a killed run's requests); a refused connection fails at once
+    startup_wait_s: Optional[float] = None
     temperature: Optional[float] = None
     top_p: Optional[float] = None
     max_tokens: Optional[int] = None
@@ -90,6 +93,7 @@ DEFAULT_ENDPOINT = EndpointConfig(
     max_concurrency=64,
     timeout_s=600.0,
     max_retries=4,
+    startup_wait_s=180.0,
     temperature=1.0,
     top_p=1.0,
     max_tokens=4096,
@@ -271,6 +275,9 @@ class GenerateConfig:
     push_to_hub: Optional[str] = None
     # Create the hub repo private (only applies when the push creates it)
     hub_private: bool = True
+    # A document that still fails after the backend's retries gets a ledger row with status "error" and is redone
+    # on resume; the run exits 5 when any did. true: exit 0 anyway (the count stays in stats.json)
+    allow_document_errors: bool = False
 
 
 @dataclass
@@ -461,6 +468,9 @@ class ReportConfig:
     generate_runs: dict[str, str] = field(default_factory=dict)
     # Published data-quality numbers: column id -> quality metric -> value (conf/report/paper_cs.yaml)
     quality_paper: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Exit 0 even when every cell is missing (no eval run found); false exits 2, since an empty report usually
+    # means wrong run dirs
+    allow_empty: bool = False
     # Wrong-to-right flips: label -> [base eval run, trained eval run] (RUN[#SET][@JUDGE] each), with the share of
     # flips whose base answer had hit the token budget (eval/flips.py)
     flips: dict[str, list[str]] = field(default_factory=dict)

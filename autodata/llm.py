@@ -245,3 +245,12 @@ class LLM:
 
     def usage_summary(self) -> dict[str, dict[str, Any]]:
         return {role: vars(u).copy() for role, u in self.usage.items()}
+
+    def retry_counts(self) -> dict[str, int]:
+        """Faults the backends retried in this process, by kind (``http_500``, ``http_429``, ``timeout``,
+        ``invalid_json``, ``connection``), summed over endpoints; backends that do not retry count none."""
+        total: dict[str, int] = {}
+        for backend in self.unique_backends():
+            for kind, n in (getattr(backend, "retries", None) or {}).items():
+                total[kind] = total.get(kind, 0) + n
+        return dict(sorted(total.items()))

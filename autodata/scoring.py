@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Optional
 
 # Tolerance of threshold comparisons. Means of floats such as 0.7 land a few
 # ulps off the value a person reads (0.7 + 0.7 + 0.7 = 2.0999999999999996), and
@@ -71,6 +72,16 @@ def mean(xs: Sequence[float]) -> float:
     if len(xs) == 0:
         raise ValueError("mean of an empty list is undefined; pass at least one score")
     return math.fsum(xs) / len(xs)
+
+
+def mean_or_none(xs: Sequence[float]) -> Optional[float]:
+    """``mean``, or None when there is nothing to average: a run with no graded score has no mean (never a
+    fake 0).
+
+    >>> mean_or_none([0.0, 1.0]), mean_or_none([])
+    (0.5, None)
+    """
+    return mean(xs) if len(xs) else None
 
 
 def pstdev(xs: Sequence[float]) -> float:

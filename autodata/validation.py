@@ -10,10 +10,14 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 from autodata.acceptance import POLICIES
+# Valid domain and backend names are read from their registries at check time (no second list here), so
+# registering a class is all a new domain or backend needs.
+from autodata.backends import BACKENDS
 from autodata.config import ROLES, RootConfig, apply_eval_shortcuts, endpoint_for, is_judge_role
+from autodata.domains import DOMAINS, Domain
 
 
 @dataclass
@@ -49,8 +53,6 @@ class InputError(ValueError):
     run.py exits 2, as for a config error: the fix is the user's, and rerunning as is would fail again."""
 
 
-KNOWN_BACKENDS = ("local", "openai", "vllm")
-KNOWN_DOMAINS = ("cs", "legal", "principia")
 KNOWN_METHODS = ("agentic", "cot")
 KNOWN_COT_FILTERS = ("none", "answer_consistency", "rip")
 KNOWN_SOURCES = ("pydoc", "folder", "jsonl", "parquet", "hf")
@@ -62,6 +64,11 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 def _choice(problems: list[Problem], key: str, value: object, known: tuple[str, ...]) -> None:
     if value not in known:
         problems.append(Problem(key, value, f"must be one of {', '.join(known)}", f"set {key} to one of them"))
+
+
+def _domains_where(has: Callable[[type[Domain]], bool]) -> list[str]:
+    """Registered domain names whose class has a property, for hints that name the alternatives."""
+    return [name for name, cls in sorted(DOMAINS.items()) if has(cls)]
 
 
 def _positive(problems: list[Problem], key: str, value: object, allow_zero: bool = False) -> None:
@@ -89,16 +96,18 @@ def check_cot_filter(cfg: RootConfig) -> list[Problem]:
     if not m.score_solvers:
         problems.append(Problem("method.cot_filter", m.cot_filter, "needs the strong solver's runs, but "
                                 "method.score_solvers is false", "set method.score_solvers=true"))
-    if m.cot_filter == "answer_consistency" and cfg.domain.name != "principia":
+    domain = DOMAINS.get(cfg.domain.name)
+    if m.cot_filter == "answer_consistency" and (domain is None or domain.grading != "equivalence"):
+        verifiable = " or ".join(f"domain={n}" for n in _domains_where(lambda d: d.grading == "equivalence"))
         problems.append(Problem("method.cot_filter", m.cot_filter,
                                 f"needs verifiable answers, but domain={cfg.domain.name} is rubric-graded",
-                                "use method.cot_filter=rip for rubric domains, or domain=principia"))
+                                f"use method.cot_filter=rip for rubric domains, or {verifiable}"))
     return problems
 
 
 def check_generate(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> list[Problem]:
     problems: list[Problem] = []
-    _choice(problems, "domain.name", cfg.domain.name, KNOWN_DOMAINS)
+    _choice(problems, "domain.name", cfg.domain.name, tuple(sorted(DOMAINS)))
     _choice(problems, "method.name", cfg.method.name, KNOWN_METHODS)
     problems.extend(check_cot_filter(cfg))
     _choice(problems, "corpus.source", cfg.corpus.source, KNOWN_SOURCES)
@@ -108,14 +117,12 @@ def check_generate(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> 
     _choice(problems, "domain.acceptance.policy", acc.policy, tuple(sorted(POLICIES)))
     policy = POLICIES.get(acc.policy)
     if policy is not None and policy.needs_loop_judge:
-        from autodata.domains import DOMAINS
-
         domain = DOMAINS.get(cfg.domain.name)
         if domain is not None and not domain.has_loop_judge:
             problems.append(Problem("domain.acceptance.policy", acc.policy,
                                     f"leaves the verdict to a loop judge, but domain={cfg.domain.name} has none",
                                     "pick a threshold policy (cs_paper, cs_deployed, verifiable) or a domain with "
-                                    "a loop judge (legal)"))
+                                    f"a loop judge ({', '.join(_domains_where(lambda d: d.has_loop_judge))})"))
         if acc.policy == "loop_judge" and not acc.require_loop_judge_accept:
             problems.append(Problem("domain.acceptance.require_loop_judge_accept", False,
                                     "must be true with policy=loop_judge, which has no threshold: every task "
@@ -194,7 +201,7 @@ def check_models(cfg: RootConfig, roles: tuple[str, ...] = ROLES,
     for role in roles:
         ep = endpoint_for(cfg.models, role)
         prefix = f"models.roles.{role}"
-        _choice(problems, f"{prefix}.backend", ep.backend, KNOWN_BACKENDS)
+        _choice(problems, f"{prefix}.backend", ep.backend, tuple(sorted(BACKENDS)))
         if ep.backend == "openai" and not ep.base_urls:
             problems.append(Problem(f"{prefix}.base_url", None, "is required for the openai backend",
                                     "set models.base_url=http://HOST:PORT/v1 (all roles) or models.roles.<role>.base_url"))
@@ -208,6 +215,7 @@ def check_models(cfg: RootConfig, roles: tuple[str, ...] = ROLES,
             if getattr(ep, key) is not None:
                 _positive(problems, f"{prefix}.{key}", getattr(ep, key))
         _positive(problems, f"{prefix}.max_retries", ep.max_retries, allow_zero=True)
+        _positive(problems, f"{prefix}.startup_wait_s", ep.startup_wait_s, allow_zero=True)
         if not 0.0 <= float(ep.temperature) <= 2.0:
             problems.append(Problem(f"{prefix}.temperature", ep.temperature, "must lie in [0, 2]", "pick a sampling temperature in [0, 2]"))
         if not 0.0 < float(ep.top_p) <= 1.0:
@@ -247,7 +255,7 @@ def check_train(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> lis
     """Rules of stage=train that need no file or process: the data and the world size are checked at start."""
     problems: list[Problem] = []
     t = cfg.train
-    _choice(problems, "domain.name", cfg.domain.name, KNOWN_DOMAINS)
+    _choice(problems, "domain.name", cfg.domain.name, tuple(sorted(DOMAINS)))
     _choice(problems, "logger", cfg.logger, KNOWN_LOGGERS)
     paths = [t.dataset] if isinstance(t.dataset, str) else t.dataset
     if not paths or not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
@@ -321,7 +329,7 @@ def check_eval(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> list
     cfg = copy.deepcopy(cfg)
     apply_eval_shortcuts(cfg)
     e = cfg.eval
-    _choice(problems, "domain.name", cfg.domain.name, KNOWN_DOMAINS)
+    _choice(problems, "domain.name", cfg.domain.name, tuple(sorted(DOMAINS)))
     if not isinstance(e.n, int) or e.n < 1:
         problems.append(Problem("eval.n", e.n, "must be >= 1 (completions per prompt)",
                                 "set eval.n=3 for the paper's mean@3 / best@3, or 8 for avg@8"))

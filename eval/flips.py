@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from autodata.rundir import read_jsonl
+from eval.cells import ReportError, parse_spec
 
 
 @dataclass
@@ -40,8 +41,6 @@ class FlipStats:
 
 def load_samples(spec: str) -> tuple[dict[tuple[str, int], dict[str, Any]], str]:
     """(prompt id, sample index) -> {score, finish_reason} of one set and judge of an eval run."""
-    from eval.report import ReportError, parse_spec
-
     path_text, dataset, judge = parse_spec(spec)
     run = Path(path_text)
     samples = run / "samples.jsonl"

@@ -27,55 +27,15 @@ import csv
 import json
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from autodata.config import ReportConfig, RootConfig
 from autodata.tracking import start_wandb
+# Cells live in their own module so report_tables.py and flips.py can use them without importing this one
+from eval.cells import MISSING, Cell, ReportError, cell_text, parse_spec
 
 log = logging.getLogger(__name__)
-
-MISSING = "missing"
-
-
-class ReportError(ValueError):
-    pass
-
-
-@dataclass
-class Cell:
-    row: str
-    column: str
-    metric: str
-    ours: Optional[float]
-    stderr: Optional[float]
-    paper: Optional[float]
-    # Where our number comes from, or why it is missing
-    source: str
-    # Samples of the run's set, and how many of them its judge could not grade (excluded from the metric)
-    samples: Optional[int] = None
-    judge_failures: Optional[int] = None
-    # The run (RUN#SET[@JUDGE]) the cell reads; unlike source, never a reason about another metric or row
-    run: str = ""
-
-    @property
-    def diff(self) -> Optional[float]:
-        return None if self.ours is None or self.paper is None else self.ours - self.paper
-
-
-def parse_spec(spec: str) -> tuple[str, str, str]:
-    """``RUN_DIR[#SET][@JUDGE]`` -> (run dir, set, judge role); set and judge may be empty.
-
-    >>> parse_spec("runs/eval_legal#prbench_legal@judge_kimi")
-    ('runs/eval_legal', 'prbench_legal', 'judge_kimi')
-    >>> parse_spec("runs/eval_base")
-    ('runs/eval_base', '', '')
-    """
-    head, slash, tail = spec.rpartition("/")
-    tail, _, judge = tail.partition("@")
-    path_text, _, dataset = (head + slash + tail).partition("#")
-    return path_text, dataset, judge
 
 
 def load_run_metrics(spec: str) -> tuple[Optional[dict[str, Any]], str]:
@@ -156,17 +116,6 @@ def to_deltas(cfg: ReportConfig, cells: list[Cell]) -> list[Cell]:
             c.ours = c.ours - b.ours
             c.stderr = math.sqrt((c.stderr or 0.0) ** 2 + (b.stderr or 0.0) ** 2)
     return cells
-
-
-def _num(x: Optional[float], signed: bool = False, digits: int = 3) -> str:
-    if x is None:
-        return "-"
-    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
-
-
-def cell_text(cell: Cell, digits: int = 3) -> str:
-    ours = MISSING if cell.ours is None else f"{cell.ours:.{digits}f} ± {cell.stderr or 0.0:.{digits}f}"
-    return f"{ours} (paper {_num(cell.paper, digits=digits)}, diff {_num(cell.diff, signed=True, digits=digits)})"
 
 
 def render_markdown(cfg: ReportConfig, rows: list[str], columns: list[str], cells: list[Cell]) -> str:
@@ -325,6 +274,11 @@ def run(cfg: RootConfig, run_dir: Path) -> None:
         raise SystemExit(3) from None
     missing = sum(1 for c in cells if c.ours is None)
     log.info("report in %s (report.md, report.csv); %d of %d cells missing", run_dir, missing, len(cells))
+    if cells and missing == len(cells) and not cfg.report.allow_empty:
+        # An all-missing table almost always means mistyped run dirs; a pipeline should not carry on as if it worked.
+        log.error("every cell of the report is missing (no eval run found: see report.md for each cell's reason); "
+                  "fix report.runs, or set report.allow_empty=true to accept an empty report (exit code 2)")
+        raise SystemExit(2)
     wandb_run = start_wandb(cfg, run_dir, job_type="report")
     if wandb_run is not None:
         log_to_wandb(wandb_run, cells, run_dir)

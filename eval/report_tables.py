@@ -12,12 +12,15 @@ has no such file says "missing", never the paper's number.
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from autodata.config import ReportConfig
+from autodata.scoring import mean
+from eval.cells import Cell, cell_text
+from eval.metrics import standard_error
+
 
 def _weak_scores(row: dict[str, Any]) -> list[float]:
     return [float(s) for s in row.get("weak_scores") or [] if s is not None]
@@ -92,11 +95,8 @@ def mean_stderr(xs: list[float]) -> tuple[Optional[float], Optional[float]]:
     """
     if not xs:
         return None, None
-    m = sum(xs) / len(xs)
-    if len(xs) < 2:
-        return m, 0.0
-    var = sum((x - m) ** 2 for x in xs) / (len(xs) - 1)
-    return m, math.sqrt(var / len(xs))
+    # The eval metrics' mean and standard error, so the two tables of one report agree on what they mean
+    return mean(xs), standard_error(xs)
 
 
 def quality_values(run_dir: Path) -> tuple[dict[str, tuple[Optional[float], Optional[float]]], str, str]:
@@ -126,9 +126,7 @@ def quality_values(run_dir: Path) -> tuple[dict[str, tuple[Optional[float], Opti
     return out, str(run_dir), shares_missing
 
 
-def build_quality_cells(cfg: ReportConfig) -> tuple[list[str], list[Any]]:
-    from eval.report import Cell
-
+def build_quality_cells(cfg: ReportConfig) -> tuple[list[str], list[Cell]]:
     columns = list(dict.fromkeys(list(cfg.quality_paper) + list(cfg.generate_runs)))
     cells = []
     for column in columns:
@@ -145,9 +143,7 @@ def build_quality_cells(cfg: ReportConfig) -> tuple[list[str], list[Any]]:
     return columns, cells
 
 
-def render_quality(cfg: ReportConfig, columns: list[str], cells: list[Any]) -> list[str]:
-    from eval.report import cell_text
-
+def render_quality(cfg: ReportConfig, columns: list[str], cells: list[Cell]) -> list[str]:
     title = lambda key: cfg.titles.get(key, key)  # noqa: E731
     index = {(c.row, c.column): c for c in cells}
     lines = ["## Data quality (generate runs)", "",

@@ -16,7 +16,7 @@ or ``hf://NAME[:SPLIT]`` for ``datasets.load_dataset``. Rows are in one of three
 - principia-bench: ``question`` or ``problem_statement``, and ``answer`` (or ``reference_answer``), no
   rubric; graded by domain=principia.
 
-Every row becomes a generate-style row and goes through ``training.data.to_example``, so the
+Every row becomes a generate-style row and goes through ``autodata.examples.to_example``, so the
 evaluated model sees exactly the solver prompt that stage=train trains on.
 """
 
@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from autodata.domains import Domain, Task
-from training.data import RUBRIC_DOMAINS, field_problems, task_of, to_example
-from training.data import Source as TrainSource
+from autodata.examples import Source as Rows
+from autodata.examples import field_problems, task_of, to_example
 
 log = logging.getLogger(__name__)
 
@@ -328,11 +328,11 @@ def load_set(given: str, domain: Domain, limit: Optional[int] = None) -> EvalSet
         raise EvalDataError(f"eval.datasets: {file} has a {fmt} row that cannot be read ({err})") from None
     # PRBench grades by its rubric alone: it ships no reference answer.
     optional = ("reference_answer",) if fmt == "prbench" else ()
-    problems = field_problems(TrainSource(Path(file), fmt, rows), domain.name, optional=optional)
-    if fmt == "principia" and domain.name in RUBRIC_DOMAINS:
+    problems = field_problems(Rows(Path(file), fmt, rows), domain, optional=optional)
+    if fmt == "principia" and domain.grading == "rubric":
         problems = [f"{file}: principia-style items (question + answer, no rubric) need the equivalence judge; "
                     f"add domain=principia to the command (found domain={domain.name})"]
-    if fmt == "prbench" and domain.name not in RUBRIC_DOMAINS:
+    if fmt == "prbench" and domain.grading != "rubric":
         problems.append(f"{file}: PRBench-style items are rubric-graded; add domain=legal (found domain={domain.name})")
     if fmt == "prbench":
         warn_contradicting_signs(file, rows)

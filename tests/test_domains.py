@@ -90,6 +90,34 @@ def test_registry_and_unknown_domain():
         build_domain(DomainConfig(name="law"))
 
 
+def test_every_domain_class_says_how_it_grades():
+    # Data checks, the reward's name and validation read this attribute instead of lists of domain names.
+    assert {name: cls.grading for name, cls in DOMAINS.items()} == {
+        "cs": "rubric", "legal": "rubric", "principia": "equivalence"}
+    assert {name for name, cls in DOMAINS.items() if cls.has_loop_judge} == {"legal"}
+
+
+def test_registering_a_domain_class_is_enough(monkeypatch):
+    """Validation and the example checks read the registry and the class, so no second list needs the name."""
+    from autodata.config import RootConfig
+    from autodata.domains.cs import CSDomain
+    from autodata.examples import Source, field_problems
+    from autodata.validation import check_eval, check_train
+
+    class ToyDomain(CSDomain):
+        name = "toy"
+
+    cfg = RootConfig()
+    cfg.domain.name = "toy"
+    unknown = [p for p in check_train(cfg) + check_eval(cfg) if p.key == "domain.name"]
+    assert len(unknown) == 2 and "cs, legal, principia" in unknown[0].rule
+    monkeypatch.setitem(DOMAINS, "toy", ToyDomain)
+    assert [p for p in check_train(cfg) + check_eval(cfg) if p.key == "domain.name"] == []
+    # A rubric-graded class asks for rubrics whatever it is called.
+    rows = Source(Path("toy.jsonl"), "toy", [{"id": "1", "question": "q", "reference_answer": "a", "domain": "toy"}])
+    assert field_problems(rows, ToyDomain) == ["toy.jsonl: field 'rubric' is missing or empty in every row"]
+
+
 @pytest.mark.parametrize("name", sorted(DOMAINS))
 @pytest.mark.parametrize("method", ["agentic", "cot"])
 @pytest.mark.parametrize("with_history", [False, True])

@@ -240,12 +240,13 @@ def test_report_tables_doctests():
     import doctest
 
     import autodata.tracking
+    import eval.cells
     import eval.flips
     import eval.report
     import eval.report_tables
     import eval.sets
 
-    for module in (eval.report_tables, eval.report, eval.sets, eval.flips, autodata.tracking):
+    for module in (eval.report_tables, eval.report, eval.cells, eval.sets, eval.flips, autodata.tracking):
         assert doctest.testmod(module).failed == 0, module.__name__
 
 
@@ -327,3 +328,16 @@ def test_flips_from_fixing_truncation_beside_the_papers_share(tmp_path):
     cfg = compose_report("report=paper_science", f"+report.flips={{validation: [{base}]}}")
     with pytest.raises(ConfigError, match="report.flips.validation .* must name two eval runs"):
         validate(cfg)
+
+
+def test_a_report_with_every_cell_missing_exits_2_unless_allowed(tmp_path):
+    from eval.report import run as run_report
+
+    absent = tmp_path / "no_such_run"
+    cfg = compose_report("report=paper_cs", f"+report.runs={{base/cot_test: {absent}}}")
+    with pytest.raises(SystemExit) as exit_info:
+        run_report(cfg, tmp_path / "report")
+    assert exit_info.value.code == 2
+    cfg = compose_report("report=paper_cs", "report.allow_empty=true", f"+report.runs={{base/cot_test: {absent}}}")
+    run_report(cfg, tmp_path / "report_allowed")
+    assert (tmp_path / "report_allowed" / "report.md").exists()

@@ -634,3 +634,15 @@ def test_failure_shares_are_of_the_rounds_before_acceptance():
     assert stats["failure_reason_shares_all_rounds"] == {"too_easy": 2 / 7, "failed_on_strong": 3 / 7,
                                                          "failed_qv": 1 / 7, "unsuitable": 1 / 7}
     assert stats["failure_reasons"]["failed_on_strong"] == 3
+
+
+def test_documents_truncated_counts_documents_and_error_rows_are_not_finished():
+    from autodata.generate.outputs import compute_stats
+
+    cut = ["document truncated from 9000 to 1280 characters (~320 tokens)"]
+    rounds = [{"document_id": "a", "round": r, "status": "rejected", "reason": "too_easy", "warnings": cut}
+              for r in (1, 2, 3)] + [{"document_id": "b", "round": 1, "status": "rejected", "reason": "too_easy"}]
+    ledger = [{"document_id": "a", "status": "exhausted"}, {"document_id": "b", "status": "error", "reason": "x"}]
+    stats = compute_stats(rounds, ledger, [], n_docs=2)
+    assert stats["documents_truncated"] == 1
+    assert stats["document_errors"] == 1 and stats["documents_finished"] == 1

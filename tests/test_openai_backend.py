@@ -57,6 +57,9 @@ class ScriptedServer:
         self.max_in_flight = 0
         # Scripted answers to GET /models, in order, before the real model list
         self.models_script: list[Reply] = []
+        # Delays of the first GET /models answers, in order (a busy server)
+        self.models_delays: list[float] = []
+        self.models_requests = 0
         self.url = ""
         self._runner: Optional[web.AppRunner] = None
 
@@ -88,6 +91,9 @@ class ScriptedServer:
         )
 
     async def _models(self, request: web.Request) -> web.Response:
+        self.models_requests += 1
+        if self.models_delays:
+            await asyncio.sleep(self.models_delays.pop(0))
         if self.models_script:
             return _scripted(request, self.models_script.pop(0))
         return web.json_response({"object": "list", "data": [{"id": "test-model", "object": "model", "owned_by": "t"}]})
@@ -154,13 +160,15 @@ def run(coro):
 
 
 def one_call(script: list = (), delays: list = (), models_script: list = (), request: Optional[ChatRequest] = None,
-             check: bool = False, **endpoint_overrides: Any) -> tuple[ScriptedServer, Any]:
+             check: bool = False, models_delays: list = (), **endpoint_overrides: Any) -> tuple[ScriptedServer, Any]:
     """One chat request (or, with ``check``, the start-up check) against a ScriptedServer playing ``script`` and
     ``models_script``: (server, the completions or the BackendError raised)."""
     async def main():
         async with ScriptedServer() as server:
             server.script, server.delays, server.models_script = list(script), list(delays), list(models_script)
+            server.models_delays = list(models_delays)
             b = backend(endpoint(server.url, **endpoint_overrides))
+            server.backend = b
             try:
                 return server, await (b.check() if check else b.complete(request or chat()))
             except BackendError as err:
@@ -228,11 +236,80 @@ def test_400_is_not_retried():
     assert "400" in str(err) and "max_tokens is too large" in str(err)
 
 
-def test_a_200_that_is_not_a_chat_completion_says_what_came_back():
-    _, err = one_call([Reply(200, raw="<html>Welcome to nginx!</html>")])
+def test_a_200_that_is_not_a_chat_completion_is_retried_like_a_5xx():
+    server, out = one_call([Reply(200, raw="<html>Welcome to nginx!</html>"), Reply(200, raw='{"choices": [')])
+    assert out[0].text == "answer 0: 42" and len(server.requests) == 3
+    assert server.backend.retries == {"invalid_json": 2}
+
+
+def test_a_200_that_is_never_a_chat_completion_says_what_came_back():
+    server, err = one_call([Reply(200, raw="<html>Welcome to nginx!</html>")] * 3, max_retries=2)
+    assert isinstance(err, BackendError) and not isinstance(err, EndpointUnreachable)
+    message = str(err)
+    assert "Welcome to nginx" in message and "/v1" in message and "3 attempts" in message
+    assert len(server.requests) == 3
+
+
+def test_retried_faults_are_counted_by_kind():
+    server, out = one_call([Reply(500), Reply(429, {"Retry-After": "0"}), Reply(200, raw="oops")], max_retries=3)
+    assert out[0].text == "answer 0: 42"
+    assert server.backend.retries == {"http_500": 1, "http_429": 1, "invalid_json": 1}
+
+
+def test_a_404_during_a_run_stops_the_run_naming_the_model():
+    server, err = one_call([Reply(404, body={"error": {"message": "The model `test-model` does not exist."}})])
+    # An EndpointUnreachable stops the generate stage with the resume hint instead of skipping the document
+    assert isinstance(err, EndpointUnreachable) and len(server.requests) == 1
+    assert "404" in str(err) and "'test-model'" in str(err) and "does not exist" in str(err)
+
+
+def test_check_fails_when_the_server_does_not_serve_the_model():
+    listing = Reply(body={"object": "list", "data": [{"id": "qwen-a"}, {"id": "qwen-b"}]})
+    server, err = one_call(models_script=[listing], check=True)
     assert isinstance(err, BackendError)
     message = str(err)
-    assert "Welcome to nginx" in message and "/v1" in message
+    assert "'test-model'" in message and server.url in message and "'qwen-a'" in message and "'qwen-b'" in message
+
+
+def test_check_waits_for_a_busy_server(monkeypatch, caplog):
+    """A server that accepts the connection but answers GET /models late is waited for (with one log line)."""
+    monkeypatch.setattr(openai_backend, "BUSY_BACKOFF_S", 0.05)
+    caplog.set_level("WARNING", logger=openai_backend.__name__)
+    server, out = one_call(models_delays=[1.0, 1.0], check=True, timeout_s=0.3, startup_wait_s=10.0)
+    assert out is None and server.models_requests == 3
+    assert sum("busy; waiting" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_check_gives_up_on_a_busy_server_after_startup_wait_s(monkeypatch):
+    monkeypatch.setattr(openai_backend, "BUSY_BACKOFF_S", 0.05)
+    started = time.monotonic()
+    server, err = one_call(models_delays=[1.0] * 20, check=True, timeout_s=0.2, startup_wait_s=0.5)
+    assert isinstance(err, EndpointUnreachable) and "startup_wait_s" in str(err) and "busy" in str(err)
+    assert time.monotonic() - started < 3.0 and server.models_requests >= 2
+
+
+def test_max_tokens_is_clamped_to_the_context():
+    server, _ = one_call(request=chat(), context_length=20)
+    # MESSAGES is ~4 tokens by the documents module's estimate; max_tokens 32 does not fit 20
+    assert server.requests[0]["max_tokens"] == 20 - openai_backend.estimate_tokens(MESSAGES)
+
+
+def test_context_exceeded_shrinks_max_tokens_and_retries_once():
+    vllm = {"error": {"message": "This model's maximum context length is 30 tokens. However, you requested 42 "
+                                 "tokens (10 in the messages, 32 in the completion).", "code": "context_length_exceeded"}}
+    server, out = one_call([Reply(400, body=vllm)])
+    assert out[0].text == "answer 0: 42"
+    assert [r["max_tokens"] for r in server.requests] == [32, 20]
+    # A second refusal fails the request instead of sending it again
+    server, err = one_call([Reply(400, body=vllm)] * 2)
+    assert isinstance(err, BackendError) and "again" in str(err) and len(server.requests) == 2
+
+
+def test_context_exceeded_by_the_prompt_alone_fails_without_resending():
+    llamacpp = {"error": {"code": 400, "message": "the request exceeds the available context size",
+                          "type": "exceed_context_size_error", "n_prompt_tokens": 4187, "n_ctx": 4096}}
+    server, err = one_call([Reply(400, body=llamacpp)])
+    assert isinstance(err, BackendError) and "does not fit" in str(err) and len(server.requests) == 1
 
 
 def test_connection_refused_raises_endpoint_unreachable_naming_the_url():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from autodata.backends.base import BackendError
 from autodata.generate.stage import generate
 from autodata.rundir import read_jsonl
 from eval.stage import evaluate
@@ -79,6 +80,34 @@ def test_generate_resume_redoes_an_accepted_document_whose_example_is_gone(tmp_p
         asyncio.run(generate(cfg, run_dir, llm=llm))
     assert "document doc0 is redone" in caplog.text and "accepted row is missing" in caplog.text
     assert sorted(r["document_id"] for r in read_jsonl(accepted)) == ["doc0", "doc1"]
+
+
+def test_a_document_that_fails_gets_an_error_row_and_is_redone_on_resume_without_duplicates(tmp_path):
+    cfg = make_cfg(tmp_path, n_docs=3, max_docs_in_flight=1)
+    run_dir = tmp_path / "run"
+    scenario = two_rounds()
+
+    def failing(role, request, call):
+        # doc1 fails in its second round, after its first round's row is written
+        if role == "weak_solver" and scenario.current == "Document 1." and scenario.rounds_of[scenario.current] == 2:
+            raise BackendError("answered 200 without a ChatCompletion (after 5 attempts)")
+        return scenario(role, request, call)
+
+    llm, _ = scripted_llm(cfg.models, failing)
+    stats = asyncio.run(generate(cfg, run_dir, llm=llm))
+    ledger = {r["document_id"]: r for r in read_jsonl(run_dir / "documents.jsonl")}
+    assert ledger["doc1"]["status"] == "error" and "without a ChatCompletion" in ledger["doc1"]["reason"]
+    assert stats["document_errors"] == 1 and stats["documents_finished"] == 2
+
+    llm, backends = scripted_llm(cfg.models, two_rounds())
+    stats = asyncio.run(generate(cfg, run_dir, llm=llm))
+    asked = {last_user(r).split("Document ")[1][:2] for r in backends["challenger"].requests}
+    assert asked == {"1."}
+    ledger = [(r["document_id"], r["status"]) for r in read_jsonl(run_dir / "documents.jsonl")]
+    rounds = [(r["document_id"], r["round"]) for r in read_jsonl(run_dir / "rounds.jsonl")]
+    assert sorted(ledger) == [(f"doc{i}", "accepted") for i in range(3)]
+    assert sorted(rounds) == [(f"doc{i}", r) for i in range(3) for r in (1, 2)]
+    assert stats["document_errors"] == 0 and stats["accepted"] == 3
 
 
 @pytest.mark.parametrize("name", ["samples.jsonl", "prompts.jsonl"])

@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-from autodata.scoring import at_least, at_most, below, clamp, count_correct, gap, mean, pstdev, rubric_score
+from autodata.scoring import (at_least, at_most, below, clamp, count_correct, gap, mean, mean_or_none, pstdev,
+                              rubric_score)
 
 
 @pytest.mark.parametrize(
@@ -82,3 +83,9 @@ def test_threshold_comparisons_absorb_float_noise_only():
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_mean_or_none_is_the_one_mean_with_none_for_nothing():
+    # Generate's statistics and the loop's round means use it: an ungraded run has no mean, never a fake 0.
+    assert mean_or_none([]) is None
+    assert mean_or_none([0.25, 0.5, 0.75]) == mean([0.25, 0.5, 0.75]) == 0.5

@@ -10,9 +10,10 @@ import pytest
 
 from autodata.config import DomainConfig
 from autodata.domains import build_domain
+from autodata.examples import task_of
 from autodata.generate.outputs import _save_dataset
 from autodata.rundir import read_jsonl
-from training.data import DataError, check_enough, load_training_data, task_of
+from training.data import DataError, check_enough, load_training_data
 
 FIXTURE = Path(__file__).parent / "fixtures" / "train_run"
 CS = build_domain(DomainConfig(name="cs"))

@@ -24,15 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autodata.domains import Domain, Task
+from autodata.domains import Domain
+# Example conversion is shared with stage=eval, so it lives in autodata; training keeps the reading of runs.
+from autodata.examples import Source, field_problems, to_example
 from autodata.rundir import read_jsonl
 
 log = logging.getLogger(__name__)
 
-# Fields every example needs, and the ones rubric-graded domains add.
-REQUIRED_FIELDS = ("id", "question", "reference_answer")
-RUBRIC_FIELDS = ("rubric",)
-RUBRIC_DOMAINS = ("cs", "legal")
 PRODUCER = ("stage=generate writes training data into its run dir (accepted.jsonl, train.jsonl, dataset/): run "
             "python -m autodata.run stage=generate hydra.run.dir=runs/cs_agentic, then train.dataset=runs/cs_agentic")
 FIELDS_PRODUCER = "these fields are written by stage=generate; " + PRODUCER
@@ -41,15 +39,6 @@ NESTED_FIELDS = ("rubric", "tags", "extra")
 
 class DataError(ValueError):
     """The training data cannot be used; the message says what was expected, what was found and what to do."""
-
-
-@dataclass
-class Source:
-    path: Path
-    # What was read: train.jsonl, accepted.jsonl, dataset:train, ...
-    kind: str
-    rows: list[dict[str, Any]]
-    heldout_dropped: int = 0
 
 
 @dataclass
@@ -90,7 +79,7 @@ def load_training_data(dataset: Any, domain: Domain) -> TrainingData:
     duplicates = 0
     problems: list[str] = []
     for source in sources:
-        problems += field_problems(source, domain.name)
+        problems += field_problems(source, domain)
         for row in source.rows:
             ident = str(row.get("id"))
             if ident in seen:
@@ -190,27 +179,6 @@ def _unflatten(key: str, value: Any) -> Any:
     return value
 
 
-def field_problems(source: Source, domain_name: str, optional: tuple[str, ...] = ()) -> list[str]:
-    """One line per missing field (with how many rows lack it) and per domain mismatch; ``optional`` fields
-    may be empty."""
-    if not source.rows:
-        return []
-    required = [f for f in REQUIRED_FIELDS + (RUBRIC_FIELDS if domain_name in RUBRIC_DOMAINS else ())
-                if f not in optional]
-    problems = []
-    for name in required:
-        lacking = sum(1 for r in source.rows if r.get(name) in (None, "", []))
-        if lacking:
-            share = "every row" if lacking == len(source.rows) else f"{lacking} of {len(source.rows)} rows"
-            problems.append(f"{source.path}: field {name!r} is missing or empty in {share}")
-    found = sorted({str(r["domain"]) for r in source.rows if r.get("domain")})
-    wrong = [d for d in found if d != domain_name]
-    if wrong:
-        problems.append(f"{source.path}: examples are from domain {', '.join(found)} but domain.name={domain_name}; "
-                        f"the judge must be that domain's (add domain={wrong[0]} to the command)")
-    return problems
-
-
 def _empty_message(sources: list[Source]) -> str:
     lines = []
     for s in sources:
@@ -227,24 +195,6 @@ def _empty_message(sources: list[Source]) -> str:
         lines.append(f"  - {s.path} ({s.kind}): 0 training examples{held}{why}")
     return ("train.dataset has no training examples:\n" + "\n".join(lines) + "\nRun stage=generate on more documents "
             "(corpus.limit) or with stronger models until accepted.jsonl has examples, then train on it.")
-
-
-def to_example(row: dict[str, Any], domain: Domain, source_name: str = "") -> dict[str, Any]:
-    """One TRL row: the policy's chat prompt and the task the judge grades against (a multi-turn eval row's
-    ``earlier_messages`` become real turns of the prompt; generate rows have none)."""
-    task = Task.from_dict({"context": row.get("context") or "", **{k: row[k] for k in (
-        "question", "reference_answer", "rubric", "question_type", "tags", "extra", "earlier_messages")
-        if row.get(k) is not None}})
-    return {
-        "prompt": domain.solver_messages(task, None),
-        "task": json.dumps(task.to_dict(), ensure_ascii=False),
-        "example_id": str(row["id"]),
-        "source": source_name,
-    }
-
-
-def task_of(encoded: str) -> Task:
-    return Task.from_dict(json.loads(encoded))
 
 
 def prompts_per_step(completions_per_step: int, group_size: int) -> int:

@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Optional, Sequence, TypeVar
 
 from autodata.domains import Domain, Task
+from autodata.examples import task_of
 from autodata.guard import final_answer, injection_flags
 from autodata.llm import LLM
-from training.data import task_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -178,7 +178,8 @@ class JudgeReward:
         self.max_failed_batches = max_failed_batches
         self.failed_batches = 0
         # TRL names the reward's metrics (rewards/<name>/mean) after this
-        self.__name__ = "equivalence_judge" if domain.name == "principia" else "rubric_judge"
+        # (the domain class says how it grades: rubric_judge or equivalence_judge)
+        self.__name__ = f"{domain.grading}_judge"
         self.totals: Counter[str] = Counter()
         self._tasks: dict[str, Task] = {}
 

@@ -3,7 +3,7 @@
 The generate loop, the train reward and eval only ever see ``Backend``: a
 coroutine that turns one ``ChatRequest`` into ``n`` ``Completion`` objects.
 Caching, accounting and JSON repair live above this layer
-(``autodata.backends.client``), so a backend is only transport.
+(``autodata.llm.LLM``, with the cache in ``autodata.cache``), so a backend is only transport.
 """
 
 from __future__ import annotations
@@ -50,6 +50,24 @@ class BackendError(RuntimeError):
 
 class EndpointUnreachable(BackendError):
     """No replica of an endpoint answered; the message names the URLs."""
+
+
+class ModelNotServed(EndpointUnreachable):
+    """The endpoint answers, but not for this model (HTTP 404): every call would fail, so the run stops like
+    for an unreachable endpoint instead of skipping each document."""
+
+
+# Rough characters per token: documents are cut and prompts sized by characters, since API endpoints have no
+# local tokenizer (autodata/generate/documents.py, the openai backend's max_tokens clamp).
+CHARS_PER_TOKEN = 4
+
+
+def estimate_tokens(messages: list[dict[str, str]]) -> int:
+    """
+    >>> estimate_tokens([{"role": "user", "content": "x" * 40}])
+    11
+    """
+    return sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN + 1
 
 
 @runtime_checkable

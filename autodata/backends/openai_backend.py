@@ -25,14 +25,23 @@ import email.utils
 import json
 import logging
 import os
+import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from autodata.backends.base import BackendError, ChatRequest, Completion, EndpointUnreachable
+from autodata.backends.base import (
+    BackendError,
+    ChatRequest,
+    Completion,
+    EndpointUnreachable,
+    ModelNotServed,
+    estimate_tokens,
+)
 from autodata.config import EndpointConfig
 
 log = logging.getLogger(__name__)
@@ -45,6 +54,14 @@ KEEPALIVE_S = 4.0
 # check() should fail within seconds, not after a generation-sized timeout_s.
 CHECK_TIMEOUT_S = 15.0
 BODY_EXCERPT_CHARS = 500
+# First wait of the start-up check's backoff while a server that accepted the connection is busy (1c)
+BUSY_BACKOFF_S = 2.0
+# How servers word "prompt + max_tokens exceed the context": OpenAI's code, vLLM's and llama.cpp's messages
+_CONTEXT_EXCEEDED = re.compile(r"context_length_exceeded|maximum context length|exceeds the available context", re.I)
+# Numbers in such a body: vLLM "maximum context length is 4096 tokens ... (4187 in the messages, ...)";
+# llama.cpp {"n_prompt_tokens": 4187, "n_ctx": 4096}
+_CONTEXT_NUMBER = re.compile(r"maximum context length is (\d+)|\"n_ctx\"\s*:\s*(\d+)", re.I)
+_PROMPT_NUMBER = re.compile(r"(\d+) in the messages|\"n_prompt_tokens\"\s*:\s*(\d+)", re.I)
 
 
 @dataclass
@@ -76,6 +93,19 @@ class _HTTPStatusError(Exception):
 
 class _ConnectionFailed(Exception):
     """No answer: connection refused or dropped, or a timeout; raised from the aiohttp/OS error."""
+
+
+class _InvalidBody(Exception):
+    """A 2xx whose body is not a ChatCompletion (not JSON, cut short, no 'choices'): a proxy's or an
+    overloaded server's hiccup, retried like a 5xx."""
+
+
+class _ContextExceeded(BackendError):
+    """HTTP 400: prompt + max_tokens do not fit the model's context; ``text`` is the server's body."""
+
+    def __init__(self, message: str, text: str):
+        super().__init__(message)
+        self.text = text
 
 
 class _Secret:
@@ -130,8 +160,14 @@ def _is_timeout(err: BaseException) -> bool:
     return False
 
 
+def _busy(err: Any) -> bool:
+    """A timeout after the connection was made: the server is there but slow. A connect timeout is not."""
+    return (isinstance(err, _ConnectionFailed) and _is_timeout(err)
+            and not isinstance(_root_cause(err), aiohttp.ConnectionTimeoutError))
+
+
 def _retryable(err: BaseException) -> bool:
-    if isinstance(err, _ConnectionFailed):  # includes timeouts
+    if isinstance(err, (_ConnectionFailed, _InvalidBody)):  # includes timeouts
         return True
     if isinstance(err, _HTTPStatusError):
         # 408 is the server's own request timeout, so it is retried like a client-side one.
@@ -161,6 +197,39 @@ def retry_after_s(headers: Any, now: Optional[float] = None) -> Optional[float]:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def retry_kind(err: Optional[BaseException]) -> str:
+    """The key a retried fault is counted under in stats.json's ``retries``.
+
+    >>> retry_kind(_HTTPStatusError(429, {}, ""))
+    'http_429'
+    >>> retry_kind(_InvalidBody("x"))
+    'invalid_json'
+    """
+    if isinstance(err, _HTTPStatusError):
+        return f"http_{err.status}"
+    if isinstance(err, _InvalidBody):
+        return "invalid_json"
+    if err is not None and _is_timeout(err):
+        return "timeout"
+    return "connection"
+
+
+def context_numbers(text: str) -> tuple[Optional[int], Optional[int]]:
+    """(context length, prompt tokens) a context-exceeded body states; None where it does not.
+
+    >>> context_numbers("This model's maximum context length is 4096 tokens. However, you requested 4187 "
+    ...                 "tokens (91 in the messages, 4096 in the completion).")
+    (4096, 91)
+    >>> context_numbers('{"error": {"n_prompt_tokens": 4187, "n_ctx": 4096}}')
+    (4096, 4187)
+    """
+    def first(pattern: re.Pattern) -> Optional[int]:
+        match = pattern.search(text)
+        return int(next(g for g in match.groups() if g)) if match else None
+
+    return first(_CONTEXT_NUMBER), first(_PROMPT_NUMBER)
 
 
 def split_by_weight(total: int, weights: list[int]) -> list[int]:
@@ -228,6 +297,11 @@ class OpenAIBackend:
         self._ignores_n = False
         # max_model_len of this model per replica URL, from GET /models (check); None where a server does not say
         self._listed_context: dict[str, Optional[int]] = {}
+        # The context a server's context-exceeded answer stated: later requests are clamped to it up front
+        self._learned_context: Optional[int] = None
+        # Retried faults by kind (retry_kind), read by LLM.retry_counts into stats.json's ``retries``
+        self.retries: Counter = Counter()
+        self._startup_wait_s = float(endpoint.startup_wait_s if endpoint.startup_wait_s is not None else 0.0)
         self._retry_policy = AsyncRetrying(
             stop=stop_after_attempt(int(endpoint.max_retries or 0) + 1),
             wait=self._wait_s,
@@ -283,14 +357,32 @@ class OpenAIBackend:
         return completions[:n]
 
     async def check(self) -> None:
-        results = await asyncio.gather(*(self._check_replica(r) for r in self._replicas), return_exceptions=True)
+        # A replica that accepted the connection but did not answer in time is busy (e.g. still finishing a killed
+        # run's requests), not down: it is asked again with backoff for up to startup_wait_s. A refusal fails at once.
+        deadline = time.monotonic() + self._startup_wait_s
+        pause = BUSY_BACKOFF_S
+        while True:
+            results = await asyncio.gather(*(self._check_replica(r) for r in self._replicas), return_exceptions=True)
+            busy = [r.url for r, err in zip(self._replicas, results) if _busy(err)]
+            left = deadline - time.monotonic()
+            if not busy or left <= 0:
+                break
+            if pause == BUSY_BACKOFF_S:
+                log.warning("%s accepted the connection but did not answer GET /models within %.0f s: busy; waiting "
+                            "up to %.0f s more for it (models.startup_wait_s)", ", ".join(busy),
+                            self._check_timeout.total, left)
+            await asyncio.sleep(min(pause, left))
+            pause *= 2
         unreachable = [(r.url, err) for r, err in zip(self._replicas, results) if isinstance(err, _ConnectionFailed)]
         if unreachable:
             lines = "\n".join(f"  {url}: {_describe(err)}" for url, err in unreachable)
+            hint = ("Is the server running and listening there? Start it, or fix models.base_url / base_urls."
+                    if not any(_busy(err) for _, err in unreachable) else
+                    f"The server accepted the connection but stayed busy for models.startup_wait_s="
+                    f"{self._startup_wait_s:g} s; wait for it to finish its requests (or raise startup_wait_s).")
             raise EndpointUnreachable(
                 f"{len(unreachable)} of {len(self._replicas)} replicas of model {self.model!r} "
-                f"did not answer GET /models:\n"
-                f"{lines}\nIs the server running and listening there? Start it, or fix models.base_url / base_urls."
+                f"did not answer GET /models:\n{lines}\n{hint}"
             )
         for replica, err in zip(self._replicas, results):
             if isinstance(err, _HTTPStatusError) and err.status in (401, 403):
@@ -326,11 +418,20 @@ class OpenAIBackend:
     # -- one sample batch --------------------------------------------------------------
 
     async def _sample(self, request: ChatRequest, n: int, seed: Optional[int]) -> list[Completion]:
+        max_tokens = self._fitted_max_tokens(request)
+        shrunk = False
         while True:
             mode = self._response_format if request.json_schema is not None else None
             try:
-                response = await self._send(self._params(request, n, seed, mode))
+                response = await self._send(self._params(request, n, seed, mode, max_tokens))
                 return _completions(response)
+            except _ContextExceeded as err:
+                # Shrunk and sent once more; a second refusal fails the document (the same request sent again, on
+                # every resume, would be refused the same way).
+                if shrunk:
+                    raise BackendError(f"{err} (again after max_tokens was lowered to {max_tokens})") from err
+                shrunk = True
+                max_tokens = self._shrunk_max_tokens(request, max_tokens, err)
             except _ResponseFormatRejected as err:
                 # Concurrent requests see the same refusal; only the first one moves down the ladder.
                 if self._response_format == mode:
@@ -343,14 +444,61 @@ class OpenAIBackend:
                         f"type {self._response_format!r}" if self._response_format else "no response_format",
                     )
 
-    def _params(self, request: ChatRequest, n: int, seed: Optional[int], mode: Optional[str]) -> dict[str, Any]:
+    def _context(self) -> Optional[int]:
+        """The context length known without asking: config, the model listing, or a server's refusal."""
+        if self.endpoint.context_length:
+            return int(self.endpoint.context_length)
+        listed = [self._listed_context.get(r.url) for r in self._replicas]
+        known = [n for n in listed + [self._learned_context] if n]
+        return min(known) if known else None
+
+    def _fitted_max_tokens(self, request: ChatRequest) -> int:
+        """``max_tokens`` clamped so prompt + answer fit the context, when it is known.
+
+        The prompt is estimated as the document cap does (autodata.backends.base.estimate_tokens); a server's
+        exact count can be higher, which a context-exceeded answer then corrects (``_shrunk_max_tokens``).
+        """
+        asked = int(request.sampling.max_tokens)
+        context = self._context()
+        if context is None:
+            return asked
+        room = context - estimate_tokens(request.messages)
+        if room < 1:
+            raise BackendError(
+                f"the prompt alone (~{estimate_tokens(request.messages)} tokens) does not fit the {context}-token "
+                f"context of {self.name}; lower models.*.max_document_tokens or generate.max_rounds"
+            )
+        return min(asked, room)
+
+    def _shrunk_max_tokens(self, request: ChatRequest, sent: int, err: _ContextExceeded) -> int:
+        context, prompt = context_numbers(err.text)
+        if context is not None:
+            self._learned_context = context
+        if context is not None and prompt is not None:
+            # Below what was refused, so the retry is never the same request
+            room = min(context - prompt, sent - 1)
+        else:
+            # Without the server's counts: the clamp against what is now known, and at most half of what failed
+            room = sent // 2 if context is None else context - estimate_tokens(request.messages)
+            room = min(room, sent // 2)
+        if room < 1:
+            raise BackendError(
+                f"the prompt alone does not fit the context of {self.name} (the server said: {_excerpt(err.text)}); "
+                f"lower models.*.max_document_tokens or generate.max_rounds"
+            ) from err
+        log.warning("%s: prompt + max_tokens %d exceed the context; retrying once with max_tokens %d",
+                    self.name, sent, room)
+        return room
+
+    def _params(self, request: ChatRequest, n: int, seed: Optional[int], mode: Optional[str],
+                max_tokens: Optional[int] = None) -> dict[str, Any]:
         sampling = request.sampling
         params: dict[str, Any] = {
             "model": self.model,
             "messages": request.messages,
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
-            "max_tokens": sampling.max_tokens,
+            "max_tokens": sampling.max_tokens if max_tokens is None else max_tokens,
             "n": n,
         }
         if seed is not None:
@@ -377,12 +525,24 @@ class OpenAIBackend:
                 # and nearly every request succeeds first time. A retryable failure becomes the
                 # policy's attempt 1, so waits, logs and the attempt count are as if it made it.
                 return await self._attempt(params, failed)
-            except (_HTTPStatusError, _ConnectionFailed) as err:
+            except (_HTTPStatusError, _ConnectionFailed, _InvalidBody) as err:
                 if not _retryable(err):
                     raise
                 first_failure = [err]
             return await self._retry_policy.copy()(self._attempt_after, first_failure, params, failed)
+        except _InvalidBody as err:
+            raise BackendError(f"{err} (after {int(self.endpoint.max_retries or 0) + 1} attempts)") from err
         except _HTTPStatusError as err:
+            if err.status == 404:
+                # Every later call would 404 too (the model is gone or misnamed): stop the run, do not skip documents.
+                raise ModelNotServed(
+                    f"{self.name} answered 404 to a chat request for model {self.model!r}: {_excerpt(err.text)}. "
+                    f"The server does not serve this model (any more); check GET /models and models.model."
+                ) from err
+            if err.status == 400 and _CONTEXT_EXCEEDED.search(err.text):
+                raise _ContextExceeded(
+                    f"{self.name} refused a request as longer than the model's context (max_tokens "
+                    f"{params.get('max_tokens')}): {_excerpt(err.text)}", err.text) from err
             raise BackendError(
                 f"{self.name} answered {err.status} to a chat request: {_excerpt(err.text)}"
                 + ("" if _retryable(err) else " (not retried: the request itself was refused; fix it or the config)")
@@ -434,7 +594,7 @@ class OpenAIBackend:
         body = _json_or_none(raw)
         if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
             text = " ".join(raw.decode("utf-8", "replace").split())[:BODY_EXCERPT_CHARS]
-            raise BackendError(
+            raise _InvalidBody(
                 f"{replica.chat_url} answered {status} without a ChatCompletion "
                 f"(no 'choices' list): {text!r}; is base_url the server's OpenAI API root (it usually ends in /v1)?"
             )
@@ -465,8 +625,11 @@ class OpenAIBackend:
 
     def _log_retry(self, state: RetryCallState) -> None:
         err = state.outcome.exception() if state.outcome else None
+        self.retries[retry_kind(err)] += 1
         if isinstance(err, _HTTPStatusError):
             what = f"HTTP {err.status}"
+        elif isinstance(err, _InvalidBody):
+            what = "a 200 without a ChatCompletion"
         else:
             what = _describe(err) if err else "unknown error"
         wait = state.next_action.sleep if state.next_action else 0.0
@@ -498,16 +661,15 @@ class OpenAIBackend:
                 f"is base_url the server's OpenAI API root (it usually ends in /v1)?"
             )
         served = [m["id"] for m in page["data"] if isinstance(m, dict) and "id" in m]
+        if served and self.model not in served:
+            # Every chat call would 404: a run would finish with nothing generated and no error.
+            raise BackendError(
+                f"{replica.url} does not serve model {self.model!r}; GET {url} lists {served[:20]}. "
+                f"Set models.model (or models.roles.<role>.model) to one of those names."
+            )
         listed = next((m for m in page["data"] if isinstance(m, dict) and m.get("id") == self.model), {})
         length = listed.get("max_model_len")
         self._listed_context[replica.url] = length if isinstance(length, int) and length > 0 else None
-        if served and self.model not in served:
-            log.warning(
-                "%s lists models %s, not %r; requests may fail with 404 (set models.model to a listed name)",
-                replica.url,
-                served[:5],
-                self.model,
-            )
 
 
 def _rejects_response_format(err: _HTTPStatusError) -> bool:

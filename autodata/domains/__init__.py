@@ -1,4 +1,8 @@
-"""Domain registry: ``domain.name`` -> the class that knows its tasks and prompts."""
+"""Domain registry: ``domain.name`` -> the class that knows its tasks and prompts.
+
+The one list of domain names: validation reads it, and the rest of the code asks the class for its facts
+(``grading``, ``has_loop_judge``, ``has_extractor``), so a new domain is a class added here.
+"""
 
 from __future__ import annotations
 

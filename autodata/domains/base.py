@@ -273,6 +273,10 @@ class Domain:
     """Shared logic; subclasses set the task format, schemas and domain rules."""
 
     name: str = ""
+    # How the judge grades an answer: "rubric" (weighted criteria; every example carries a rubric) or
+    # "equivalence" (same as the reference answer, 1 or 0). Read by data checks, the reward's name and
+    # validation, so a new domain class states it here instead of being named in a list elsewhere.
+    grading: str = ""
     has_extractor: bool = False
     has_loop_judge: bool = False
     # Challengers writing a task at once per agentic round when generate.challengers_per_round is null

@@ -25,6 +25,8 @@ _PRECISE_REAL = re.compile(r"\d+\.\d{3,}|\d(?:\.\d+)?\s*[eE][-+]?\d+|≈|\bappro
 
 class PrincipiaDomain(Domain):
     name = "principia"
+    # Verifiable answers: the judge decides equivalence with the reference answer
+    grading = "equivalence"
     # The paper runs 3-5 challengers in parallel on a principia object
     challengers_per_round = 3
 

@@ -31,6 +31,8 @@ def judge_schema(n: int) -> dict[str, Any]:
 class RubricDomain(Domain):
     """Shared judge, grade parser and rubric structure rules of rubric domains."""
 
+    grading = "rubric"
+
     def weight_schema(self) -> dict[str, Any]:
         low = 1 if self.cfg.positive_only else -self.cfg.max_weight
         return {"type": "integer", "minimum": low, "maximum": self.cfg.max_weight}

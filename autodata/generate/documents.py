@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from autodata.acceptance import FailureReason
+from autodata.backends.base import CHARS_PER_TOKEN, estimate_tokens
 from autodata.config import RootConfig
 from autodata.domains.base import (
     DIAGNOSIS_CHARS_IN_FEEDBACK,
@@ -36,8 +37,6 @@ from autodata.llm import LLM
 
 log = logging.getLogger(__name__)
 
-# Rough characters per token: documents are cut by characters, since API endpoints have no local tokenizer.
-CHARS_PER_TOKEN = 4
 # Text as dense as 3 characters per token needs a third more tokens than CHARS_PER_TOKEN counts, so a cap
 # derived from a context length leaves a quarter of the room spare.
 DOCUMENT_ROOM_SHARE = 0.75
@@ -68,10 +67,6 @@ def truncate_document(text: str, max_tokens: Optional[int]) -> tuple[str, Option
     if len(text) <= limit:
         return text, None
     return text[:limit], f"document truncated from {len(text)} to {limit} characters (~{max_tokens} tokens)"
-
-
-def estimate_tokens(messages: list[dict[str, str]]) -> int:
-    return sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN + 1
 
 
 def prompt_overheads(cfg: RootConfig, domain: Domain, challengers_per_round: int, task_tokens: int) -> dict[str, int]:

@@ -35,6 +35,7 @@ from autodata.generate.documents import DocumentCap, truncate_document
 from autodata.generate.recorder import RoundRecorder
 from autodata.guard import document_flags, injection_flags
 from autodata.llm import LLM
+from autodata.scoring import mean_or_none
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +86,6 @@ class DocOutcome:
     rounds_used: int
     example: Optional[dict[str, Any]] = None
     reason: Optional[str] = None
-
-
-def mean(scores: list[float]) -> Optional[float]:
-    """Mean of the graded runs; None when none was graded (never a fake 0)."""
-    return sum(scores) / len(scores) if scores else None
 
 
 @dataclass
@@ -324,7 +320,7 @@ class DocumentRunner:
             else:
                 privileged = doc_text if self.gen.strong_sees_document else None
                 strong = await self.solve(rec, task, "strong", privileged, self.gen.early_exit,
-                                          weak_mean=mean(weak.scores))
+                                          weak_mean=mean_or_none(weak.scores))
                 decision = self.policy.decide(weak.scores, strong.scores) if strong.scores else Decision(
                     False, FailureReason.FAILED_ON_STRONG, "the judge could grade none of the strong runs")
             loop_verdict = None
@@ -335,7 +331,7 @@ class DocumentRunner:
             strong_scores = strong.scores if strong else []
             extra = dict(chosen.qv_info, weak=[r.row() for r in weak.runs],
                          strong=[r.row() for r in strong.runs] if strong else [],
-                         weak_mean=mean(weak.scores), strong_mean=mean(strong_scores),
+                         weak_mean=mean_or_none(weak.scores), strong_mean=mean_or_none(strong_scores),
                          calls_saved=weak.saved + (strong.saved if strong else 0),
                          strong_skipped=self.gen.strong_samples if strong is None else 0,
                          loop_judge=loop_verdict, **parallel)
@@ -346,7 +342,7 @@ class DocumentRunner:
                 return DocOutcome(doc.id, "accepted", rnd, example=example)
             diagnosis = await self._diagnose(rec, task, decision.reason, weak.scores, strong_scores, decision.detail)
             history.append(FailedAttempt(rnd, decision.reason, task.question, diagnosis,
-                                         mean(weak.scores), mean(strong_scores) if strong else None))
+                                         mean_or_none(weak.scores), mean_or_none(strong_scores) if strong else None))
             self._emit(doc, rnd, rec, started, warnings, task=task, status="rejected", reason=decision.reason,
                        detail=decision.detail, diagnosis=diagnosis, **extra)
         return DocOutcome(doc.id, "exhausted", self.gen.max_rounds,
@@ -391,7 +387,7 @@ class DocumentRunner:
                                                 self.solve(rec, task, "strong", privileged, early_exit=False))
             weak_scores, strong_scores = weak.scores, strong.scores
             extra.update(weak=[r.row() for r in weak.runs], strong=[r.row() for r in strong.runs],
-                         weak_mean=mean(weak_scores), strong_mean=mean(strong_scores))
+                         weak_mean=mean_or_none(weak_scores), strong_mean=mean_or_none(strong_scores))
             # Recorded, not used to filter: the baseline has no solver feedback.
             would = self.policy.decide(weak_scores, strong_scores) if weak_scores and strong_scores else None
             if self.domain.has_loop_judge:
@@ -417,7 +413,7 @@ class DocumentRunner:
     # ------------------------------------------------------------------ records
     def _example(self, doc: Document, task: Task, weak: list[float], strong: list[float], rounds: int,
                  loop_verdict: Optional[dict[str, Any]]) -> dict[str, Any]:
-        weak_mean, strong_mean = mean(weak), mean(strong)
+        weak_mean, strong_mean = mean_or_none(weak), mean_or_none(strong)
         row = {
             "id": f"{self.cfg.method.name}/{doc.id}",
             "document_id": doc.id,

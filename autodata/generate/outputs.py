@@ -19,10 +19,8 @@ from autodata.generate.card import write_card
 from autodata.generate.documents import DocumentCap
 from autodata.llm import LLM
 from autodata.rundir import read_jsonl, rewrite_jsonl
-
-
-def _mean(values: list[float]) -> Optional[float]:
-    return sum(values) / len(values) if values else None
+# The one mean of the codebase; None for an empty list
+from autodata.scoring import mean_or_none as _mean
 
 
 def heldout_ids(ids: list[str], size: int, max_fraction: float, seed: int) -> set[str]:
@@ -70,12 +68,15 @@ def compute_stats(rounds: list[dict], ledger: list[dict], accepted: list[dict], 
     strong_acc = [m for e in accepted if (m := e.get("strong_mean")) is not None]
     gaps = [g for e in accepted if (g := e.get("gap")) is not None]
     statuses = Counter(row["status"] for row in ledger)
-    finished = len(ledger)
-    truncations = sum(1 for r in rounds if r.get("warnings"))
+    # An "error" row records an outcome, but the document is redone on resume: not finished
+    finished = len(ledger) - statuses.get("error", 0)
+    # Every round of a cut document carries the warning: count documents, not rounds
+    truncated = {r.get("document_id") for r in rounds if r.get("warnings")}
     return {
         "documents": n_docs,
         "documents_finished": finished,
         "documents_by_status": dict(statuses),
+        "document_errors": statuses.get("error", 0),
         "accepted": len(accepted),
         "acceptance_rate": len(accepted) / finished if finished else 0.0,
         "rounds": len(rounds),
@@ -99,13 +100,13 @@ def compute_stats(rounds: list[dict], ledger: list[dict], accepted: list[dict], 
         "injection_flagged": {f"{side}_solver": sum(1 for r in rounds for s in r.get(side, [])
                                                     if s.get("injection_flags")) for side in ("weak", "strong")},
         "documents_injection_flagged": len({r["document_id"] for r in rounds if r.get("document_flags")}),
-        "documents_truncated": truncations,
+        "documents_truncated": len(truncated),
         "per_role": per_role,
     }
 
 
 def finalize(cfg: RootConfig, run_dir: Path, docs: list[Document], skipped: dict[str, int], llm: LLM,
-             wall_seconds: float, document_errors: int = 0, documents_not_started: int = 0,
+             wall_seconds: float, documents_not_started: int = 0,
              doc_cap: Optional[DocumentCap] = None, challengers: int = 1) -> dict[str, Any]:
     """Write the split, the dataset, stats.json and the card. ``doc_cap`` is None when this process ran no
     document; the cap an earlier process recorded is kept then."""
@@ -131,13 +132,15 @@ def finalize(cfg: RootConfig, run_dir: Path, docs: list[Document], skipped: dict
         except (ValueError, json.JSONDecodeError):
             earlier = {}
     earlier_wall = float(earlier.get("wall_seconds_total", 0.0) or 0.0)
+    # Faults the backends retried, by kind, over every process of the run (a resumed run adds to the earlier count)
+    retries = Counter(earlier.get("retries") or {})
+    retries.update(llm.retry_counts())
     stats.update({
         "method": cfg.method.name,
         "domain": cfg.domain.name,
         "train_examples": len(train_rows),
         "heldout_examples": len(heldout_rows),
         "documents_skipped": skipped,
-        "document_errors": document_errors,
         "target_accepted": target,
         "target_reached": None if target is None else len(accepted) >= target,
         # Left unstarted because the target was reached; a rerun with a larger target starts them
@@ -148,7 +151,8 @@ def finalize(cfg: RootConfig, run_dir: Path, docs: list[Document], skipped: dict
         "document_cap": doc_cap.row() if doc_cap is not None else earlier.get("document_cap"),
         "wall_seconds": round(wall_seconds, 2),
         "wall_seconds_total": round(earlier_wall + wall_seconds, 2),
-        "this_process": {"per_role": llm.usage_summary()},
+        "retries": dict(sorted(retries.items())),
+        "this_process": {"per_role": llm.usage_summary(), "retries": llm.retry_counts()},
         "why_none_accepted": _why_none(stats) if not accepted else None,
     })
     previous.write_text(json.dumps(stats, indent=2))
@@ -175,7 +179,7 @@ def target_status(stats: dict[str, Any]) -> Optional[str]:
     line = (f"target {target} not reached: corpus exhausted after {stats['documents_finished']} documents "
             f"({stats['accepted']} accepted)")
     if stats["document_errors"]:
-        line += f"; {stats['document_errors']} documents failed and are retried when the same command is rerun"
+        line += f"; {stats['document_errors']} documents ended in error and are redone when the same command is rerun"
     return line
 
 
@@ -214,14 +218,16 @@ def print_summary(stats: dict[str, Any], run_dir: Path) -> None:
     for key in ("documents", "documents_finished", "accepted", "acceptance_rate", "mean_rounds_per_accepted",
                 "weak_mean_accepted", "strong_mean_accepted", "gap_mean_accepted", "calls_saved_early_exit",
                 "calls_extra_challengers",
-                "strong_runs_skipped_weak_failed", "judge_failures", "train_examples", "heldout_examples",
-                "wall_seconds"):
+                "strong_runs_skipped_weak_failed", "judge_failures", "document_errors", "train_examples",
+                "heldout_examples", "wall_seconds"):
         table.add_row(key, fmt(stats.get(key)))
     if stats.get("target_accepted") is not None:
         for key in ("target_accepted", "target_reached", "documents_not_started"):
             table.add_row(key, fmt(stats[key]))
     for reason, count in sorted(stats["failure_reasons"].items()):
         table.add_row(f"failed: {reason}", str(count))
+    for kind, count in stats.get("retries", {}).items():
+        table.add_row(f"retried: {kind}", str(count))
     console = Console()
     console.print(table)
     if target_status(stats):

@@ -13,11 +13,18 @@ On resume, a line of accepted.jsonl, rounds.jsonl or documents.jsonl that
 cannot be read (torn by a kill, or damaged) is moved to <file>.corrupt next
 to it, and the document it belonged to is redone.
 
-Exit codes: 0 done; 3 an endpoint could not be reached or the run was set up
-wrong (finished documents are kept; rerun the same command to resume); 4 every
-local output is written but the push to generate.push_to_hub failed (rerun the
-same command to retry it; nothing is generated again). run.py exits 2 on a
-config error or a corpus that cannot be read.
+A document that still fails after the backend's retries (an answer that is
+never a ChatCompletion, a prompt longer than the model's context) gets a ledger
+row with status "error" and the reason; resume redoes it.
+
+Exit codes: 0 done; 3 an endpoint could not be reached, does not serve the
+model (404) or the run was set up wrong (finished documents are kept; rerun the
+same command to resume); 4 every local output is written but the push to
+generate.push_to_hub failed (rerun the same command to retry it; nothing is
+generated again); 5 every output is written but some documents ended in error
+(stats.json's document_errors; rerun the same command to redo them, or set
+generate.allow_document_errors=true to exit 0). run.py exits 2 on a config
+error or a corpus that cannot be read.
 """
 
 from __future__ import annotations
@@ -58,7 +65,8 @@ def prepare_resume(run_dir: Path, extract_round: bool) -> set[str]:
     the response cache) duplicates nothing.
 
     A document counts as finished once its ledger row is written (after its round rows and its accepted row)
-    and those rows are all still there. A line lost to damage (``salvage_jsonl`` moves it to ``<file>.corrupt``)
+    and those rows are all still there; a row with status "error" does not finish it (its rows are dropped and it
+    runs again). A line lost to damage (``salvage_jsonl`` moves it to ``<file>.corrupt``)
     unfinishes its document: a lost ledger row leaves nothing that says the document was done; a lost accepted
     or round row leaves a ledger row whose rows are incomplete. ``extract_round``: the domain's extractor
     writes a round 0 for every document.
@@ -72,7 +80,7 @@ def prepare_resume(run_dir: Path, extract_round: bool) -> set[str]:
     for row in rounds:
         rounds_of[row.get("document_id")].add(row.get("round"))
     with_example = {row.get("document_id") for row in accepted}
-    done = set(ledger)
+    done = {doc_id for doc_id, row in ledger.items() if row.get("status") != "error"}
     for doc_id, row in ledger.items():
         lost = lost_rows(row, rounds_of[doc_id], doc_id in with_example, extract_round)
         if lost:
@@ -193,9 +201,11 @@ async def generate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
             except EndpointUnreachable:
                 raise
             except BackendError as err:
-                # Not written to the ledger: the next run of the same dir retries this document.
+                # An "error" row, so every document of the corpus ends with an outcome; resume redoes it.
                 log.error("document %s failed and will be retried on resume: %s", doc.id, err)
                 counts.errors += 1
+                ledger_out.write({"document_id": doc.id, "status": "error", "rounds_used": None,
+                                  "reason": str(err)})
                 return
             # Counted before the slot is released, so the next document's target check sees this one.
             if outcome.example is not None:
@@ -226,7 +236,7 @@ async def generate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
             cache.close()
 
     stats = finalize(cfg, run_dir, docs, skipped, llm, wall_seconds=time.time() - started,
-                     document_errors=counts.errors, documents_not_started=counts.not_started, doc_cap=doc_cap,
+                     documents_not_started=counts.not_started, doc_cap=doc_cap,
                      challengers=challengers_per_round(cfg, domain))
     if wandb_run is not None:
         wandb_run.summary.update(dict(flatten("generate", stats)))
@@ -269,3 +279,10 @@ def run(cfg: RootConfig, run_dir: Path) -> None:
         # Logged in full by push_dataset; the exit code tells a pipeline or SLURM script the data is not published.
         log.error("the dataset is in %s but was not pushed to %s (exit code 4)", run_dir / "dataset", hub["repo_id"])
         raise SystemExit(4)
+    if stats["document_errors"]:
+        allowed = cfg.generate.allow_document_errors
+        log.error("%d of %d documents ended in error (status \"error\" in documents.jsonl, with the reason); rerun "
+                  "the same command to redo them%s", stats["document_errors"], stats["documents"],
+                  "" if allowed else " (exit code 5; generate.allow_document_errors=true exits 0)")
+        if not allowed:
+            raise SystemExit(5)
