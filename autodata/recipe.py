@@ -11,6 +11,7 @@ evaluated or trained model whose token budget is far below what the experiment d
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from dataclasses import dataclass
@@ -143,7 +144,8 @@ def warnings(cfg: RootConfig) -> list[str]:
     if exp.answer_tokens:
         budgets: list[tuple[str, Optional[int]]] = []
         if cfg.stage in ("eval", "generate"):
-            shortcut = RootConfig(models=cfg.models, eval=cfg.eval)
+            # A copy: the shortcuts write into models.roles, and a check must not change the run's config
+            shortcut = RootConfig(models=copy.deepcopy(cfg.models), eval=cfg.eval)
             apply_eval_shortcuts(shortcut)
             budgets.append(("the evaluated model (models.roles.weak_solver.max_tokens / eval.max_tokens)"
                             if cfg.stage == "eval" else "the weak solver (models.roles.weak_solver.max_tokens)",
