@@ -18,6 +18,10 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 ROLES = ("challenger", "quality_verifier", "weak_solver", "strong_solver", "judge", "feedback")
 """Every model role of the generate loop. Each is bound to one endpoint."""
 
+META_ROLES = ("analyzer", "implementer")
+"""The meta-optimizer's own roles (stage=meta_optimize): the analyzer reads trajectories and writes a root-cause
+analysis; the implementer turns it into an edit of the editable prompts."""
+
 EXTRA_JUDGE_PREFIX = "judge_"
 """``models.roles.judge_<name>`` declares a further grader (``eval.judges``: the paper grades legal with two)."""
 
@@ -27,8 +31,8 @@ def is_judge_role(role: str) -> bool:
 
 
 def model_roles(models: "ModelsConfig") -> tuple[str, ...]:
-    """The loop's roles plus every extra judge role declared in ``models.roles``."""
-    return ROLES + tuple(sorted(r for r in models.roles if r not in ROLES and is_judge_role(r)))
+    """The loop's roles, the meta-optimizer's, and every extra judge role declared in ``models.roles``."""
+    return ROLES + META_ROLES + tuple(sorted(r for r in models.roles if r not in ROLES and is_judge_role(r)))
 
 
 @dataclass
@@ -110,7 +114,7 @@ DEFAULT_ENDPOINT = EndpointConfig(
 
 
 def _default_roles() -> dict[str, EndpointConfig]:
-    roles = {role: EndpointConfig() for role in ROLES}
+    roles = {role: EndpointConfig() for role in ROLES + META_ROLES}
     # Graders decide greedily so a verdict does not change between identical calls.
     roles["judge"].temperature = 0.0
     roles["quality_verifier"].temperature = 0.0
@@ -182,8 +186,15 @@ class AcceptanceConfig:
 class DomainConfig:
     # cs, legal, principia
     name: str = "cs"
-    # Folder of Jinja templates; null uses the packaged autodata/domains/templates/<name>
+    # Folder of Jinja templates; null uses the packaged autodata/domains/templates/<name>. It may replace only the
+    # editable templates (challenger, challenger_cot, _rules, qv, feedback; legal also extractor): the solver and
+    # judge prompts decide what a score means, so overriding them needs allow_protected_templates
     template_dir: Optional[str] = None
+    # Let template_dir replace a protected template (solver, judge, loop_judge, macros); the run dir records which
+    allow_protected_templates: bool = False
+    # A harness variant folder exported by stage=meta_optimize (its best/): editable templates plus knobs.yaml,
+    # applied over this group's values. Rows and stats.json record the variant's content hash either way
+    variant: Optional[str] = None
     # Rubric size bounds checked by the framework (structural quality check)
     rubric_min: int = 10
     rubric_max: int = 15
@@ -539,6 +550,45 @@ class PipelineConfig:
 
 
 @dataclass
+class MetaConfig:
+    """stage=meta_optimize: evolve the editable prompts and task-shaping knobs (the paper's outer loop)."""
+
+    # Iterations (children proposed) in all; the paper ran 233 (126 kept) in about 6 hours
+    iterations: int = 233
+    # Iterations in flight at once, each with its own parent draw; they share the endpoints and the cache
+    concurrency: int = 8
+    # Training documents the analyzer may see, and validation documents children are scored on (paper: 50 and 25);
+    # disjoint, drawn deterministically from the corpus (validation first)
+    train_documents: int = 50
+    validation_documents: int = 25
+    # Training documents the parent runs on in one iteration (drawn per iteration from train_documents)
+    minibatch_size: int = 5
+    # Boltzmann temperature of the parent draw: P(i) proportional to exp(score_i / T)
+    temperature: float = 0.1
+    # What a variant's validation run scores: pass_rate (accepted / documents) or mean_gap (strong minus weak mean
+    # over accepted examples; 0 when none is accepted)
+    score: str = "pass_rate"
+    # Re-run the parent on the validation documents in every iteration (served from the response cache: it costs
+    # no model call) and record that its score and calls matched; false trusts the stored score
+    recheck_parent: bool = True
+    # Characters of history.jsonl the analyzer reads (most recent and most informative entries first)
+    history_chars: int = 6000
+    # Characters of trajectories (the minibatch's rounds) the analyzer reads
+    trajectory_chars: int = 6000
+    # Sabotage monitor, against the parent on validation: flag a child whose strong solver's mean score drops by
+    # more than this, ...
+    max_strong_drop: float = 0.1
+    # ... whose weak answers shrink below this share of the parent's mean length, ...
+    min_weak_length_ratio: float = 0.5
+    # ... or whose weak refusal or truncation share rises by more than this
+    max_weak_share_rise: float = 0.25
+    # A flagged child is not kept even when its score is higher (it is still recorded, with the flags)
+    reject_flagged: bool = True
+    # Base seed of the document split, the minibatches and the parent draws
+    seed: int = 0
+
+
+@dataclass
 class RootConfig:
     # Which stage to run: see autodata.stages.STAGES
     stage: str = MISSING
@@ -553,6 +603,7 @@ class RootConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
     # Refuse an input made by a run of another domain, or data made for another model than the one trained
     # (train.dataset, eval.datasets, eval.model); false uses such inputs anyway
     check_inputs: bool = True

@@ -26,8 +26,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from autodata import recipe
+from autodata import recipe, variants
 from autodata.config import register_configs, to_typed
+from autodata.domains import DOMAINS
 from autodata.rundir import mark_finished, write_provenance
 from autodata.stages import resolve_stage
 from autodata.validation import ConfigError, InputError, validate
@@ -46,6 +47,9 @@ def main(dcfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         stage = resolve_stage(cfg.stage)
+        # A harness variant (domain.variant) sets task-shaping knobs: applied once, before validation sees them
+        if cfg.domain.variant and cfg.domain.name in DOMAINS:
+            cfg.domain = variants.resolve(cfg.domain, DOMAINS[cfg.domain.name])
         validate(cfg, env=os.environ)
     except (ConfigError, ValueError) as err:
         # To the console only: the run dir of a rejected start (an existing run's, maybe) stays as it was.

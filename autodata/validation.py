@@ -16,8 +16,9 @@ from autodata.acceptance import POLICIES
 # Valid domain and backend names are read from their registries at check time (no second list here), so
 # registering a class is all a new domain or backend needs.
 from autodata.backends import BACKENDS
-from autodata.config import ROLES, RootConfig, apply_eval_shortcuts, endpoint_for, is_judge_role
+from autodata.config import META_ROLES, ROLES, RootConfig, apply_eval_shortcuts, endpoint_for, is_judge_role
 from autodata.domains import DOMAINS, Domain
+from autodata.variants import VariantError, protected_overrides, read_folder
 
 
 @dataclass
@@ -182,8 +183,60 @@ def check_generate(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> 
     if cfg.corpus.source != "pydoc" and not cfg.corpus.path:
         problems.append(Problem("corpus.path", cfg.corpus.path, f"is required for corpus.source={cfg.corpus.source}",
                                 "set corpus.path to the file, folder or dataset"))
+    problems.extend(check_templates(cfg))
     problems.extend(check_models(cfg, env=env))
     return problems
+
+
+def check_templates(cfg: RootConfig) -> list[Problem]:
+    """A template_dir may replace only editable templates (unless allowed), and a variant folder must be one."""
+    cls = DOMAINS.get(cfg.domain.name)
+    d = cfg.domain
+    if cls is None:
+        return []
+    problems: list[Problem] = []
+    overridden = protected_overrides(d.template_dir, cls.editable_templates, cls.protected_templates)
+    if overridden and not d.allow_protected_templates:
+        problems.append(Problem(
+            "domain.template_dir", d.template_dir,
+            f"replaces protected template(s) {', '.join(overridden)} (the solver and judge prompts decide what a "
+            "score means; a change there can widen the gap without a better task)",
+            "remove them from the folder, or set domain.allow_protected_templates=true if you mean it (the run dir "
+            "records it)"))
+    if d.variant:
+        try:
+            read_folder(d.variant, d.name, cls.editable_templates)
+        except VariantError as err:
+            problems.append(Problem("domain.variant", d.variant, "is not a usable variant folder",
+                                    str(err).replace("\n", " ")))
+    return problems
+
+
+def check_meta(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> list[Problem]:
+    """stage=meta_optimize runs the generate loop (its rules apply) and calls the analyzer and implementer."""
+    problems = check_generate(cfg, env)
+    m = cfg.meta
+    for key in ("iterations", "concurrency", "validation_documents", "minibatch_size", "history_chars",
+                "trajectory_chars"):
+        _positive(problems, f"meta.{key}", getattr(m, key))
+    _positive(problems, "meta.train_documents", m.train_documents)
+    _positive(problems, "meta.temperature", m.temperature)
+    _choice(problems, "meta.score", m.score, META_SCORES)
+    if isinstance(m.minibatch_size, int) and isinstance(m.train_documents, int) and m.minibatch_size > m.train_documents:
+        problems.append(Problem("meta.minibatch_size", m.minibatch_size,
+                                f"must be <= meta.train_documents ({m.train_documents}), the documents it is drawn from",
+                                "lower meta.minibatch_size or raise meta.train_documents"))
+    if cfg.method.name != "agentic":
+        problems.append(Problem("method.name", cfg.method.name, "must be agentic for stage=meta_optimize (it "
+                                "evolves the agentic loop's harness; a variant's challenger_cot still applies to "
+                                "CoT runs that use it)", "drop method=cot"))
+    for key in ("min_weak_length_ratio", "max_weak_share_rise", "max_strong_drop"):
+        _unit(problems, f"meta.{key}", getattr(m, key))
+    problems.extend(check_models(cfg, roles=META_ROLES, env=env))
+    return problems
+
+
+META_SCORES = ("pass_rate", "mean_gap")
 
 
 def check_models(cfg: RootConfig, roles: tuple[str, ...] = ROLES,
@@ -193,10 +246,11 @@ def check_models(cfg: RootConfig, roles: tuple[str, ...] = ROLES,
     problems: list[Problem] = []
     # variable -> the roles that read their key from it (one line per variable, not per role)
     unset_keys: dict[str, list[str]] = {}
-    unknown_roles = sorted(r for r in cfg.models.roles if r not in ROLES and not is_judge_role(r))
+    known = ROLES + META_ROLES
+    unknown_roles = sorted(r for r in cfg.models.roles if r not in known and not is_judge_role(r))
     for role in unknown_roles:
         problems.append(Problem(f"models.roles.{role}", role,
-                                f"is not a role (roles: {', '.join(ROLES)}, or judge_<name> for a further judge)",
+                                f"is not a role (roles: {', '.join(known)}, or judge_<name> for a further judge)",
                                 "fix the spelling or remove it"))
     for role in roles:
         ep = endpoint_for(cfg.models, role)
@@ -317,6 +371,7 @@ def check_train(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> lis
         if not t.lora.target_modules:
             problems.append(Problem("train.lora.target_modules", t.lora.target_modules, "must not be empty",
                                     "name the modules to adapt, or [all-linear]"))
+    problems.extend(check_templates(cfg))
     # Training calls one role: the reward judge.
     problems.extend(check_models(cfg, roles=("judge",), env=env))
     return problems
@@ -367,6 +422,7 @@ def check_eval(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> list
                                     f"declare it: +judges=kimi (conf/judges/*.yaml) or roles.{role} in a models/*.yaml of your own"))
     if len(set(judges)) != len(judges):
         problems.append(Problem("eval.judges", judges, "names a judge twice", "list each judge role once"))
+    problems.extend(check_templates(cfg))
     # Eval calls the evaluated model (weak_solver) and every judge.
     problems.extend(check_models(cfg, roles=("weak_solver", *[j for j in judges if is_judge_role(j)]), env=env))
     return problems
@@ -392,7 +448,8 @@ def check_report(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> li
     return problems
 
 
-CHECKS = {"generate": check_generate, "train": check_train, "eval": check_eval, "report": check_report}
+CHECKS = {"generate": check_generate, "train": check_train, "eval": check_eval, "report": check_report,
+          "meta_optimize": check_meta}
 
 
 def validate(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> None:

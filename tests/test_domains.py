@@ -208,11 +208,41 @@ def test_loop_judge_fences_every_rollout():
 
 
 def test_template_dir_overrides_single_files(tmp_path):
-    (tmp_path / "judge.j2").write_text("{% block user %}CUSTOM {{ answer }}{% endblock %}")
+    (tmp_path / "qv.j2").write_text("{% block user %}CUSTOM {{ task.question }}{% endblock %}")
     d = build_domain(DomainConfig(name="cs", template_dir=str(tmp_path)))
-    assert d.judge_messages(task("cs"), "A") == [{"role": "user", "content": "CUSTOM A"}]
+    assert d.qv_messages(task("cs"), DOC) == [{"role": "user", "content": f"CUSTOM {task('cs').question}"}]
     # files the override folder lacks come from the packaged templates
     assert "<document>" in d.challenger_messages(DOC, [], "agentic")[-1]["content"]
+
+
+@pytest.mark.parametrize("name", ["solver", "judge", "macros"])
+def test_template_dir_may_not_shadow_a_protected_template_without_the_flag(tmp_path, name):
+    (tmp_path / f"{name}.j2").write_text("{% block user %}CUSTOM {{ answer }}{% endblock %}")
+    with pytest.raises(ValueError, match=f"replaces protected template.*{name}.j2.*allow_protected_templates"):
+        build_domain(DomainConfig(name="cs", template_dir=str(tmp_path)))
+
+
+def test_a_protected_override_is_allowed_with_the_flag_and_recorded(tmp_path):
+    (tmp_path / "judge.j2").write_text("{% block user %}CUSTOM {{ answer }}{% endblock %}")
+    d = build_domain(DomainConfig(name="cs", template_dir=str(tmp_path), allow_protected_templates=True))
+    assert d.judge_messages(task("cs"), "A") == [{"role": "user", "content": "CUSTOM A"}]
+    assert d.protected_overrides == ["judge.j2"]
+
+
+def test_legal_loop_judge_is_protected(tmp_path):
+    (tmp_path / "loop_judge.j2").write_text("{% block user %}x{% endblock %}")
+    with pytest.raises(ValueError, match="loop_judge.j2"):
+        build_domain(DomainConfig(name="legal", template_dir=str(tmp_path)))
+
+
+def test_variant_id_changes_with_an_editable_template_or_a_knob(tmp_path):
+    base = build_domain(DomainConfig(name="cs")).variant_id
+    assert base == build_domain(DomainConfig(name="cs")).variant_id
+    assert build_domain(DomainConfig(name="cs", max_weight=7)).variant_id != base
+    (tmp_path / "qv.j2").write_text("{% block user %}CUSTOM {{ task.question }}{% endblock %}")
+    assert build_domain(DomainConfig(name="cs", template_dir=str(tmp_path))).variant_id != base
+    # a knob outside the whitelist is not part of the harness identity
+    assert build_domain(DomainConfig(name="cs", leakage_ngram=20)).variant_id == base
 
 
 def test_missing_user_block_is_reported(tmp_path):

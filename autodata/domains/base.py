@@ -15,12 +15,14 @@ challenger in its next prompt.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from autodata.acceptance import GROUP_TITLES, AcceptancePolicy, build_policy
 from autodata.config import DomainConfig
 from autodata.domains import checks
 from autodata.domains.templating import PromptSet, shorten
+from autodata.variants import content_hash, knob_values, protected_overrides
 
 
 @dataclass
@@ -269,6 +271,13 @@ def feedback_groups(history: list[FailedAttempt]) -> list[dict[str, Any]]:
     return [{"title": t, "attempts": groups[t]} for t in GROUP_ORDER if groups[t]]
 
 
+def protected_message(template_dir: Optional[str], names: list[str]) -> str:
+    return (f"domain.template_dir={template_dir} replaces protected template(s) {', '.join(names)}: the solver and "
+            "judge prompts decide what a score means, so a change there can widen the gap without a better task "
+            "(the paper's agents learned to make the weak solver fail on purpose). Remove them from the folder, or "
+            "set domain.allow_protected_templates=true if you mean it (the run dir records it)")
+
+
 class Domain:
     """Shared logic; subclasses set the task format, schemas and domain rules."""
 
@@ -282,6 +291,10 @@ class Domain:
     # Challengers writing a task at once per agentic round when generate.challengers_per_round is null
     challengers_per_round: int = 1
     template_names: tuple[str, ...] = ("challenger", "challenger_cot", "qv", "solver", "judge", "feedback")
+    # Templates a harness variant (stage=meta_optimize) may rewrite and domain.template_dir may replace. The rest
+    # (solver, judge, loop judge and the macros the judge uses) decide what a score means: protected.
+    editable_templates: tuple[str, ...] = ("_rules", "challenger", "challenger_cot", "qv", "feedback")
+    protected_templates: tuple[str, ...] = ("solver", "judge", "macros")
     # Phrases that point the solver at a source it never sees (the weak solver
     # answers without the document).
     self_references: tuple[str, ...] = (
@@ -293,12 +306,29 @@ class Domain:
     def __init__(self, cfg: DomainConfig):
         self.cfg = cfg
         self.policy: AcceptancePolicy = build_policy(cfg.acceptance)
-        self.prompts = PromptSet(self.name, list(self.template_names), cfg.template_dir)
+        overridden = protected_overrides(cfg.template_dir, self.editable_templates, self.protected_templates)
+        if overridden and not cfg.allow_protected_templates:
+            raise ValueError(protected_message(cfg.template_dir, overridden))
+        # Protected templates this run's template_dir replaces (allowed by domain.allow_protected_templates);
+        # stats.json records them
+        self.protected_overrides = overridden
+        overlays = (Path(cfg.variant) / "templates",) if cfg.variant else ()
+        self.prompts = PromptSet(self.name, list(self.template_names), cfg.template_dir, overlays=overlays)
         self.challenger_schema: dict[str, Any] = self._challenger_schema()
         self.qv_schema: dict[str, Any] = QV_SCHEMA
         if cfg.max_field_chars:
             for name in ("challenger_schema", "qv_schema", "extractor_schema", "loop_judge_schema"):
                 setattr(self, name, cap_strings(getattr(self, name), cfg.max_field_chars, cfg.max_item_chars))
+
+    # ----------------------------------------------------------------- harness identity
+    def editable_sources(self) -> dict[str, str]:
+        """The effective text of every editable template (variant overlay, template_dir, packaged)."""
+        return {name: text for name in self.editable_templates if (text := self.prompts.source(name)) is not None}
+
+    @property
+    def variant_id(self) -> str:
+        """Content hash of the harness this domain runs: editable templates and task-shaping knobs."""
+        return content_hash(self.editable_sources(), knob_values(self.cfg))
 
     # ----------------------------------------------------------------- challenger
     def challenger_messages(self, doc_text: str, history: list[FailedAttempt], method: str) -> list[dict]:

@@ -59,6 +59,8 @@ class LegalDomain(RubricDomain):
     has_extractor = True
     has_loop_judge = True
     template_names = RubricDomain.template_names + ("extractor", "loop_judge")
+    editable_templates = RubricDomain.editable_templates + ("extractor",)
+    protected_templates = RubricDomain.protected_templates + ("loop_judge",)
     # "the document" is left out: a client may well mention a document they signed.
     self_references = ("the passage", "the excerpt", "the text above", "the source text", "the provided text",
                        "the provided statute")

@@ -76,10 +76,13 @@ def shorten(text: Any, limit: int) -> str:
 class PromptSet:
     """The compiled templates of one domain; compiled once, rendered per call."""
 
-    def __init__(self, domain: str, names: list[str], template_dir: Optional[str] = None):
+    def __init__(self, domain: str, names: list[str], template_dir: Optional[str] = None,
+                 overlays: tuple[str | Path, ...] = ()):
+        """``overlays``: folders searched before ``template_dir`` (a harness variant's templates/)."""
         search = [PACKAGED_TEMPLATES / domain, PACKAGED_TEMPLATES / "common"]
         if template_dir:
             search.insert(0, Path(template_dir))
+        search[:0] = [Path(p) for p in overlays]
         self.search = search
         self.env = SandboxedEnvironment(
             loader=FileSystemLoader([str(p) for p in search]),
@@ -108,6 +111,13 @@ class PromptSet:
                     "a user block (and optionally a system block)"
                 )
             self.templates[name] = template
+
+    def source(self, name: str) -> Optional[str]:
+        """The text of ``<name>.j2`` as the search path resolves it; None when no folder has it."""
+        try:
+            return self.env.loader.get_source(self.env, f"{name}.j2")[0]
+        except TemplateNotFound:
+            return None
 
     def messages(self, name: str, **variables: Any) -> list[dict[str, str]]:
         template = self.templates[name]

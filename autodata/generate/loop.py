@@ -149,6 +149,8 @@ class DocumentRunner:
         self.on_call = on_call
         self.max_doc_tokens = doc_cap.tokens if doc_cap else llm.endpoint("challenger").max_document_tokens
         self.challengers = challengers_per_round(cfg, domain)
+        # The harness that makes this run's data (autodata/variants.py); every accepted row carries it
+        self.variant_id = domain.variant_id
 
     # ------------------------------------------------------------------ helpers
     def _seed_prefix(self, doc: Document, rnd: int) -> str:
@@ -426,6 +428,7 @@ class DocumentRunner:
             "strong_mean": strong_mean,
             "gap": (strong_mean - weak_mean) if weak and strong else None,
             "rounds_used": rounds,
+            "variant": self.variant_id,
         }
         if loop_verdict is not None:
             row["loop_judge"] = loop_verdict

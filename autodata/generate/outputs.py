@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from autodata.config import ROLES, RootConfig
 from autodata.corpus import Document
+from autodata.domains import Domain
 from autodata.generate.card import write_card
 from autodata.generate.documents import DocumentCap
 from autodata.llm import LLM
@@ -107,9 +108,10 @@ def compute_stats(rounds: list[dict], ledger: list[dict], accepted: list[dict], 
 
 def finalize(cfg: RootConfig, run_dir: Path, docs: list[Document], skipped: dict[str, int], llm: LLM,
              wall_seconds: float, documents_not_started: int = 0,
-             doc_cap: Optional[DocumentCap] = None, challengers: int = 1) -> dict[str, Any]:
+             doc_cap: Optional[DocumentCap] = None, challengers: int = 1, domain: Optional[Domain] = None,
+             export: bool = True) -> dict[str, Any]:
     """Write the split, the dataset, stats.json and the card. ``doc_cap`` is None when this process ran no
-    document; the cap an earlier process recorded is kept then."""
+    document; the cap an earlier process recorded is kept then. ``export=False`` skips dataset/ and the card."""
     rounds = list(read_jsonl(run_dir / "rounds.jsonl"))
     ledger = list(read_jsonl(run_dir / "documents.jsonl"))
     accepted = list(read_jsonl(run_dir / "accepted.jsonl"))
@@ -120,7 +122,8 @@ def finalize(cfg: RootConfig, run_dir: Path, docs: list[Document], skipped: dict
     heldout_rows = [e for e in accepted if e["id"] in held]
     rewrite_jsonl(run_dir / "train.jsonl", train_rows)
     rewrite_jsonl(run_dir / "heldout.jsonl", heldout_rows)
-    _save_dataset(run_dir / "dataset", train_rows, heldout_rows)
+    if export:
+        _save_dataset(run_dir / "dataset", train_rows, heldout_rows)
 
     stats = compute_stats(rounds, ledger, accepted, len(docs))
     target = cfg.generate.target_accepted
@@ -155,8 +158,14 @@ def finalize(cfg: RootConfig, run_dir: Path, docs: list[Document], skipped: dict
         "this_process": {"per_role": llm.usage_summary(), "retries": llm.retry_counts()},
         "why_none_accepted": _why_none(stats) if not accepted else None,
     })
+    if domain is not None:
+        # Which harness made the data (content hash of the editable templates and knobs), and any protected
+        # template a template_dir replaced (domain.allow_protected_templates)
+        stats["variant"] = {"id": domain.variant_id, "path": cfg.domain.variant}
+        stats["protected_template_overrides"] = domain.protected_overrides
     previous.write_text(json.dumps(stats, indent=2))
-    write_card(cfg, stats, run_dir)
+    if export:
+        write_card(cfg, stats, run_dir)
     return stats
 
 

@@ -124,14 +124,20 @@ def lost_rows(ledger_row: dict[str, Any], rounds: set[Any], has_example: bool, e
     return "; ".join(lost)
 
 
-async def generate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) -> dict[str, Any]:
-    """Run the stage; ``llm`` may be injected (tests drive the loop with a scripted backend)."""
+async def generate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None,
+                   docs: Optional[list[Document]] = None, export: bool = True) -> dict[str, Any]:
+    """Run the stage; ``llm`` may be injected (tests drive the loop with a scripted backend; the meta-optimizer
+    shares its endpoints and cache). ``docs`` replaces the corpus; ``export=False`` writes no dataset/ folder
+    and card (the meta-optimizer's scoring runs)."""
     started = time.time()
     repo_id = cfg.generate.push_to_hub
     if repo_id and repo_id_problem(repo_id):
         # Before any work: a typo found after hours of generation would cost the push.
         raise GenerateAborted(repo_id_problem(repo_id))
-    docs, skipped = load_corpus(cfg.corpus)
+    if docs is None:
+        docs, skipped = load_corpus(cfg.corpus)
+    else:
+        skipped = {}
     domain = build_domain(cfg.domain)
     run_dir.mkdir(parents=True, exist_ok=True)
     done = prepare_resume(run_dir, domain.has_extractor)
@@ -237,7 +243,7 @@ async def generate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
 
     stats = finalize(cfg, run_dir, docs, skipped, llm, wall_seconds=time.time() - started,
                      documents_not_started=counts.not_started, doc_cap=doc_cap,
-                     challengers=challengers_per_round(cfg, domain))
+                     challengers=challengers_per_round(cfg, domain), domain=domain, export=export)
     if wandb_run is not None:
         wandb_run.summary.update(dict(flatten("generate", stats)))
         wandb_run.finish()
