@@ -16,6 +16,7 @@ STAGES: dict[str, str] = {
     "eval": "eval.stage:run",
     "report": "eval.report:run",
     "pipeline": "autodata.pipeline:run",
+    "meta_optimize": "autodata.meta.stage:run",
 }
 
 

@@ -11,7 +11,7 @@ import json
 from typing import Callable, Optional, Union
 
 from autodata.backends.base import BackendError, ChatRequest, Completion
-from autodata.config import ROLES
+from autodata.config import META_ROLES, ROLES
 from autodata.llm import LLM
 
 Script = Callable[[str, ChatRequest, int], Union[str, list[str]]]
@@ -46,7 +46,7 @@ class ScriptedBackend:
 
 
 def scripted_llm(models, script: Script, cache=None, seed: int = 0) -> tuple[LLM, dict[str, ScriptedBackend]]:
-    backends = {role: ScriptedBackend(role, script) for role in ROLES}
+    backends = {role: ScriptedBackend(role, script) for role in ROLES + META_ROLES}
     return LLM(models, cache=cache, seed=seed, backends=backends), backends
 
 

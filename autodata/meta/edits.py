@@ -1,0 +1,329 @@
+"""Edits to a harness variant, and the guards every edit passes before any model call.
+
+An edit is text: a new version (or a unified diff) of one editable template, and knob values. Nothing a model
+writes is ever executed. The guards reject an edit that
+
+- names a protected template (solver, judge, loop judge, macros) or a knob outside ``variants.KNOBS``;
+- leaves the domain config invalid (e.g. rubric_min above rubric_max);
+- fails to render in the sandboxed Jinja environment, or renders something huge;
+- drops a variable the parent's prompt showed (the document, the task, the earlier attempts);
+- takes a data fence away (text from outside, a document or a task, must stay inside its <tag> block).
+
+The last two are checked by rendering parent and child with probe values (``PROBES``) and comparing where
+each probe lands.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from autodata.acceptance import FailureReason
+from autodata.config import DomainConfig, RootConfig
+from autodata.domains import DOMAINS, Criterion, Domain, FailedAttempt, Task
+from autodata.domains.templating import DATA_TAGS
+from autodata.variants import KNOBS, apply_knobs, check_knobs, normalize
+
+# An edited template longer than this is refused (a prompt, not a document)
+MAX_TEMPLATE_CHARS = 20_000
+# A rendered probe prompt longer than this is refused (a loop that multiplies text)
+MAX_RENDERED_CHARS = 200_000
+
+
+class EditRejected(ValueError):
+    """An edit the guards refuse; ``kind`` is "invalid_edit" (not a usable edit) or "guard" (touches what is
+    protected, or breaks a prompt)."""
+
+    def __init__(self, kind: str, reason: str):
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+@dataclass
+class Edit:
+    # The editable template changed ("" for an edit of knobs only)
+    template: str = ""
+    # "replace": text is the template's new text; "diff": text is a unified diff against the parent's text
+    mode: str = "replace"
+    text: str = ""
+    # Knob values to set (names from variants.KNOBS), as the implementer wrote them
+    knobs: dict[str, Any] = field(default_factory=dict)
+    rationale: str = ""
+
+    def row(self) -> dict[str, Any]:
+        return {"template": self.template, "mode": self.mode, "text": self.text, "knobs": self.knobs,
+                "rationale": self.rationale}
+
+
+# ---------------------------------------------------------------------------------------------- diffs
+def make_diff(old: str, new: str, name: str) -> str:
+    """A unified diff of one template (empty when equal).
+
+    >>> print(make_diff("a\\nb\\n", "a\\nc\\n", "qv"), end="")
+    --- a/qv.j2
+    +++ b/qv.j2
+    @@ -1,2 +1,2 @@
+     a
+    -b
+    +c
+    """
+    return "".join(difflib.unified_diff(normalize(old).splitlines(keepends=True),
+                                        normalize(new).splitlines(keepends=True), f"a/{name}.j2", f"b/{name}.j2"))
+
+
+_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+
+
+def apply_diff(old: str, diff: str) -> str:
+    """Apply a unified diff to ``old``. Each hunk's context and removed lines must match ``old`` exactly; a hunk
+    whose line numbers are off is found by its text (after the previous hunk). ValueError says which hunk failed.
+
+    >>> apply_diff("a\\nb\\n", make_diff("a\\nb\\n", "a\\nc\\n", "qv"))
+    'a\\nc\\n'
+    """
+    lines = normalize(old).splitlines(keepends=True)
+    hunks: list[tuple[int, list[str], list[str]]] = []
+    current: Optional[tuple[int, list[str], list[str]]] = None
+    for raw in diff.splitlines(keepends=True):
+        if raw.startswith(("--- ", "+++ ")) and current is None:
+            continue
+        match = _HUNK.match(raw)
+        if match:
+            current = (int(match.group(1)), [], [])
+            hunks.append(current)
+            continue
+        if current is None:
+            if raw.strip():
+                raise ValueError(f"the diff has text before its first @@ hunk header: {raw.strip()[:60]!r}")
+            continue
+        body = raw if raw.endswith("\n") else raw + "\n"
+        if raw.startswith("\\"):
+            continue
+        tag, text = body[:1], body[1:]
+        if tag == " " or body == "\n":
+            current[1].append(text if tag == " " else "\n")
+            current[2].append(text if tag == " " else "\n")
+        elif tag == "-":
+            current[1].append(text)
+        elif tag == "+":
+            current[2].append(text)
+        else:
+            raise ValueError(f"diff line does not start with ' ', '-' or '+': {raw.strip()[:60]!r}")
+    if not hunks:
+        raise ValueError("the diff has no @@ hunk")
+    out: list[str] = []
+    position = 0
+    for number, (start, before, after) in enumerate(hunks, 1):
+        at = _find(lines, before, max(start - 1, 0), position)
+        if at is None:
+            shown = "".join(before)[:120]
+            raise ValueError(f"hunk {number} does not match the template: its context and removed lines "
+                             f"{shown!r} are not in the text")
+        out += lines[position:at] + after
+        position = at + len(before)
+    return "".join(out + lines[position:])
+
+
+def _find(lines: list[str], block: list[str], hint: int, start: int) -> Optional[int]:
+    if not block:
+        return max(hint, start)
+    candidates = [hint] + [i for i in range(start, len(lines) - len(block) + 1) if i != hint]
+    for i in candidates:
+        if i >= start and lines[i:i + len(block)] == block:
+            return i
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- implementer output
+def parse_edit(obj: Any, editable: tuple[str, ...]) -> Edit:
+    """The implementer's JSON answer as an ``Edit``; ValueError lists what is wrong."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, found {type(obj).__name__}")
+    problems = []
+    template = obj.get("template")
+    template = "" if template in (None, "", "none") else template
+    if not isinstance(template, str):
+        problems.append(f"template: expected a template name, found {template!r}")
+        template = ""
+    mode = obj.get("mode") or ("none" if not template else "replace")
+    if mode not in ("replace", "diff", "none"):
+        problems.append(f"mode: expected replace, diff or none, found {mode!r}")
+    text = obj.get("text") or ""
+    if not isinstance(text, str):
+        problems.append(f"text: expected a string, found {type(text).__name__}")
+        text = ""
+    knobs: dict[str, Any] = {}
+    raw_knobs = obj.get("knobs") or []
+    if isinstance(raw_knobs, dict):
+        knobs = dict(raw_knobs)
+    elif isinstance(raw_knobs, list):
+        for item in raw_knobs:
+            if not isinstance(item, dict) or "name" not in item or "value" not in item:
+                problems.append(f"knobs: expected items like {{\"name\": ..., \"value\": ...}}, found {item!r}"[:200])
+                continue
+            knobs[str(item["name"])] = item["value"]
+    else:
+        problems.append(f"knobs: expected a list, found {type(raw_knobs).__name__}")
+    if template and mode != "none" and not text.strip():
+        problems.append(f"text: empty, but template {template!r} is to be changed")
+    if not template and not knobs:
+        problems.append("the edit changes nothing: no template and no knob")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return Edit(template=template, mode=mode if template else "none", text=text, knobs=knobs,
+                rationale=str(obj.get("rationale") or ""))
+
+
+# ---------------------------------------------------------------------------------------------- guards
+PROBES = {
+    "document": "PROBE-DOCUMENT-7c1e",
+    "the task's question": "PROBE-QUESTION-2b9d",
+    "the task's context": "PROBE-CONTEXT-5a04",
+    "the reference answer": "PROBE-REFERENCE-8e6f",
+    "the rubric": "PROBE-CRITERION-31aa",
+    "the earlier attempts": "PROBE-EARLIER-d402",
+    "the diagnoses of earlier attempts": "PROBE-DIAGNOSIS-90bc",
+    "the rule that decided the outcome": "PROBE-DETAIL-6f17",
+}
+
+
+def probe_prompts(domain: Domain) -> dict[str, Callable[[], list[dict[str, str]]]]:
+    """Each editable entry template of ``domain``, rendered with probe values (``_rules`` renders inside the
+    challengers)."""
+    p = PROBES
+    task = Task(question=p["the task's question"], context=p["the task's context"],
+                reference_answer=p["the reference answer"],
+                rubric=[Criterion(p["the rubric"], 5, "reasoning",
+                                  {"number": 1, "capability": "reasoning", "weight_class": "important"})],
+                question_type="prediction", tags=["reasoning"])
+    history = [FailedAttempt(1, FailureReason.TOO_EASY, p["the earlier attempts"], p["the diagnoses of earlier attempts"],
+                             0.9, 0.95)]
+    doc = p["document"]
+    prompts: dict[str, Callable[[], list[dict[str, str]]]] = {
+        "challenger": lambda: domain.challenger_messages(doc, history, "agentic"),
+        "challenger_cot": lambda: domain.challenger_messages(doc, [], "cot"),
+        "qv": lambda: domain.qv_messages(task, doc),
+        "feedback": lambda: domain.feedback_messages(task, FailureReason.TOO_EASY, [0.9], [0.95],
+                                                     p["the rule that decided the outcome"]),
+    }
+    if domain.has_extractor:
+        prompts["extractor"] = lambda: domain.extractor_messages(doc)
+    return prompts
+
+
+_SPAN = re.compile(r"<(%s)>(.*?)</\1>" % "|".join(DATA_TAGS), re.DOTALL)
+
+
+def probe_places(text: str) -> dict[str, tuple[int, bool]]:
+    """Probe name -> (occurrences, every occurrence inside a data fence) in one rendered prompt.
+
+    >>> probe_places("<document>\\nPROBE-DOCUMENT-7c1e\\n</document>")["document"]
+    (1, True)
+    """
+    spans = [(m.start(2), m.end(2)) for m in _SPAN.finditer(text)]
+    out = {}
+    for name, marker in PROBES.items():
+        found = [m.start() for m in re.finditer(re.escape(marker), text)]
+        out[name] = (len(found), all(any(s <= i < e for s, e in spans) for i in found))
+    return out
+
+
+def render_all(domain_cfg: DomainConfig, templates: dict[str, str]) -> dict[str, str]:
+    """Template -> its probe prompt as one text, with ``templates`` (name -> text) laid over the domain's own.
+    ValueError names the template that fails to render."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "templates"
+        folder.mkdir()
+        for name, text in templates.items():
+            (folder / f"{name}.j2").write_text(normalize(text), encoding="utf-8")
+        try:
+            domain = DOMAINS[domain_cfg.name](replace(domain_cfg, variant=tmp))
+        except Exception as err:  # noqa: BLE001 - any template error (syntax, missing block) is the edit's fault
+            raise ValueError(f"the templates do not compile: {err}") from None
+        rendered = {}
+        for name, render in probe_prompts(domain).items():
+            try:
+                messages = render()
+            except Exception as err:  # noqa: BLE001 - sandbox refusals, undefined variables, filters
+                raise ValueError(f"{name}.j2 fails to render: {type(err).__name__}: {err}"[:500]) from None
+            text = "\n".join(m["content"] for m in messages)
+            if len(text) > MAX_RENDERED_CHARS:
+                raise ValueError(f"{name}.j2 renders {len(text)} characters (more than {MAX_RENDERED_CHARS})")
+            rendered[name] = text
+        return rendered
+
+
+def apply_edit(cfg: RootConfig, parent_templates: dict[str, str], parent_knobs: dict[str, Any],
+               edit: Edit, editable: tuple[str, ...], protected: tuple[str, ...]) -> tuple[dict[str, str], dict[str, Any]]:
+    """The child's (templates, knobs) after ``edit``, both complete (every editable template's effective text,
+    every knob's value). Raises EditRejected before any model call when a guard refuses it."""
+    templates = dict(parent_templates)
+    if edit.template:
+        if edit.template in protected or edit.template not in editable:
+            kind = "protected" if edit.template in protected else "not an editable template"
+            raise EditRejected("guard", f"template {edit.template!r} is {kind} (editable: {', '.join(editable)}); "
+                                        "solver, judge and scoring prompts may not be edited")
+        if edit.mode == "diff":
+            try:
+                templates[edit.template] = apply_diff(parent_templates.get(edit.template, ""), edit.text)
+            except ValueError as err:
+                raise EditRejected("invalid_edit", f"the diff for {edit.template}.j2 does not apply: {err}") from None
+        else:
+            templates[edit.template] = edit.text
+        text = templates[edit.template]
+        if len(text) > MAX_TEMPLATE_CHARS:
+            raise EditRejected("guard", f"{edit.template}.j2 would be {len(text)} characters (at most "
+                                        f"{MAX_TEMPLATE_CHARS})")
+        if re.search(r"\brange\s*\(", text):
+            raise EditRejected("guard", f"{edit.template}.j2 uses range(): an edited prompt may not generate text "
+                                        "in loops")
+    knobs, problems = check_knobs(edit.knobs)
+    if problems:
+        raise EditRejected("guard", "; ".join(problems))
+    child_knobs = {**parent_knobs, **knobs}
+    problems = config_problems(cfg, child_knobs)
+    if problems:
+        raise EditRejected("guard", "the knobs leave the domain config invalid: " + "; ".join(problems))
+    if normalize_all(templates) == normalize_all(parent_templates) and child_knobs == parent_knobs:
+        raise EditRejected("invalid_edit", "the edit changes nothing (the child equals its parent)")
+    domain_cfg = apply_knobs(cfg.domain, child_knobs)
+    try:
+        before = render_all(apply_knobs(cfg.domain, parent_knobs), parent_templates)
+    except ValueError as err:
+        raise EditRejected("invalid_edit", f"the parent itself does not render ({err})") from None
+    try:
+        after = render_all(domain_cfg, templates)
+    except ValueError as err:
+        raise EditRejected("guard", str(err)) from None
+    for name, text in after.items():
+        was, now = probe_places(before[name]), probe_places(text)
+        for probe, (count, fenced) in was.items():
+            if count and not now[probe][0]:
+                raise EditRejected("guard", f"{name}.j2 no longer shows {probe} (a variable the prompt needs)")
+            if count and fenced and not now[probe][1]:
+                raise EditRejected("guard", f"{name}.j2 shows {probe} outside its data fence (<tag> ... </tag>): "
+                                            "text from outside must stay fenced")
+    return templates, child_knobs
+
+
+def normalize_all(templates: dict[str, str]) -> dict[str, str]:
+    return {k: normalize(v) for k, v in templates.items()}
+
+
+def config_problems(cfg: RootConfig, knobs: dict[str, Any]) -> list[str]:
+    """The generate rules on ``domain.*`` broken by these knob values (the rest of the config is the run's)."""
+    from autodata.validation import check_generate
+
+    trial = copy.deepcopy(cfg)
+    trial.domain = apply_knobs(trial.domain, knobs)
+    problems = [str(p) for p in check_generate(trial) if p.key.startswith("domain.")]
+    for key in ("rubric_min", "max_weight"):
+        if getattr(trial.domain, key) < 1:
+            problems.append(f"domain.{key} ({getattr(trial.domain, key)}) must be >= 1")
+    return problems

@@ -1,0 +1,360 @@
+"""``stage=meta_optimize``: evolve the generate loop's own harness (the paper's outer loop).
+
+    python -m autodata.run stage=meta_optimize                      # CPU experiment on the embedded model
+    python -m autodata.run stage=meta_optimize experiment=paper_cs models=paper ...   # the paper's setting
+    python -m autodata.run stage=generate domain.variant=runs/<meta run>/best        # use what it found
+
+Each iteration draws a parent from the population (Boltzmann, P proportional to exp(score / meta.temperature)),
+runs it on a minibatch of training documents, lets the analyzer write a root-cause analysis of the
+trajectories (and the history of earlier iterations), lets the implementer turn it into an edit, checks the
+edit against the guards (``edits.py``: no protected template or knob, renders, keeps variables and data fences),
+scores the child on the validation documents, and keeps it only if its score is strictly higher than the
+parent's and the sabotage monitor raised no flag (``meta.reject_flagged``). ``meta.concurrency`` iterations run
+at once on the same endpoints, limits and response cache.
+
+Writes into the run dir: population.jsonl (kept variants), history.jsonl (every iteration, kept or not, with
+the analysis, the edit, the diff, the scores and the reason for a rejection), split.json (which documents
+train and validate), variants/<id>/ (each scored variant as a variant folder, with its scoring run under
+runs/), iterations/<n>/ (the parent's minibatch run, the agents' prompts and answers), best/ (the best variant's
+folder), score.png, summary.json and cache.sqlite.
+
+A killed run resumes with the same command: finished iterations are kept; an unfinished one is redone with the
+parent and history it started with, so its calls come from the cache. Exit codes: 0 done; 2 a config, corpus or
+population file that cannot be used (nothing is changed); 3 an endpoint could not be reached; 5 some iterations
+failed on document errors (rerun to redo them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Optional
+
+from autodata.backends.base import BackendError
+from autodata.cache import ResponseCache
+from autodata.config import META_ROLES, ROLES, RootConfig
+from autodata.corpus import Document, load_corpus
+from autodata.domains import build_domain
+from autodata.generate.stage import GenerateAborted, generate
+from autodata.llm import LLM
+from autodata.meta.agents import Agents, history_digest, trajectory_digest
+from autodata.meta.edits import Edit, EditRejected, apply_edit, make_diff, parse_edit
+from autodata.meta.outputs import finish
+from autodata.meta.population import (PopulationError, Variant, load_population, make_variant, materialize,
+                                      monitor_values, sabotage_flags, score_of, split_documents, variant_config)
+from autodata.meta.sampling import boltzmann_pick
+from autodata.rundir import JsonlWriter, read_jsonl
+from autodata.validation import InputError
+from autodata.variants import FORMAT, knob_values
+
+log = logging.getLogger(__name__)
+
+
+class IterationFailed(RuntimeError):
+    """Documents of a scoring run ended in error: the iteration is not recorded and is redone on resume."""
+
+
+class MetaOptimizer:
+    def __init__(self, cfg: RootConfig, run_dir: Path, llm: LLM, cache: Optional[ResponseCache]):
+        self.cfg = cfg
+        self.meta = cfg.meta
+        self.run_dir = run_dir
+        self.llm = llm
+        self.cache = cache
+        domain = build_domain(cfg.domain)
+        self.domain_name = domain.name
+        self.editable = domain.editable_templates
+        self.protected = domain.protected_templates
+        # What the domain loads without a variant folder; a variant folder holds only what differs from it
+        self.plain = build_domain(replace(cfg.domain, variant=None)).editable_sources()
+        self.baseline = make_variant(domain.editable_sources(), knob_values(cfg.domain))
+        self.agents = Agents(domain.name, self.editable)
+        self.population: list[Variant] = []
+        self.history: list[dict[str, Any]] = []
+        self.failed = 0
+
+    # ------------------------------------------------------------------ files
+    def load(self, docs: list[Document]) -> None:
+        """Population, history and the document split; PopulationError when they belong to another run."""
+        self.train, self.validation = split_documents(docs, self.meta)
+        split = {"format": FORMAT, "domain": self.domain_name, "score": self.meta.score,
+                 "train": [d.id for d in self.train], "validation": [d.id for d in self.validation]}
+        path = self.run_dir / "split.json"
+        if path.exists():
+            old = json.loads(path.read_text())
+            if old != split:
+                changed = [k for k in split if old.get(k) != split[k]]
+                raise PopulationError(
+                    f"{path} records another setup ({', '.join(changed)} differ): the stored scores were measured "
+                    "on other documents or with another score. Resume with the same corpus and meta.* settings, "
+                    "or start a new run dir (hydra.run.dir=...)")
+        self.population = load_population(self.run_dir / "population.jsonl", self.domain_name, self.baseline)
+        self.history = [r for r in read_jsonl(self.run_dir / "history.jsonl") if r.get("format") == FORMAT]
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(split, indent=2))
+
+    def variant_dir(self, variant: Variant) -> Path:
+        return self.run_dir / "variants" / variant.id
+
+    # ------------------------------------------------------------------ scoring
+    async def score(self, variant: Variant, docs: list[Document], out: Path) -> tuple[dict[str, Any], dict]:
+        """Run the generate loop with ``variant`` on ``docs`` in ``out`` (resumable); (summary, usage by role)."""
+        folder = self.variant_dir(variant)
+        materialize(variant, self.plain, folder, self.domain_name, {})
+        view = LLM(self.cfg.models, cache=self.cache, seed=self.cfg.generate.seed, backends=self.llm.backends)
+        stats = await generate(variant_config(self.cfg, folder, variant.knobs), out, llm=view, docs=docs,
+                               export=False)
+        if stats["document_errors"]:
+            raise IterationFailed(f"{stats['document_errors']} documents of {out} ended in error")
+        rounds = list(read_jsonl(out / "rounds.jsonl"))
+        summary = {"score": score_of(stats, self.meta.score), "documents": stats["documents"],
+                   "accepted": stats["accepted"], "gap_mean_accepted": stats["gap_mean_accepted"],
+                   "rounds": stats["rounds"], "failure_reasons": stats["failure_reasons"],
+                   "monitor": monitor_values(rounds)}
+        return summary, view.usage_summary()
+
+    async def score_validation(self, variant: Variant) -> dict[str, Any]:
+        summary, _ = await self.score(variant, self.validation, self.variant_dir(variant) / "validation")
+        return summary
+
+    async def recheck(self, parent: Variant, n: int) -> dict[str, Any]:
+        """The parent scored again on validation, from the cache: its score must match and no call may reach a
+        model (the run's claim that reusing the stored score is free and exact)."""
+        out = self.run_dir / "iterations" / str(n) / "parent_recheck"
+        shutil.rmtree(out, ignore_errors=True)
+        summary, usage = await self.score(parent, self.validation, out)
+        shutil.rmtree(out, ignore_errors=True)
+        calls = sum(u["calls"] for u in usage.values())
+        cached = sum(u["cached_calls"] for u in usage.values())
+        row = {"score": summary["score"], "matches": summary["score"] == parent.score, "model_calls": calls,
+               "cached_calls": cached, "cache_share": cached / (calls + cached) if calls + cached else None}
+        if not row["matches"] or calls:
+            log.warning("iteration %d: re-scoring parent %s gave %.3f (stored %.3f) with %d calls not served from "
+                        "the cache; is the cache off, or the server not deterministic for a fixed seed?", n,
+                        parent.id, summary["score"], parent.score, calls)
+        return row
+
+    # ------------------------------------------------------------------ one iteration
+    def plan(self, n: int) -> dict[str, Any]:
+        """The iteration's parent, minibatch and visible history; stored, so a redone iteration repeats them."""
+        path = self.run_dir / "iterations" / str(n) / "plan.json"
+        if path.exists():
+            plan = json.loads(path.read_text())
+            if any(v.id == plan["parent"] for v in self.population):
+                return plan
+        rng = random.Random(f"{self.meta.seed}:parent:{n}")
+        parent = self.population[boltzmann_pick([v.score or 0.0 for v in self.population], self.meta.temperature, rng)]
+        minibatch = random.Random(f"{self.meta.seed}:minibatch:{n}").sample(
+            [d.id for d in self.train], min(self.meta.minibatch_size, len(self.train)))
+        plan = {"parent": parent.id, "minibatch": minibatch,
+                "history": [r["iteration"] for r in self.history if r.get("iteration")]}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(plan, indent=2))
+        return plan
+
+    async def iterate(self, n: int) -> dict[str, Any]:
+        started = time.time()
+        plan = self.plan(n)
+        parent = next(v for v in self.population if v.id == plan["parent"])
+        row: dict[str, Any] = {"format": FORMAT, "iteration": n, "parent": parent.id, "parent_score": parent.score,
+                               "minibatch": plan["minibatch"], "analysis": None, "edit": None, "child": None,
+                               "diff": "", "child_score": None, "validation": None, "flags": [], "kept": False,
+                               "rejection": None, "reason": None}
+        folder = self.run_dir / "iterations" / str(n)
+        by_id = {d.id: d for d in self.train}
+        await self.score(parent, [by_id[i] for i in plan["minibatch"]], folder / "minibatch")
+        rounds = list(read_jsonl(folder / "minibatch" / "rounds.jsonl"))
+        visible = [r for r in self.history if r.get("iteration") in set(plan["history"])]
+        child = await self.propose(n, parent, rounds, visible, row)
+        if child is not None:
+            row["child"] = child.id
+            row["diff"] = "".join(make_diff(parent.templates.get(t, ""), child.templates[t], t)
+                                  for t in sorted(child.templates))
+            summary = await self.score_validation(child)
+            child.score = summary["score"]
+            child.validation = summary
+            row["child_score"], row["validation"] = child.score, summary
+            row["flags"] = sabotage_flags(parent.validation.get("monitor") or {}, summary["monitor"], self.meta)
+            if self.meta.recheck_parent and self.cache is not None:
+                row["parent_recheck"] = await self.recheck(parent, n)
+            better = child.score > (parent.score or 0.0)
+            if not better:
+                row["rejection"], row["reason"] = "not_better", (
+                    f"validation score {child.score:.3f} does not strictly exceed the parent's {parent.score:.3f}")
+            elif row["flags"] and self.meta.reject_flagged:
+                row["rejection"], row["reason"] = "flagged", "sabotage monitor: " + "; ".join(row["flags"])
+            else:
+                row["kept"] = True
+        row["seconds"] = round(time.time() - started, 2)
+        row["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        return {"row": row, "child": child if row["kept"] else None}
+
+    async def propose(self, n: int, parent: Variant, rounds: list[dict], visible: list[dict],
+                      row: dict[str, Any]) -> Optional[Variant]:
+        """Analyzer, implementer and guards; the child, or None with the rejection recorded in ``row``."""
+        record: dict[str, Any] = {}
+        messages = self.agents.analyzer_messages(trajectory_digest(rounds, self.meta.trajectory_chars),
+                                                 history_digest(visible, self.meta.history_chars), parent.knobs,
+                                                 self.meta.score)
+        analysis = await self.llm.chat_json("analyzer", messages, schema=self.agents.analyzer_schema,
+                                            parse=self.agents.parse_analysis, seed_key=f"meta/{n}/analyzer",
+                                            schema_name="analysis")
+        record["analyzer"] = {"messages": messages, "outputs": analysis.raw, "error": analysis.error}
+        child = None
+        if not analysis.ok:
+            row["rejection"], row["reason"] = "no_analysis", f"analyzer output unusable: {analysis.error}"
+        else:
+            row["analysis"] = analysis.value
+            messages = self.agents.implementer_messages(analysis.value, parent.templates, parent.knobs)
+            result = await self.llm.chat_json("implementer", messages, schema=self.agents.implementer_schema,
+                                              parse=lambda obj: parse_edit(obj, self.editable),
+                                              seed_key=f"meta/{n}/implementer", schema_name="edit")
+            record["implementer"] = {"messages": messages, "outputs": result.raw, "error": result.error}
+            if not result.ok:
+                row["rejection"], row["reason"] = "invalid_edit", f"implementer output is not a valid edit: {result.error}"
+            else:
+                child = self.check(parent, result.value, n, row)
+        path = self.run_dir / "iterations" / str(n) / "agents.json"
+        path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
+        return child
+
+    def check(self, parent: Variant, edit: Edit, n: int, row: dict[str, Any]) -> Optional[Variant]:
+        row["edit"] = edit.row()
+        try:
+            templates, knobs = apply_edit(self.cfg, parent.templates, parent.knobs, edit, self.editable,
+                                          self.protected)
+        except EditRejected as err:
+            row["rejection"], row["reason"] = err.kind, err.reason
+            return None
+        return make_variant(templates, knobs, parent=parent.id, lineage=[*parent.lineage, parent.id], iteration=n)
+
+    # ------------------------------------------------------------------ the run
+    async def run(self) -> dict[str, Any]:
+        population_out = JsonlWriter(self.run_dir / "population.jsonl")
+        history_out = JsonlWriter(self.run_dir / "history.jsonl")
+        wandb_run = start_meta_wandb(self.cfg, self.run_dir)
+        try:
+            if not self.population:
+                log.info("scoring the baseline harness %s on %d validation documents", self.baseline.id,
+                         len(self.validation))
+                summary = await self.score_validation(self.baseline)
+                self.baseline.score, self.baseline.validation = summary["score"], summary
+                self.population.append(self.baseline)
+                population_out.write(self.baseline.row(self.domain_name, self.baseline))
+                log.info("baseline score %.3f", self.baseline.score)
+            self.export_best()
+            done = {r["iteration"] for r in self.history if r.get("iteration")}
+            todo = [n for n in range(1, self.meta.iterations + 1) if n not in done]
+            if done:
+                log.info("resuming: %d of %d iterations finished", len(done), self.meta.iterations)
+            gate = asyncio.Semaphore(self.meta.concurrency)
+
+            async def one(n: int) -> None:
+                async with gate:
+                    try:
+                        outcome = await self.iterate(n)
+                    except IterationFailed as err:
+                        self.failed += 1
+                        log.error("iteration %d failed and is redone on resume: %s", n, err)
+                        return
+                row, child = outcome["row"], outcome["child"]
+                if child is not None:
+                    self.population.append(child)
+                    population_out.write(child.row(self.domain_name, self.baseline))
+                history_out.write(row)
+                self.history.append(row)
+                log.info("iteration %d: %s%s", n, "kept " + row["child"] if row["kept"] else
+                         f"rejected ({row['rejection']})", f", score {row['child_score']:.3f} vs parent "
+                         f"{row['parent_score']:.3f}" if row["child_score"] is not None else "")
+                if child is not None:
+                    self.export_best()
+                if wandb_run is not None:
+                    wandb_run.log({"meta/iteration": n, "meta/child_score": row["child_score"],
+                                   "meta/parent_score": row["parent_score"], "meta/kept": int(row["kept"]),
+                                   "meta/best_score": self.best().score, "meta/population": len(self.population)})
+
+            tasks = [asyncio.ensure_future(one(n)) for n in todo]
+            try:
+                for fut in asyncio.as_completed(tasks):
+                    await fut
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            population_out.close()
+            history_out.close()
+        summary = finish(self.run_dir, self.baseline, self.best(), self.history, self.meta, self.failed)
+        if wandb_run is not None:
+            wandb_run.summary.update({f"meta/{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
+            wandb_run.finish()
+        return summary
+
+    def best(self) -> Variant:
+        # Highest score; the earliest of equals (a child must beat its parent strictly, so a tie keeps the elder)
+        return max(self.population, key=lambda v: (v.score or 0.0, -v.iteration))
+
+    def export_best(self) -> None:
+        best = self.best()
+        materialize(best, self.plain, self.variant_dir(best), self.domain_name, {})
+        target = self.run_dir / "best"
+        tmp = self.run_dir / ".best.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(self.variant_dir(best), tmp, ignore=shutil.ignore_patterns("validation"))
+        info = json.loads((tmp / "variant.json").read_text())
+        info.update({"score": best.score, "score_name": self.meta.score, "baseline": self.baseline.id,
+                     "baseline_score": self.baseline.score})
+        (tmp / "variant.json").write_text(json.dumps(info, indent=2))
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+
+
+def start_meta_wandb(cfg: RootConfig, run_dir: Path):
+    from autodata.tracking import start_wandb
+
+    return start_wandb(cfg, run_dir, job_type="meta_optimize")
+
+
+async def optimize(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) -> dict[str, Any]:
+    """Run the stage; ``llm`` may be injected (tests use a scripted backend for every role)."""
+    docs, _ = load_corpus(cfg.corpus)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cache = ResponseCache(cfg.cache.path or run_dir / "cache.sqlite") if cfg.cache.enabled else None
+    owns = llm is None
+    if llm is None:
+        llm = LLM(cfg.models, cache=cache, seed=cfg.generate.seed, roles=ROLES + META_ROLES)
+    elif cache is not None and llm.cache is None:
+        llm.cache = cache
+    try:
+        optimizer = MetaOptimizer(cfg, run_dir, llm, llm.cache)
+        try:
+            optimizer.load(docs)
+        except (PopulationError, ValueError) as err:
+            raise InputError(str(err)) from None
+        return await optimizer.run()
+    finally:
+        if owns:
+            await llm.aclose()
+        if cache is not None:
+            cache.close()
+
+
+def run(cfg: RootConfig, run_dir: Path) -> None:
+    try:
+        summary = asyncio.run(optimize(cfg, run_dir))
+    except GenerateAborted as err:
+        log.error("%s\nFinished iterations are kept in %s; rerun the same command to resume.", err, run_dir)
+        raise SystemExit(3) from None
+    except BackendError as err:
+        log.error("%s\nFinished iterations are kept in %s; rerun the same command to resume.", err, run_dir)
+        raise SystemExit(3) from None
+    if summary["iterations_failed"]:
+        log.error("%d iterations failed on document errors; rerun the same command to redo them (exit code 5)",
+                  summary["iterations_failed"])
+        raise SystemExit(5)
