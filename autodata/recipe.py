@@ -21,6 +21,8 @@ from typing import Any, Iterable, Optional
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from autodata.config import RootConfig, apply_eval_shortcuts, endpoint_for, model_roles
+from autodata.domains import DOMAINS
+from autodata.variants import protected_overrides
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +160,13 @@ def warnings(cfg: RootConfig) -> list[str]:
                            f"experiment={exp.name} declares (experiment.answer_tokens): answers will be cut off and "
                            "mean@k / truncation numbers will not be comparable; raise the budget or pick the "
                            "experiment that matches these models")
+    d = cfg.domain
+    cls = DOMAINS.get(d.name)
+    overridden = protected_overrides(d.template_dir, cls.editable_templates, cls.protected_templates) if cls else []
+    if overridden and d.allow_protected_templates:
+        out.append(f"domain.template_dir={d.template_dir} replaces protected template(s) {', '.join(overridden)} "
+                   "(domain.allow_protected_templates=true): scores of this run are not comparable with runs on the "
+                   "packaged solver and judge prompts")
     return out
 
 

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from autodata import recipe
 from autodata.config import RootConfig, endpoint_for, register_configs, to_typed
 from autodata.stages import STAGES
-from autodata.validation import validate
+from autodata.validation import ConfigError, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -183,3 +183,13 @@ def test_each_stage_writes_its_recipe_into_the_run_dir(tmp_path):
     assert sources["pipeline.steps.report.stage"] == "conf/pipeline/cs.yaml"
     assert any("sized for the embedded model" in w for w in saved["warnings"])
     assert "sized for the embedded model" in proc.stdout + proc.stderr
+
+
+def test_an_allowed_protected_template_override_is_recorded_in_the_recipe(tmp_path):
+    (tmp_path / "judge.j2").write_text("{% block user %}{{ answer }}{% endblock %}")
+    cfg = composed(["stage=eval", f"domain.template_dir={tmp_path}", "domain.allow_protected_templates=true"])
+    (line,) = [w for w in recipe.warnings(cfg) if "protected" in w]
+    assert "judge.j2" in line and "not comparable" in line
+    refused = composed(["stage=eval", f"domain.template_dir={tmp_path}", "eval.datasets=[x.jsonl]"])
+    with pytest.raises(ConfigError, match=r"domain.template_dir .* replaces protected template\(s\) judge.j2"):
+        validate(refused)

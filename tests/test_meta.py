@@ -34,7 +34,7 @@ HARDER = CHALLENGER.replace("{{ rules.output_shape() }}", MARK + "\n{{ rules.out
 def make_cfg(tmp_path: Path, n_docs: int = 4, **meta) -> RootConfig:
     cfg = RootConfig(stage="meta_optimize")
     docs = tmp_path / "docs"
-    docs.mkdir(exist_ok=True)
+    docs.mkdir(parents=True, exist_ok=True)
     for i in range(n_docs):
         (docs / f"doc{i}.md").write_text(f"Document {i}. " + "Boolean operators short-circuit in Python. " * 20)
     cfg.corpus.source, cfg.corpus.path = "folder", str(docs)
@@ -298,3 +298,30 @@ def test_a_variant_folder_may_not_carry_a_protected_template(tmp_path):
     (folder / "variant.json").write_text(json.dumps({"format": 1, "domain": "cs"}))
     with pytest.raises(VariantError, match="solver.j2 is not an editable template"):
         read_folder(folder, "cs", ("challenger", "qv"))
+
+
+def test_concurrent_iterations_each_draw_from_the_population_as_it_stands(tmp_path):
+    # One at a time, iteration 2 is planned after iteration 1 finished and sees it; two in flight, it is planned
+    # while iteration 1 runs: it sees no history and draws from the baseline-only population.
+    run(make_cfg(tmp_path / "serial", iterations=2, concurrency=1), tmp_path / "serial", World())
+    run(make_cfg(tmp_path / "parallel", iterations=2, concurrency=2), tmp_path / "parallel", World())
+    plan = lambda root: json.loads((root / "run" / "iterations" / "2" / "plan.json").read_text())  # noqa: E731
+    assert plan(tmp_path / "serial")["history"] == [1]
+    parallel = plan(tmp_path / "parallel")
+    assert parallel["history"] == [] and parallel["parent"] == history(tmp_path / "parallel")[0]["parent"]
+    # Both children improve on the baseline and both are kept (the same edit gives the same variant: one scoring run)
+    assert [r["kept"] for r in history(tmp_path / "parallel")] == [True, True]
+
+
+def test_meta_logs_each_iteration_to_an_offline_wandb_run(tmp_path, monkeypatch):
+    from tests.wandb_offline import read_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = make_cfg(tmp_path, iterations=2)
+    cfg.logger = "wandb"
+    run(cfg, tmp_path, World())
+    summary, logged = read_run(tmp_path / "run")
+    assert [h["meta/child_score"] for h in logged if "meta/child_score" in h] == [1.0]
+    assert [h["meta/best_score"] for h in logged if "meta/best_score" in h] == [1.0, 1.0]
+    assert summary["meta/kept"] == 1 and summary["meta/best_score"] == 1.0

@@ -108,8 +108,10 @@ def split_documents(docs: list[Document], meta: MetaConfig) -> tuple[list[Docume
 
 
 def variant_config(cfg: RootConfig, folder: Path, knobs: dict[str, Any]) -> RootConfig:
-    """The run's config with the variant laid over it, quiet (no W&B run, no bar, no push, no target)."""
+    """The run's config with the variant laid over it, quiet (no W&B run, no bar, no push, no target). The cache is
+    the meta run's (through the shared LLM), so the scoring run opens none of its own."""
     vcfg = copy.deepcopy(cfg)
+    vcfg.cache.enabled = False
     vcfg.domain = apply_knobs(replace(vcfg.domain, variant=str(folder)), knobs)
     vcfg.logger = "none"
     vcfg.progress = False

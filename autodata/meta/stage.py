@@ -275,9 +275,11 @@ class MetaOptimizer:
                 if child is not None:
                     self.export_best()
                 if wandb_run is not None:
-                    wandb_run.log({"meta/iteration": n, "meta/child_score": row["child_score"],
-                                   "meta/parent_score": row["parent_score"], "meta/kept": int(row["kept"]),
-                                   "meta/best_score": self.best().score, "meta/population": len(self.population)})
+                    values = {"meta/iteration": n, "meta/child_score": row["child_score"],
+                              "meta/parent_score": row["parent_score"], "meta/kept": int(row["kept"]),
+                              "meta/flagged": int(bool(row["flags"])), "meta/best_score": self.best().score,
+                              "meta/population": len(self.population)}
+                    wandb_run.log({k: v for k, v in values.items() if v is not None})
 
             tasks = [asyncio.ensure_future(one(n)) for n in todo]
             try:
