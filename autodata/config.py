@@ -137,6 +137,11 @@ class ModelsConfig:
     api_key_env: Optional[str] = None
     default: EndpointConfig = field(default_factory=lambda: replace(DEFAULT_ENDPOINT))
     roles: dict[str, EndpointConfig] = field(default_factory=lambda: _default_roles())
+    # An endpoints file a serving job writes (slurm/serve_*.sbatch: <dir>/<role>.endpoints.json), or a folder of
+    # them: each role named there runs on that file's live replicas (base_urls, model, and the key from its key
+    # file instead of api_key_env), over what default and roles say; a stage follows the file while it runs, so a
+    # requeued server is picked up. null: no file
+    endpoints_file: Optional[str] = None
 
 
 @dataclass
@@ -155,6 +160,12 @@ class CorpusConfig:
     limit: Optional[int] = None
     # Documents shorter than this many characters are skipped (and counted)
     min_chars: int = 200
+    # Split the corpus into this many parts, one process (run dir) each; stage=merge joins their run dirs. A
+    # document's part is a hash of its id (the same on every machine), taken after corpus.limit, so the parts
+    # together are exactly the corpus of an unsharded run
+    num_shards: int = 1
+    # The part this run generates, 0 .. num_shards-1 (a SLURM array's task id)
+    shard: int = 0
 
 
 @dataclass
@@ -493,6 +504,11 @@ class ReportConfig:
     digits: int = 3
     # Write PNG plots (score distributions, gaps, rounds, truncation) and embed them in report.md
     plots: bool = True
+    # Meta-optimization table: label (e.g. ours) -> a stage=meta_optimize run dir (its summary.json)
+    meta_runs: dict[str, str] = field(default_factory=dict)
+    # Published meta-optimization numbers (conf/report/paper_cs.yaml): baseline_score, best_score (validation pass
+    # rates), iterations, kept
+    meta_paper: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -529,6 +545,31 @@ class PipelineStep:
 
 
 @dataclass
+class PipelineSlurmConfig:
+    """pipeline.launcher=slurm: each step one ``sbatch`` job of slurm/stage.sbatch, chained by dependencies."""
+
+    # The size of a step's job: a preset of conf/hydra/launcher/ (the same files sweeps use with
+    # -m hydra/launcher=NAME), by step name or by stage, the step's name first; a step named in neither gets
+    # `preset`. Read from a preset: nodes, tasks_per_node, cpus_per_task, gpus_per_node, mem_gb, timeout_min,
+    # partition, account, qos, constraint, exclude, gres, additional_parameters, signal_delay_s (the requeue
+    # warning before the time limit) and max_num_timeout (requeues at the time limit).
+    presets: dict[str, str] = field(default_factory=dict)
+    preset: str = "slurm"
+    # Partition and account of every job, over the presets' (null: the preset's, else the cluster's default)
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    # Job ids of the model servers the steps call (sbatch slurm/serve_vllm.sbatch ...): every job starts after
+    # they started (--dependency=after:ID) and then waits until each openai endpoint of models.* answers
+    serve_jobs: list[str] = field(default_factory=list)
+    # Minutes a job waits for the endpoints to answer before its stage starts anyway (with serve_jobs only)
+    serve_wait_min: int = 30
+    # More sbatch options for every job, e.g. [--qos=high, --mail-type=FAIL]
+    sbatch_args: list[str] = field(default_factory=list)
+    # The job script (relative to the directory the pipeline is started in, the jobs' working directory)
+    script: str = "slurm/stage.sbatch"
+
+
+@dataclass
 class PipelineConfig:
     """stage=pipeline: every stage of an experiment's table in order, each in its own run dir."""
 
@@ -547,6 +588,12 @@ class PipelineConfig:
     dry_run: bool = False
     # Rerun steps whose run dir says they finished (a finished step is skipped otherwise)
     force: bool = False
+    # local: run the steps one after another here; slurm: submit each as a SLURM job (pipeline.slurm) and return
+    launcher: str = "local"
+    # Generate steps split the corpus into this many shards (corpus.num_shards), then stage=merge joins them
+    # into the step's run dir: with launcher=slurm one array job of `shards` tasks, locally one after another
+    shards: int = 1
+    slurm: PipelineSlurmConfig = field(default_factory=PipelineSlurmConfig)
 
 
 @dataclass
@@ -589,6 +636,84 @@ class MetaConfig:
 
 
 @dataclass
+class MergeConfig:
+    """stage=merge: join the run dirs of a sharded generate run (corpus.num_shards) into one generate-shaped run dir."""
+
+    # The shards' generate run dirs, every shard exactly once; or one folder whose shard_* subfolders are they
+    # (e.g. [runs/big] for runs/big/shard_0 .. shard_N-1)
+    runs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PlanTokens:
+    """stage=plan: tokens of one call of a role, on average."""
+
+    # Prompt tokens (instructions, the document where the role reads it, the task, the answer graded)
+    input: int = 0
+    # Completion tokens (reasoning included)
+    output: int = 0
+
+
+def _default_plan_tokens() -> dict[str, PlanTokens]:
+    # Order-of-magnitude guesses for the paper's CS recipe, not measurements (a pilot run measures them):
+    # challenger and QV read a whole CS paper (~10k tokens) plus instructions; solvers read the question and its
+    # context and reason at length (16,384-token budget); the judge reads question, rubric and one answer and
+    # writes a verdict per criterion; feedback reads the failed task and its scores and writes a short diagnosis.
+    return {
+        "challenger": PlanTokens(input=12000, output=2500),
+        "quality_verifier": PlanTokens(input=13000, output=500),
+        "weak_solver": PlanTokens(input=1000, output=4000),
+        "strong_solver": PlanTokens(input=1000, output=4000),
+        "judge": PlanTokens(input=6000, output=800),
+        "feedback": PlanTokens(input=3000, output=200),
+    }
+
+
+@dataclass
+class PlanRoleConfig:
+    """stage=plan: what one role's endpoint sustains or costs. A figure whose inputs are unset is left out."""
+
+    # Output tokens per second one replica sustains at full load (all its concurrent requests together), measured
+    # on this workload so prefill is folded in; with gpus_per_replica it gives GPU-hours
+    replica_tokens_per_s: Optional[float] = None
+    # Replicas serving the role (paper: 32 of the 4B weak solver, 1 of the 397B strong solver)
+    replicas: int = 1
+    # GPUs one replica occupies (tensor x pipeline parallel degree; paper: the 397B on a node of 8)
+    gpus_per_replica: int = 1
+    # API price per million prompt / completion tokens (dollars, or the currency the table is then read in)
+    price_in_per_mtok: Optional[float] = None
+    price_out_per_mtok: Optional[float] = None
+    # Seconds one call takes under load (request to last token); with the endpoint's max_concurrency it bounds
+    # the call rate (max_concurrency / latency_s) and says how many calls must be in flight to keep replicas busy
+    latency_s: Optional[float] = None
+
+
+@dataclass
+class PlanConfig:
+    """stage=plan: calls, tokens, GPU-hours or API cost, and the fleet that keeps it busy, for a target (autodata/plan.py)."""
+
+    # Accepted examples to plan for; null: generate.target_accepted of the experiment (paper_cs: 1400)
+    target: Optional[int] = None
+    # A finished generate run dir: its stats.json's calls and tokens per role, scaled by target / its accepted
+    # count, replace the analytic model below
+    pilot: Optional[str] = None
+    # Analytic model: rounds per accepted example; null: the paper's CS 6.59 for method=agentic, 1.0 for cot
+    # (one shot per document)
+    rounds_per_accepted: Optional[float] = None
+    # Analytic model: share of rejected rounds whose weak solver does too well, so the strong solver (and its judge
+    # calls) never runs; the loop always skips it then. Paper CS: 80% of pre-acceptance rounds. 0 plans as if every
+    # round reached the strong solver (an upper bound)
+    too_easy_share: float = 0.8
+    # Analytic model: tokens per call of each role (a pilot measures them)
+    tokens: dict[str, PlanTokens] = field(default_factory=_default_plan_tokens)
+    # Throughput, GPUs and prices of each role's endpoint
+    roles: dict[str, PlanRoleConfig] = field(default_factory=lambda: {r: PlanRoleConfig() for r in ROLES})
+    # Model calls per second one generate process (the orchestrator) sustains, measured with
+    # benchmarks/bench_openai_throughput.py; the plan asks for more shards (corpus.num_shards) above it
+    orchestrator_calls_per_s: float = 1600.0
+
+
+@dataclass
 class RootConfig:
     # Which stage to run: see autodata.stages.STAGES
     stage: str = MISSING
@@ -604,6 +729,8 @@ class RootConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     meta: MetaConfig = field(default_factory=MetaConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
     # Refuse an input made by a run of another domain, or data made for another model than the one trained
     # (train.dataset, eval.datasets, eval.model); false uses such inputs anyway
     check_inputs: bool = True

@@ -180,6 +180,7 @@ def check_generate(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> 
                                     "set generate.push_to_hub=my-org/my-dataset"))
     if cfg.corpus.limit is not None:
         _positive(problems, "corpus.limit", cfg.corpus.limit)
+    problems.extend(check_shards(cfg))
     if cfg.corpus.source != "pydoc" and not cfg.corpus.path:
         problems.append(Problem("corpus.path", cfg.corpus.path, f"is required for corpus.source={cfg.corpus.source}",
                                 "set corpus.path to the file, folder or dataset"))
@@ -239,6 +240,24 @@ def check_meta(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> list
 META_SCORES = ("pass_rate", "mean_gap")
 
 
+def check_endpoints_file(cfg: RootConfig) -> tuple[list[Problem], dict]:
+    """``models.endpoints_file`` must be readable, with key files only their owner can read, and name known roles;
+    returns the problems and the roles it serves (role -> ``autodata.endpoints.Served``). A role with no live
+    replica is not a config problem: the stage waits for one at start, then stops with exit code 3."""
+    path = cfg.models.endpoints_file
+    if not path:
+        return [], {}
+    from autodata.endpoints import EndpointsFileError, load
+
+    try:
+        served = load(path)
+    except EndpointsFileError as err:
+        return [Problem("models.endpoints_file", path, "cannot be used", str(err))], {}
+    return [Problem("models.endpoints_file", path, f"serves role {role!r} ({entry.file}), which is not a role",
+                    f"serve one of {', '.join(ROLES + META_ROLES)} (the serving job's ROLE), or judge_<name>")
+            for role, entry in served.items() if role not in ROLES + META_ROLES and not is_judge_role(role)], served
+
+
 def check_models(cfg: RootConfig, roles: tuple[str, ...] = ROLES,
                  env: Optional[Mapping[str, str]] = None) -> list[Problem]:
     """Endpoint rules for ``roles`` (the roles the stage calls); with ``env``, also that each API key variable
@@ -252,11 +271,16 @@ def check_models(cfg: RootConfig, roles: tuple[str, ...] = ROLES,
         problems.append(Problem(f"models.roles.{role}", role,
                                 f"is not a role (roles: {', '.join(known)}, or judge_<name> for a further judge)",
                                 "fix the spelling or remove it"))
+    file_problems, served = check_endpoints_file(cfg)
+    problems.extend(file_problems)
     for role in roles:
         ep = endpoint_for(cfg.models, role)
+        if role in served:
+            ep = served[role].bind(ep)
         prefix = f"models.roles.{role}"
         _choice(problems, f"{prefix}.backend", ep.backend, tuple(sorted(BACKENDS)))
-        if ep.backend == "openai" and not ep.base_urls:
+        # A served role may have no live replica yet: the stage waits for one
+        if ep.backend == "openai" and not ep.base_urls and role not in served:
             problems.append(Problem(f"{prefix}.base_url", None, "is required for the openai backend",
                                     "set models.base_url=http://HOST:PORT/v1 (all roles) or models.roles.<role>.base_url"))
         if ep.backend == "openai" and ep.model in (None, "", "embedded"):
@@ -442,14 +466,107 @@ def check_report(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> li
             problems.append(Problem(f"report.flips.{label}", specs, "must name two eval runs, [BASE, TRAINED]",
                                     "e.g. '+report.flips={validation: [runs/eval_sci_base, runs/eval_sci_agentic]}'"))
     _unit(problems, "report.flip_threshold", cfg.report.flip_threshold)
+    for label, path in cfg.report.meta_runs.items():
+        if not label or not path:
+            problems.append(Problem(f"report.meta_runs.{label}", path, "must map a label to a meta_optimize run dir",
+                                    "e.g. '+report.meta_runs={ours: runs/meta_cs}'"))
+    known = ("baseline_score", "best_score", "iterations", "kept", "rejected_by_guard", "flagged")
+    for key in cfg.report.meta_paper:
+        if key not in known:
+            problems.append(Problem(f"report.meta_paper.{key}", cfg.report.meta_paper[key],
+                                    "is not a meta-optimization measure", f"use one of {', '.join(known)}"))
     if not cfg.report.metrics:
         problems.append(Problem("report.metrics", cfg.report.metrics, "must not be empty",
                                 "list the metrics to show, e.g. [mean_at_3, best_at_3]"))
     return problems
 
 
+def check_plan(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> list[Problem]:
+    """``env`` is unused: the planner calls no endpoint, so no URL or API key is needed. The pilot run dir and the
+    target (plan.target or generate.target_accepted) are checked when the stage starts."""
+    problems: list[Problem] = []
+    p, gen = cfg.plan, cfg.generate
+    _choice(problems, "domain.name", cfg.domain.name, tuple(sorted(DOMAINS)))
+    _choice(problems, "method.name", cfg.method.name, KNOWN_METHODS)
+    _choice(problems, "logger", cfg.logger, KNOWN_LOGGERS)
+    if p.target is not None:
+        _positive(problems, "plan.target", p.target)
+    if p.rounds_per_accepted is not None and not (isinstance(p.rounds_per_accepted, (int, float))
+                                                  and p.rounds_per_accepted >= 1):
+        problems.append(Problem("plan.rounds_per_accepted", p.rounds_per_accepted, "must be >= 1 (the accepting "
+                                "round counts)", "set it to a pilot's mean_rounds_per_accepted, or null for the "
+                                "paper's 6.59"))
+    if not 0.0 <= p.too_easy_share <= 1.0:
+        problems.append(Problem("plan.too_easy_share", p.too_easy_share, "must lie in [0, 1] (a share of the "
+                                "rejected rounds)", "set 0.8 (paper CS) or 0 for the upper bound"))
+    _positive(problems, "plan.orchestrator_calls_per_s", p.orchestrator_calls_per_s)
+    for key in ("weak_samples", "strong_samples", "solver_wave", "max_docs_in_flight"):
+        _positive(problems, f"generate.{key}", getattr(gen, key))
+    if gen.challengers_per_round is not None:
+        _positive(problems, "generate.challengers_per_round", gen.challengers_per_round)
+    for group in ("tokens", "roles"):
+        for role in getattr(p, group):
+            if role not in ROLES:
+                problems.append(Problem(f"plan.{group}.{role}", role, f"is not a generate role ({', '.join(ROLES)})",
+                                        "fix the spelling or remove it"))
+    for role, size in p.tokens.items():
+        for key in ("input", "output"):
+            _positive(problems, f"plan.tokens.{role}.{key}", getattr(size, key), allow_zero=True)
+    for role, rc in p.roles.items():
+        prefix = f"plan.roles.{role}"
+        for key in ("replica_tokens_per_s", "latency_s"):
+            if getattr(rc, key) is not None:
+                _positive(problems, f"{prefix}.{key}", getattr(rc, key))
+        for key in ("price_in_per_mtok", "price_out_per_mtok"):
+            if getattr(rc, key) is not None:
+                _positive(problems, f"{prefix}.{key}", getattr(rc, key), allow_zero=True)
+        for key in ("replicas", "gpus_per_replica"):
+            if not isinstance(getattr(rc, key), int) or getattr(rc, key) < 1:
+                problems.append(Problem(f"{prefix}.{key}", getattr(rc, key), "must be an integer >= 1",
+                                        f"set {prefix}.{key} to a count"))
+    return problems
+
+
+def check_shards(cfg: RootConfig) -> list[Problem]:
+    """corpus.num_shards / corpus.shard name one part of the corpus; a sharded run pushes once, after stage=merge."""
+    c = cfg.corpus
+    problems: list[Problem] = []
+    if not isinstance(c.num_shards, int) or c.num_shards < 1:
+        problems.append(Problem("corpus.num_shards", c.num_shards, "must be an integer >= 1",
+                                "set it to the number of processes the corpus is split over (1: no split)"))
+        return problems
+    if not isinstance(c.shard, int) or not 0 <= c.shard < c.num_shards:
+        problems.append(Problem("corpus.shard", c.shard, f"must lie in 0 .. corpus.num_shards-1 ({c.num_shards - 1})",
+                                f"run shards 0 to {c.num_shards - 1}, e.g. corpus.shard=$SLURM_ARRAY_TASK_ID with "
+                                f"sbatch --array=0-{c.num_shards - 1}"))
+    if c.num_shards > 1 and cfg.stage == "generate" and cfg.generate.push_to_hub:
+        problems.append(Problem("generate.push_to_hub", cfg.generate.push_to_hub,
+                                f"would be pushed by each of the {c.num_shards} shards, each replacing the repo's data "
+                                "with its part", "drop it from the shards and set it on the merge: python -m "
+                                "autodata.run stage=merge merge.runs=[...] generate.push_to_hub=ORG/NAME"))
+    return problems
+
+
+def check_merge(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> list[Problem]:
+    """stage=merge calls no endpoint (``env`` is unused); the runs it names are checked when it reads them (an
+    empty merge.runs included, as for eval.datasets)."""
+    problems: list[Problem] = []
+    runs = cfg.merge.runs
+    if not isinstance(runs, list) or not all(isinstance(p, str) and p for p in runs):
+        problems.append(Problem("merge.runs", runs, "must be a list of run dirs",
+                                "set merge.runs=[runs/big/shard_0,runs/big/shard_1], or merge.runs=[runs/big] for "
+                                "the shard_* run dirs in runs/big"))
+    if cfg.generate.push_to_hub is not None:
+        from autodata.generate.hub import repo_id_problem
+
+        if repo_id_problem(cfg.generate.push_to_hub):
+            problems.append(Problem("generate.push_to_hub", cfg.generate.push_to_hub, "must be a hub repo id ORG/NAME",
+                                    "set generate.push_to_hub=my-org/my-dataset"))
+    return problems
+
+
 CHECKS = {"generate": check_generate, "train": check_train, "eval": check_eval, "report": check_report,
-          "meta_optimize": check_meta}
+          "meta_optimize": check_meta, "plan": check_plan, "merge": check_merge}
 
 
 def validate(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> None:

@@ -17,8 +17,9 @@ number is never shown in its place.
 ``report.delta_from`` row (the paper's science table gives avg@8 gains over the
 base model). ``report.generate_runs`` adds the data-quality table
 (``eval/report_tables.py``), ``report.flips`` the wrong-to-right flips and how many
-came from fixing truncation (``eval/flips.py``), and ``report.plots`` PNG plots (``eval/plots.py``)
-embedded in report.md; a plot whose data is missing is named as skipped.
+came from fixing truncation (``eval/flips.py``), ``report.meta_runs`` the meta-optimization table of
+``stage=meta_optimize`` runs beside ``report.meta_paper`` (``eval/report_meta.py``), and ``report.plots`` PNG plots
+(``eval/plots.py``) embedded in report.md; a plot whose data is missing is named as skipped.
 """
 
 from __future__ import annotations
@@ -242,10 +243,11 @@ def make_plots(cfg: ReportConfig, run_dir: Path) -> list[str]:
 
 
 def make_report(cfg: ReportConfig, run_dir: Path) -> list[Cell]:
-    if not cfg.runs and not cfg.generate_runs and not cfg.flips:
+    if not cfg.runs and not cfg.generate_runs and not cfg.flips and not cfg.meta_runs:
         raise ReportError("report.runs and report.generate_runs are empty: name eval runs, e.g. report=paper_cs "
                           "'+report.runs={base/cot_test: runs/eval_base_cot}' (stage=eval writes them), "
-                          "or generate runs, e.g. '+report.generate_runs={cot: runs/cs_cot}'")
+                          "or generate runs, e.g. '+report.generate_runs={cot: runs/cs_cot}', "
+                          "or meta_optimize runs, e.g. '+report.meta_runs={ours: runs/meta_cs}'")
     from eval.report_tables import build_quality_cells, render_quality
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -259,6 +261,13 @@ def make_report(cfg: ReportConfig, run_dir: Path) -> list[Cell]:
         flip_lines, flip_cells = flip_section(cfg)
         md += "\n" + "\n".join(flip_lines)
         cells = cells + flip_cells
+    if cfg.meta_runs or cfg.meta_paper:
+        from eval.report_meta import build_meta_cells, render_meta
+
+        # One cell per measure of each named run (none for the paper's row: it is each cell's paper value)
+        meta_cells, score_names = build_meta_cells(cfg)
+        md += "\n" + "\n".join(render_meta(cfg, meta_cells, score_names))
+        cells = cells + meta_cells
     if cfg.plots:
         md += "\n" + "\n".join(make_plots(cfg, run_dir))
     (run_dir / "report.md").write_text(md, encoding="utf-8")
@@ -276,8 +285,9 @@ def run(cfg: RootConfig, run_dir: Path) -> None:
     log.info("report in %s (report.md, report.csv); %d of %d cells missing", run_dir, missing, len(cells))
     if cells and missing == len(cells) and not cfg.report.allow_empty:
         # An all-missing table almost always means mistyped run dirs; a pipeline should not carry on as if it worked.
-        log.error("every cell of the report is missing (no eval run found: see report.md for each cell's reason); "
-                  "fix report.runs, or set report.allow_empty=true to accept an empty report (exit code 2)")
+        log.error("every cell of the report is missing (no eval, generate or meta_optimize run found: see report.md "
+                  "for each cell's reason); fix report.runs (generate_runs, flips, meta_runs), or set "
+                  "report.allow_empty=true to accept an empty report (exit code 2)")
         raise SystemExit(2)
     wandb_run = start_wandb(cfg, run_dir, job_type="report")
     if wandb_run is not None:
