@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -42,14 +43,31 @@ def records(path: Path) -> Iterator[Any]:
             yield record
 
 
+def run_file(run_dir: Path, wait_s: float = 30.0) -> Path:
+    """The offline run file of ``run_dir``, once it holds the run's exit record: wandb's service writes the file
+    after ``finish()`` returns, so a reader right after it may find only the 7-byte header."""
+    run_id = (run_dir / "wandb_id.txt").read_text().strip()
+    (path,) = (run_dir / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")
+    deadline = time.monotonic() + wait_s
+    while not any(r.WhichOneof("record_type") == "exit" for r in records(path)):
+        assert time.monotonic() < deadline, f"{path} has no exit record after {wait_s} s: the run did not finish"
+        time.sleep(0.1)
+    # Under load the service may still append the final summary after the exit record: wait until the file
+    # stops growing for a moment
+    size = -1
+    while path.stat().st_size != size and time.monotonic() < deadline:
+        size = path.stat().st_size
+        time.sleep(0.5)
+    return path
+
+
 def _key(item: Any) -> str:
     return item.key or "/".join(item.nested_key)
 
 
 def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(summary, history rows) of the one offline W&B run in ``run_dir``."""
-    run_id = (run_dir / "wandb_id.txt").read_text().strip()
-    (path,) = (run_dir / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")
+    path = run_file(run_dir)
     summary: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
     for record in records(path):
@@ -59,3 +77,16 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         elif kind == "history":
             history.append({_key(i): json.loads(i.value_json) for i in record.history.item})
     return summary, history
+
+
+def read_run_info(run_dir: Path) -> dict[str, Any]:
+    """The run record of the one offline W&B run in ``run_dir``: group, job_type, tags and display name
+    (the last record wins: a resumed run writes it again)."""
+    path = run_file(run_dir)
+    info: dict[str, Any] = {}
+    for record in records(path):
+        if record.WhichOneof("record_type") == "run":
+            run = record.run
+            info = {"group": run.run_group, "job_type": run.job_type, "tags": list(run.tags),
+                    "name": run.display_name}
+    return info
