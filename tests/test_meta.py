@@ -325,3 +325,12 @@ def test_meta_logs_each_iteration_to_an_offline_wandb_run(tmp_path, monkeypatch)
     assert [h["meta/child_score"] for h in logged if "meta/child_score" in h] == [1.0]
     assert [h["meta/best_score"] for h in logged if "meta/best_score" in h] == [1.0, 1.0]
     assert summary["meta/kept"] == 1 and summary["meta/best_score"] == 1.0
+
+
+def test_a_child_already_in_the_population_is_not_added_twice(tmp_path):
+    # Iteration 2 reverts the first edit, making the baseline again
+    edits = {1: diff_edit(), 2: diff_edit(HARDER, CHALLENGER)}
+    run(make_cfg(tmp_path, iterations=2), tmp_path, World(implementer=lambda call: edits[min(call, 2)]))
+    rows = history(tmp_path)
+    assert rows[0]["kept"] and rows[1]["rejection"] == "duplicate" and rows[1]["child"] == rows[0]["parent"]
+    assert len(list(read_jsonl(tmp_path / "run" / "population.jsonl"))) == 2

@@ -172,6 +172,12 @@ class MetaOptimizer:
         rounds = list(read_jsonl(folder / "minibatch" / "rounds.jsonl"))
         visible = [r for r in self.history if r.get("iteration") in set(plan["history"])]
         child = await self.propose(n, parent, rounds, visible, row)
+        twin = next((v for v in self.population if child is not None and v.id == child.id), None)
+        if twin is not None:
+            row["child"] = twin.id
+            row["rejection"], row["reason"] = "duplicate", (f"the child is variant {twin.id} (iteration "
+                                                            f"{twin.iteration}), already in the population")
+            child = None
         if child is not None:
             row["child"] = child.id
             row["diff"] = "".join(make_diff(parent.templates.get(t, ""), child.templates[t], t)
