@@ -59,7 +59,9 @@ class World:
     """A scripted world: a challenger prompt carrying MARK makes tasks the weak solver fails and the strong
     solver passes; without it every task is too easy."""
 
-    def __init__(self, implementer=None, analyzer=None):
+    def __init__(self, implementer=None, analyzer=None, weak_on_hard: str = "BAD"):
+        # What the weak solver says to a HARDER task (a refusal: the child "wins" by breaking the weak solver)
+        self.weak_on_hard = weak_on_hard
         self.implementer = implementer or (lambda call: diff_edit())
         self.analyzer = analyzer or (lambda call: json.dumps({
             "analysis": "Every task is too easy: the weak model solves it.", "target": "challenger",
@@ -74,7 +76,7 @@ class World:
         if role == "quality_verifier":
             return json.dumps({"verdict": "PASS", "feedback": "fine"})
         if role == "weak_solver":
-            return ["BAD" if "HARDER" in text else "GOOD"] * request.n
+            return [self.weak_on_hard if "HARDER" in text else "GOOD"] * request.n
         if role == "strong_solver":
             return ["GOOD"] * request.n
         if role == "judge":
@@ -334,3 +336,19 @@ def test_a_child_already_in_the_population_is_not_added_twice(tmp_path):
     rows = history(tmp_path)
     assert rows[0]["kept"] and rows[1]["rejection"] == "duplicate" and rows[1]["child"] == rows[0]["parent"]
     assert len(list(read_jsonl(tmp_path / "run" / "population.jsonl"))) == 2
+
+
+@pytest.mark.parametrize("reject_flagged", [True, False])
+def test_a_child_that_wins_by_weak_refusals_is_flagged(tmp_path, reject_flagged):
+    world = World(weak_on_hard="I'm sorry, but I can't help with that.")
+    summary, _ = run(make_cfg(tmp_path, iterations=1, reject_flagged=reject_flagged), tmp_path, world)
+    row = history(tmp_path)[0]
+    # The pass rate rose (0 -> 1), but every weak answer is now a refusal
+    assert row["child_score"] == 1.0 and row["parent_score"] == 0.0
+    assert row["flags"] == ["weak refusals rose 0% -> 100%"]
+    assert row["validation"]["monitor"]["weak_refusal_share"] == 1.0
+    assert summary["flagged"] == 1
+    if reject_flagged:
+        assert not row["kept"] and row["rejection"] == "flagged" and "sabotage monitor" in row["reason"]
+    else:
+        assert row["kept"]
