@@ -558,11 +558,10 @@ class PipelineSlurmConfig:
     # Partition and account of every job, over the presets' (null: the preset's, else the cluster's default)
     partition: Optional[str] = None
     account: Optional[str] = None
-    # Job ids of the model servers the steps call (sbatch slurm/serve_vllm.sbatch ...): every job starts after
-    # they started (--dependency=after:ID) and then waits until each openai endpoint of models.* answers
+    # Job ids of the serving jobs the steps call (sbatch slurm/serve_weak.sbatch ...): every job starts only once
+    # they have started (--dependency=after:ID; servers never end). With models.endpoints_file pointing at their
+    # folder, a stage then waits for their first replica (models.startup_wait_s) and follows them while it runs
     serve_jobs: list[str] = field(default_factory=list)
-    # Minutes a job waits for the endpoints to answer before its stage starts anyway (with serve_jobs only)
-    serve_wait_min: int = 30
     # More sbatch options for every job, e.g. [--qos=high, --mail-type=FAIL]
     sbatch_args: list[str] = field(default_factory=list)
     # The job script (relative to the directory the pipeline is started in, the jobs' working directory)
@@ -690,7 +689,7 @@ class PlanRoleConfig:
 
 @dataclass
 class PlanConfig:
-    """stage=plan: calls, tokens, GPU-hours or API cost, and the fleet that keeps it busy, for a target (autodata/plan.py)."""
+    """stage=plan: calls, tokens, GPU-hours or API cost, and the fleet that keeps it busy (autodata/plan.py)."""
 
     # Accepted examples to plan for; null: generate.target_accepted of the experiment (paper_cs: 1400)
     target: Optional[int] = None

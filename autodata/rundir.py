@@ -82,7 +82,7 @@ def input_conflicts(path: Path, cfg: RootConfig, trained_model: Optional[str] = 
     problems = []
     if other.domain.name != cfg.domain.name:
         problems.append(f"domain.name is {other.domain.name!r} there and {cfg.domain.name!r} here")
-    if trained_model is not None and other.stage == "generate":
+    if trained_model is not None and other.stage in ("generate", "merge"):
         made_for = endpoint_for(other.models, "weak_solver").model
         if made_for != trained_model:
             problems.append(f"the data was made for weak solver {made_for!r}, and this run trains {trained_model!r}")

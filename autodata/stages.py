@@ -12,11 +12,13 @@ from typing import Callable
 
 STAGES: dict[str, str] = {
     "generate": "autodata.generate.stage:run",
+    "merge": "autodata.generate.merge:run",
     "train": "training.stage:run",
     "eval": "eval.stage:run",
     "report": "eval.report:run",
     "pipeline": "autodata.pipeline:run",
     "meta_optimize": "autodata.meta.stage:run",
+    "plan": "autodata.plan:run",
 }
 
 

@@ -4,6 +4,10 @@ The run id is kept in ``wandb_id.txt`` in the run dir, so a resumed stage
 continues the same W&B run instead of starting a second one. ``WANDB_PROJECT``
 names the project (default ``autodata``); ``wandb sync RUN_DIR/wandb/offline-run-*``
 uploads an offline run.
+
+Every stage of one experiment logs into one W&B group, ``experiment.name`` (``WANDB_RUN_GROUP`` wins when set, so
+a sweep can put its runs in a group of its own), with ``job_type`` = the stage and tags [stage, domain, method]:
+the project's runs page groups by experiment, then by job type.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 from autodata.config import RootConfig
 
@@ -31,8 +35,56 @@ def start_wandb(cfg: RootConfig, run_dir: Path, job_type: str) -> Optional[Any]:
     run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
     id_file.write_text(run_id)
     return wandb.init(project=os.environ.get("WANDB_PROJECT", "autodata"), dir=str(run_dir), name=run_dir.name,
-                      id=run_id, job_type=job_type, resume="allow",
-                      config=OmegaConf.to_container(OmegaConf.structured(cfg)))
+                      id=run_id, job_type=job_type, resume="allow", group=run_group(cfg, os.environ),
+                      tags=run_tags(cfg, job_type), config=OmegaConf.to_container(OmegaConf.structured(cfg)))
+
+
+def run_group(cfg: RootConfig, env: Mapping[str, str]) -> Optional[str]:
+    """The W&B group of every stage of one experiment: WANDB_RUN_GROUP when set (sweeps), else the experiment.
+
+    >>> cfg = RootConfig(stage="eval"); cfg.experiment.name = "paper_cs"
+    >>> run_group(cfg, {}), run_group(cfg, {"WANDB_RUN_GROUP": "sweep_lr"})
+    ('paper_cs', 'sweep_lr')
+    """
+    return env.get("WANDB_RUN_GROUP") or cfg.experiment.name or None
+
+
+def run_tags(cfg: RootConfig, job_type: str) -> list[str]:
+    """[stage, domain, method], for filtering runs across experiments.
+
+    >>> run_tags(RootConfig(stage="eval"), "eval")
+    ['eval', 'cs', 'agentic']
+    """
+    return list(dict.fromkeys([job_type, cfg.domain.name, cfg.method.name]))
+
+
+# Characters of a question shown in the accepted-examples table
+TABLE_QUESTION_CHARS = 200
+
+
+def accepted_panels(rows: list[dict[str, Any]], prefix: str = "generate") -> dict[str, Any]:
+    """What ``wandb_run.log`` takes for a generate run's accepted examples: histograms of the weak and strong means,
+    gaps and rounds used (``<prefix>/<field>_accepted_hist``) and a table of the examples
+    (``<prefix>/accepted_examples``: id, shortened question, weak_mean, strong_mean, gap, rounds_used).
+    {} without rows."""
+    if not rows:
+        return {}
+    import wandb
+
+    panels: dict[str, Any] = {}
+    for key in ("weak_mean", "strong_mean", "gap", "rounds_used"):
+        values = [v for r in rows if isinstance(v := r.get(key), (int, float)) and not isinstance(v, bool)]
+        if values:
+            panels[f"{prefix}/{key}_accepted_hist"] = wandb.Histogram(values)
+    table = wandb.Table(columns=["id", "question", "weak_mean", "strong_mean", "gap", "rounds_used"])
+    for r in rows:
+        question = str(r.get("question") or "")
+        if len(question) > TABLE_QUESTION_CHARS:
+            question = question[:TABLE_QUESTION_CHARS - 1] + "\u2026"
+        table.add_data(r.get("id"), question, r.get("weak_mean"), r.get("strong_mean"), r.get("gap"),
+                       r.get("rounds_used"))
+    panels[f"{prefix}/accepted_examples"] = table
+    return panels
 
 
 def flatten(prefix: str, values: dict[str, Any]) -> Iterable[tuple[str, float]]:

@@ -565,8 +565,47 @@ def check_merge(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> lis
     return problems
 
 
+PIPELINE_LAUNCHERS = ("local", "slurm")
+
+
+def check_pipeline(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> list[Problem]:
+    """How stage=pipeline launches its steps (``env`` is unused; each step checks its own config when it starts)."""
+    from pathlib import Path
+
+    from autodata.slurm import PRESETS
+
+    p, s = cfg.pipeline, cfg.pipeline.slurm
+    problems: list[Problem] = []
+    _choice(problems, "pipeline.launcher", p.launcher, PIPELINE_LAUNCHERS)
+    if not isinstance(p.shards, int) or p.shards < 1:
+        problems.append(Problem("pipeline.shards", p.shards, "must be >= 1",
+                                "set pipeline.shards=1 (no sharding) or the number of corpus parts per generate step"))
+    if p.launcher != "slurm":
+        return problems
+    known = sorted(f.stem for f in PRESETS.glob("*.yaml"))
+    keys = {*p.steps, *(step.stage for step in p.steps.values()), "merge"}
+    named = [("pipeline.slurm.preset", None, s.preset),
+             *((f"pipeline.slurm.presets.{k}", k, v) for k, v in s.presets.items())]
+    for key, of, name in named:
+        if name not in known:
+            problems.append(Problem(key, name, f"names no preset in {PRESETS}", f"use one of {', '.join(known)}"))
+        if of is not None and of not in keys:
+            problems.append(Problem(key, name, "is keyed by neither a step nor a stage of this pipeline (nor merge)",
+                                    f"key it by one of {', '.join(sorted(keys))}"))
+    for job in s.serve_jobs:
+        if not re.fullmatch(r"[0-9]+", str(job)):
+            problems.append(Problem("pipeline.slurm.serve_jobs", job, "must be a SLURM job id",
+                                    "pass the ids sbatch printed for the servers, e.g. "
+                                    "pipeline.slurm.serve_jobs=[1234]"))
+    if not Path(s.script).exists():
+        problems.append(Problem("pipeline.slurm.script", s.script, "does not exist here (the directory stage=pipeline "
+                                "starts in, which is every job's working directory)",
+                                "start the pipeline from the repository root, or give the script's absolute path"))
+    return problems
+
+
 CHECKS = {"generate": check_generate, "train": check_train, "eval": check_eval, "report": check_report,
-          "meta_optimize": check_meta, "plan": check_plan, "merge": check_merge}
+          "meta_optimize": check_meta, "plan": check_plan, "merge": check_merge, "pipeline": check_pipeline}
 
 
 def validate(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> None:

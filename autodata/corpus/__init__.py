@@ -5,6 +5,11 @@ Reference topics that ship inside the standard library (``pydoc_data.topics``):
 real CS text that needs no network.
 
     python -m autodata.run stage=generate corpus=folder corpus.path=/data/papers
+    python -m autodata.run stage=generate corpus.num_shards=4 corpus.shard=0 hydra.run.dir=runs/big/shard_0
+
+A corpus too large for one process is split into ``corpus.num_shards`` parts by a hash of each document's
+id (``shard_of``), so every process and machine agrees on the split without talking to the others;
+``stage=merge`` joins the shards' run dirs into one (autodata/generate/merge.py).
 """
 
 from __future__ import annotations
@@ -184,8 +189,25 @@ LOADERS: dict[str, Callable[[CorpusConfig], Iterable[Document]]] = {
 }
 
 
+def shard_of(doc_id: str, num_shards: int) -> int:
+    """The shard a document belongs to: a hash of its id, the same on every run, process and machine (Python's
+    ``hash()`` of a string changes with each process).
+
+    >>> [shard_of(i, 3) for i in ("doc0", "doc1", "doc2", "pydoc/assert")]
+    [0, 2, 2, 2]
+    >>> shard_of("anything", 1)
+    0
+    """
+    return int(hashlib.sha1(doc_id.encode("utf-8")).hexdigest(), 16) % num_shards
+
+
 def load_corpus(cfg: CorpusConfig) -> tuple[list[Document], dict[str, int]]:
-    """Documents sorted by id and capped at ``cfg.limit``, plus counts of what was skipped."""
+    """Documents sorted by id and capped at ``cfg.limit``, then those of shard ``cfg.shard`` of
+    ``cfg.num_shards``, plus counts of what was skipped.
+
+    The cap comes first, so ``corpus.limit`` means the same documents with and without sharding and the shards
+    together are exactly the unsharded corpus. A shard that holds no document is not an error (a small corpus
+    over many shards): its run writes empty outputs, and stage=merge still counts it."""
     loader = LOADERS.get(cfg.source)
     if loader is None:
         raise CorpusError(f"corpus.source={cfg.source!r} is unknown; expected one of {', '.join(LOADERS)}")
@@ -207,4 +229,11 @@ def load_corpus(cfg: CorpusConfig) -> tuple[list[Document], dict[str, int]]:
             f"the corpus is empty: source={cfg.source!r} path={cfg.path!r} gave no document of at least "
             f"{cfg.min_chars} characters (skipped: {skipped}); point corpus.path at text files or lower corpus.min_chars"
         )
+    if cfg.num_shards > 1:
+        total = len(ordered)
+        ordered = [d for d in ordered if shard_of(d.id, cfg.num_shards) == cfg.shard]
+        log.info("corpus shard %d of %d: %d of %d documents", cfg.shard, cfg.num_shards, len(ordered), total)
+        if not ordered:
+            log.warning("corpus shard %d of %d holds none of the %d documents: this run writes empty outputs "
+                        "(fewer shards would keep every process busy)", cfg.shard, cfg.num_shards, total)
     return ordered, skipped

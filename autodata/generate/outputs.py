@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
-from autodata.config import ROLES, RootConfig
+from autodata.config import ROLES, GenerateConfig, RootConfig
 from autodata.corpus import Document
 from autodata.domains import Domain
 from autodata.generate.card import write_card
@@ -46,6 +46,27 @@ def shares(counts: Counter) -> dict[str, float]:
     """
     total = sum(counts.values())
     return {k: v / total for k, v in counts.items()} if total else {}
+
+
+# The fields of a rounds.jsonl row, and of each of its solver runs, that compute_stats reads: keep in step with it.
+ROUND_STATS_FIELDS = ("document_id", "status", "reason", "tokens", "weak", "strong", "weak_mean", "strong_mean",
+                      "warnings", "calls_saved", "calls_extra_challengers", "strong_skipped", "document_flags")
+RUN_STATS_FIELDS = ("judge_error", "injection_flags")
+
+
+def stats_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A round row without its texts (task, answers, feedback), all compute_stats needs: stage=merge holds every
+    round of a sharded corpus in memory this way.
+
+    >>> stats_view({"document_id": "d", "status": "rejected", "task": {"question": "..."},
+    ...             "weak": [{"answer": "long text", "score": 0.0, "judge_error": None}]})
+    {'document_id': 'd', 'status': 'rejected', 'weak': [{'judge_error': None}]}
+    """
+    view = {k: row[k] for k in ROUND_STATS_FIELDS if k in row}
+    for side in ("weak", "strong"):
+        if isinstance(view.get(side), list):
+            view[side] = [{k: run[k] for k in RUN_STATS_FIELDS if k in run} for run in view[side]]
+    return view
 
 
 def compute_stats(rounds: list[dict], ledger: list[dict], accepted: list[dict], n_docs: int) -> dict[str, Any]:
@@ -106,6 +127,20 @@ def compute_stats(rounds: list[dict], ledger: list[dict], accepted: list[dict], 
     }
 
 
+def write_splits(run_dir: Path, accepted: list[dict], gen: GenerateConfig,
+                 export: bool = True) -> tuple[list[dict], list[dict]]:
+    """train.jsonl and heldout.jsonl (and dataset/ unless ``export`` is false) from every accepted example of
+    the run dir; stage=merge draws the split of a sharded run's examples with it too."""
+    held = heldout_ids([e["id"] for e in accepted], gen.heldout_size, gen.heldout_max_fraction, gen.seed)
+    train_rows = [e for e in accepted if e["id"] not in held]
+    heldout_rows = [e for e in accepted if e["id"] in held]
+    rewrite_jsonl(run_dir / "train.jsonl", train_rows)
+    rewrite_jsonl(run_dir / "heldout.jsonl", heldout_rows)
+    if export:
+        _save_dataset(run_dir / "dataset", train_rows, heldout_rows)
+    return train_rows, heldout_rows
+
+
 def finalize(cfg: RootConfig, run_dir: Path, docs: list[Document], skipped: dict[str, int], llm: LLM,
              wall_seconds: float, documents_not_started: int = 0,
              doc_cap: Optional[DocumentCap] = None, challengers: int = 1, domain: Optional[Domain] = None,
@@ -116,15 +151,7 @@ def finalize(cfg: RootConfig, run_dir: Path, docs: list[Document], skipped: dict
     ledger = list(read_jsonl(run_dir / "documents.jsonl"))
     accepted = list(read_jsonl(run_dir / "accepted.jsonl"))
 
-    held = heldout_ids([e["id"] for e in accepted], cfg.generate.heldout_size,
-                       cfg.generate.heldout_max_fraction, cfg.generate.seed)
-    train_rows = [e for e in accepted if e["id"] not in held]
-    heldout_rows = [e for e in accepted if e["id"] in held]
-    rewrite_jsonl(run_dir / "train.jsonl", train_rows)
-    rewrite_jsonl(run_dir / "heldout.jsonl", heldout_rows)
-    if export:
-        _save_dataset(run_dir / "dataset", train_rows, heldout_rows)
-
+    train_rows, heldout_rows = write_splits(run_dir, accepted, cfg.generate, export)
     stats = compute_stats(rounds, ledger, accepted, len(docs))
     target = cfg.generate.target_accepted
     previous = run_dir / "stats.json"
@@ -156,7 +183,7 @@ def finalize(cfg: RootConfig, run_dir: Path, docs: list[Document], skipped: dict
         "wall_seconds_total": round(earlier_wall + wall_seconds, 2),
         "retries": dict(sorted(retries.items())),
         "this_process": {"per_role": llm.usage_summary(), "retries": llm.retry_counts()},
-        "why_none_accepted": _why_none(stats) if not accepted else None,
+        "why_none_accepted": why_none_accepted(stats) if not accepted else None,
     })
     if domain is not None:
         # Which harness made the data (content hash of the editable templates and knobs), and any protected
@@ -192,7 +219,7 @@ def target_status(stats: dict[str, Any]) -> Optional[str]:
     return line
 
 
-def _why_none(stats: dict[str, Any]) -> str:
+def why_none_accepted(stats: dict[str, Any]) -> str:
     reasons = stats["failure_reasons"]
     if not reasons:
         return "no round was completed"

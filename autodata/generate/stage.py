@@ -245,7 +245,11 @@ async def generate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None,
                      documents_not_started=counts.not_started, doc_cap=doc_cap,
                      challengers=challengers_per_round(cfg, domain), domain=domain, export=export)
     if wandb_run is not None:
+        from autodata.tracking import accepted_panels
+
         wandb_run.summary.update(dict(flatten("generate", stats)))
+        # The distributions behind the means above, and the examples (all of the run dir's, resumes included)
+        wandb_run.log(accepted_panels(list(read_jsonl(run_dir / "accepted.jsonl"))))
         wandb_run.finish()
     if repo_id:
         sizes = {"train": stats["train_examples"], "heldout": stats["heldout_examples"]}

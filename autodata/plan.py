@@ -1,0 +1,376 @@
+"""``stage=plan``: what a generate run for N accepted examples costs, and the fleet that keeps it busy.
+
+    python -m autodata.run stage=plan experiment=paper_cs                           # analytic model (6.59 rounds)
+    python -m autodata.run stage=plan experiment=paper_cs plan.pilot=runs/pilot_cs  # scale a pilot run
+    python -m autodata.run stage=plan experiment=paper_cs plan.target=1300 \
+        plan.roles.weak_solver.replica_tokens_per_s=3000 plan.roles.weak_solver.replicas=32 \
+        plan.roles.strong_solver.replica_tokens_per_s=1500 plan.roles.strong_solver.gpus_per_replica=8
+
+Per role: calls, input and output tokens; GPU-hours where the role declares a replica's throughput
+(``plan.roles.<role>.replica_tokens_per_s``, ``gpus_per_replica``); API cost where it declares prices
+(``price_in_per_mtok``, ``price_out_per_mtok``). Then the fleet: which role is the bottleneck, how busy the others
+are, how many calls must be in flight and how many orchestrator processes (``corpus.num_shards``) keep up. Prints
+two tables and writes ``plan.json`` into the run dir. Calls no endpoint: it needs no URL or API key.
+
+The target is ``plan.target``, else ``generate.target_accepted``. The figures per accepted example come from:
+
+* a pilot (``plan.pilot=RUN_DIR``, a finished generate run of the same recipe): its stats.json ``per_role`` calls
+  and tokens, scaled by target / its accepted count. Everything the loop does is in them (early exit, QV failures,
+  documents that never yield an example, real token sizes), so a pilot beats the model below.
+* the analytic model of the recipe, for A accepted examples (method=agentic)::
+
+      R = A x plan.rounds_per_accepted     rounds (paper CS: 6.59 per accepted example)
+      J = R - A                            rejected rounds (each example ends with one accepting round)
+      E = plan.too_easy_share x J          too-easy rounds: the weak solver did too well, the strong one never runs
+      S = R - E                            rounds that reach the strong solver
+      c = challengers per round, kw = generate.weak_samples, ks = generate.strong_samples
+
+      challenger        c x R            (+ A extractor calls when the domain has an extractor: one per document)
+      quality_verifier  c x R            (0 with generate.quality_verifier=false)
+      weak_solver       kw x R           samples
+      strong_solver     ks x S           samples
+      judge             kw x R + ks x S  one per solver sample (+ S loop-judge calls when the domain has a loop judge)
+      feedback          J                one diagnosis per rejected round
+
+  method=cot: one round per document, R = A x rounds_per_accepted (1.0 without a filter), both solvers in every
+  round when method.score_solvers, no feedback. Tokens: calls x ``plan.tokens.<role>`` {input, output}.
+
+  Simplifications (a pilot measures each): every round passes the structural checks and the QV (a round that
+  fails them calls no solver and no feedback: over-counts); no early exit inside a solver, all k samples of a side
+  are drawn (over-counts; stats.json's calls_saved_early_exit is what it saves); documents that end without an
+  example are left out, since rounds_per_accepted counts the rounds of accepted documents as the paper's 6.59 does
+  (under-counts: raise it for a corpus where many documents never yield); the loop judge runs in every round that
+  reaches the strong solver (over-counts); every call of a role has the role's average size; solver calls are
+  samples (with generate.solver_wave=w one request carries w of them, same tokens). The strong solver's skip in
+  too-easy rounds is not early exit: the loop always skips it when the weak criterion fails, so the paper's 80% is
+  the default and plan.too_easy_share=0 gives the upper bound.
+
+The fleet arithmetic (roles without a declared throughput or latency are left out of it):
+
+  1. hours a role needs = the larger of output tokens / (replicas x replica_tokens_per_s) (its replicas' throughput)
+     and calls x latency_s / max_concurrency (its endpoint's concurrency cap, Little's law), / 3600.
+  2. the run takes as long as its slowest role, the bottleneck: W = the largest of those hours.
+  3. a role's busy share = its hours / W; replicas that stay busy at that pace = ceil(replicas x throughput hours / W).
+  4. calls in flight that keep a role's replicas busy = call rate at full throughput x latency_s; a max_concurrency
+     below it leaves replicas idle.
+  5. the orchestrator: calls / W per second, shards = ceil(that / plan.orchestrator_calls_per_s); documents in
+     flight = the calls in flight at pace W / generate.solver_wave, since a document's steps run one after another,
+     each with about solver_wave calls out (generate.max_docs_in_flight below it starves the endpoints).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from autodata.config import ROLES, PlanRoleConfig, RootConfig, endpoint_for
+from autodata.domains import DOMAINS
+from autodata.rundir import input_conflicts
+from autodata.validation import InputError
+
+log = logging.getLogger(__name__)
+
+# plan.rounds_per_accepted when null: the paper's CS agentic loop (mean rounds per accepted example) and a one-shot
+# method's single round
+PAPER_CS_ROUNDS_PER_ACCEPTED = 6.59
+COT_ROUNDS_PER_ACCEPTED = 1.0
+
+
+@dataclass
+class RoleUse:
+    calls: float = 0.0
+    input_tokens: float = 0.0
+    output_tokens: float = 0.0
+
+
+def target_of(cfg: RootConfig) -> tuple[int, str]:
+    """The number of accepted examples to plan for and the key it came from."""
+    if cfg.plan.target is not None:
+        return cfg.plan.target, "plan.target"
+    if cfg.generate.target_accepted is not None:
+        return cfg.generate.target_accepted, "generate.target_accepted"
+    raise InputError(
+        f"stage=plan needs a number of accepted examples, but plan.target and generate.target_accepted are both "
+        f"null (experiment {cfg.experiment.name or '(none)'}); set plan.target=1300, or pick an experiment that "
+        "sets generate.target_accepted (experiment=paper_cs)")
+
+
+def analytic_usage(cfg: RootConfig, target: float) -> tuple[dict[str, RoleUse], dict[str, Any]]:
+    """Calls and tokens per role under the module docstring's call model, and the model's numbers.
+
+    >>> from autodata.config import RootConfig
+    >>> use, model = analytic_usage(RootConfig(stage="plan"), 100)
+    >>> model["rounds"], round(use["strong_solver"].calls, 1), use["feedback"].calls  # 3 x (659 - 0.8 x 559)
+    (659.0, 635.4, 559.0)
+    """
+    gen, method = cfg.generate, cfg.method
+    domain = DOMAINS[cfg.domain.name]
+    cot = method.name == "cot"
+    per_accepted = cfg.plan.rounds_per_accepted
+    if per_accepted is None:
+        per_accepted = COT_ROUNDS_PER_ACCEPTED if cot else PAPER_CS_ROUNDS_PER_ACCEPTED
+    rounds = target * per_accepted
+    challengers = 1 if cot else (gen.challengers_per_round or domain.challengers_per_round)
+    if cot:
+        rejected, too_easy = 0.0, 0.0
+        solved = rounds if method.score_solvers else 0.0
+        qv = rounds if (gen.quality_verifier or method.qv_filter) else 0.0
+        documents = rounds
+    else:
+        rejected = rounds - target
+        too_easy = cfg.plan.too_easy_share * rejected
+        solved = rounds
+        qv = challengers * rounds if gen.quality_verifier else 0.0
+        documents = float(target)
+    strong_rounds = solved - too_easy
+    calls = {
+        "challenger": challengers * rounds + (documents if domain.has_extractor else 0.0),
+        "quality_verifier": qv,
+        "weak_solver": gen.weak_samples * solved,
+        "strong_solver": gen.strong_samples * strong_rounds,
+        "judge": gen.weak_samples * solved + gen.strong_samples * strong_rounds
+        + (strong_rounds if domain.has_loop_judge else 0.0),
+        "feedback": rejected,
+    }
+    use = {}
+    for role, n in calls.items():
+        size = cfg.plan.tokens.get(role)
+        use[role] = RoleUse(n, n * (size.input if size else 0), n * (size.output if size else 0))
+    model = {"method": method.name, "domain": cfg.domain.name, "rounds_per_accepted": per_accepted,
+             "rounds": rounds, "rejected_rounds": rejected, "too_easy_rounds": too_easy,
+             "rounds_reaching_strong_solver": strong_rounds, "challengers_per_round": challengers,
+             "weak_samples": gen.weak_samples, "strong_samples": gen.strong_samples,
+             "quality_verifier": gen.quality_verifier, "extractor": domain.has_extractor,
+             "loop_judge": domain.has_loop_judge, "too_easy_share": cfg.plan.too_easy_share if not cot else None}
+    return use, model
+
+
+def pilot_usage(stats: dict[str, Any], target: float) -> tuple[dict[str, RoleUse], dict[str, Any]]:
+    """A pilot's per-role calls and tokens scaled by target / its accepted examples.
+
+    >>> stats = {"accepted": 10, "rounds": 70, "per_role": {"judge": {"calls": 400, "prompt_tokens": 2000,
+    ...          "completion_tokens": 800}, "feedback": {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}}}
+    >>> use, _ = pilot_usage(stats, 100)
+    >>> use
+    {'judge': RoleUse(calls=4000.0, input_tokens=20000.0, output_tokens=8000.0)}
+    """
+    scale = target / stats["accepted"]
+    use = {role: RoleUse(t.get("calls", 0) * scale, t.get("prompt_tokens", 0) * scale,
+                         t.get("completion_tokens", 0) * scale)
+           for role, t in stats["per_role"].items() if t.get("calls")}
+    wall = stats.get("wall_seconds_total")
+    model = {"accepted": stats["accepted"], "scale": scale, "rounds": stats.get("rounds"),
+             "rounds_per_accepted_all_documents": stats["rounds"] / stats["accepted"] if stats.get("rounds") else None,
+             "mean_rounds_per_accepted": stats.get("mean_rounds_per_accepted"),
+             "calls_saved_early_exit": stats.get("calls_saved_early_exit"),
+             "failure_reason_shares": stats.get("failure_reason_shares"),
+             # The pilot's own pace, valid only on the same fleet
+             "wall_hours_at_pilot_pace": wall * scale / 3600 if wall else None}
+    return use, model
+
+
+def read_pilot(cfg: RootConfig) -> dict[str, Any]:
+    """The pilot's stats.json, refused when it cannot be scaled or was made by another recipe (check_inputs)."""
+    run_dir = Path(cfg.plan.pilot or "")
+    path = run_dir / "stats.json"
+    if not path.is_file():
+        raise InputError(f"plan.pilot ({cfg.plan.pilot}) has no stats.json: expected a finished stage=generate run "
+                         f"dir; run `python -m autodata.run stage=generate experiment={cfg.experiment.name or 'cpu'} "
+                         f"generate.target_accepted=50 hydra.run.dir={run_dir}` first, or drop plan.pilot for the "
+                         "analytic model")
+    try:
+        stats = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(f"plan.pilot: {path} is not JSON ({err}); rerun the pilot's generate command to rewrite "
+                         "it") from None
+    if not isinstance(stats.get("per_role"), dict) or not isinstance(stats.get("accepted"), int):
+        raise InputError(f"plan.pilot: {path} has no per_role calls or accepted count (expected a generate run's "
+                         "stats.json); point plan.pilot at a generate run dir")
+    if stats["accepted"] < 1:
+        raise InputError(f"plan.pilot: {path} records 0 accepted examples, so nothing scales to a target; run the "
+                         "pilot longer (a larger generate.target_accepted or corpus.limit) or drop plan.pilot")
+    conflicts = input_conflicts(run_dir, cfg)
+    if cfg.check_inputs and stats.get("method") not in (None, cfg.method.name):
+        conflicts.insert(0, f"method.name is {stats['method']!r} there and {cfg.method.name!r} here")
+    if conflicts:
+        raise InputError(f"plan.pilot ({run_dir}) was made by another recipe: {'; '.join(conflicts)}; plan with a "
+                         "pilot of this recipe, or set check_inputs=false to scale it anyway")
+    return stats
+
+
+def role_costs(use: RoleUse, rc: Optional[PlanRoleConfig]) -> dict[str, float]:
+    """GPU-hours from a replica's throughput, API cost from prices; each only when declared.
+
+    >>> role_costs(RoleUse(10, 2e6, 36e6), PlanRoleConfig(replica_tokens_per_s=1000, replicas=4, gpus_per_replica=8,
+    ...            price_in_per_mtok=1.0, price_out_per_mtok=2.0))
+    {'replica_hours': 10.0, 'gpu_hours': 80.0, 'throughput_hours': 2.5, 'cost': 74.0}
+    """
+    out: dict[str, float] = {}
+    if rc is None:
+        return out
+    if rc.replica_tokens_per_s:
+        replica_hours = use.output_tokens / rc.replica_tokens_per_s / 3600
+        out.update(replica_hours=replica_hours, gpu_hours=replica_hours * rc.gpus_per_replica,
+                   throughput_hours=replica_hours / rc.replicas)
+    if rc.price_in_per_mtok is not None or rc.price_out_per_mtok is not None:
+        out["cost"] = (use.input_tokens / 1e6 * (rc.price_in_per_mtok or 0.0)
+                       + use.output_tokens / 1e6 * (rc.price_out_per_mtok or 0.0))
+    return out
+
+
+def fleet(cfg: RootConfig, use: dict[str, RoleUse], roles: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Steps 1-5 of the module docstring; fills each role's hours, busy share and in-flight needs in ``roles``."""
+    advice: list[str] = []
+    for role, row in roles.items():
+        rc = cfg.plan.roles.get(role)
+        latency = rc.latency_s if rc else None
+        concurrency = endpoint_for(cfg.models, role).max_concurrency
+        row["max_concurrency"] = concurrency
+        bounds = [row["throughput_hours"]] if "throughput_hours" in row else []
+        if latency and concurrency and concurrency > 0:
+            row["concurrency_hours"] = use[role].calls * latency / concurrency / 3600
+            bounds.append(row["concurrency_hours"])
+            if "throughput_hours" in row and row["throughput_hours"] > 0:
+                full_rate = use[role].calls / (row["throughput_hours"] * 3600)
+                row["in_flight_to_fill_replicas"] = full_rate * latency
+        if bounds:
+            row["hours"] = max(bounds)
+    timed = {role: row["hours"] for role, row in roles.items() if "hours" in row}
+    if not timed or max(timed.values()) <= 0:
+        return {"advice": ["declare plan.roles.<role>.replica_tokens_per_s (and replicas) or latency_s to size the "
+                           "fleet and the run's wall time"]}
+    bottleneck = max(timed, key=timed.__getitem__)
+    wall = timed[bottleneck]
+    top = roles[bottleneck]
+    if top.get("concurrency_hours", 0.0) > top.get("throughput_hours", math.inf):
+        # The bottleneck waits on its own request cap, not on its replicas
+        need = math.ceil(top["in_flight_to_fill_replicas"])
+        advice.append(f"{bottleneck} (the bottleneck) waits on its max_concurrency {top['max_concurrency']}, not its "
+                      f"replicas (calls/s at full throughput x latency_s = {need} calls in flight); raise "
+                      f"models.roles.{bottleneck}.max_concurrency to {need}")
+    in_flight = 0.0
+    for role, row in roles.items():
+        rate = use[role].calls / (wall * 3600)
+        row["calls_per_s"] = rate
+        if "hours" in row:
+            row["busy_share"] = row["hours"] / wall
+        if "throughput_hours" in row:
+            row["replicas_busy"] = max(1, math.ceil(cfg.plan.roles[role].replicas * row["throughput_hours"] / wall))
+        rc = cfg.plan.roles.get(role)
+        if rc is not None and rc.latency_s:
+            row["in_flight"] = rate * rc.latency_s
+            in_flight += row["in_flight"]
+    calls_per_s = sum(u.calls for u in use.values()) / (wall * 3600)
+    shards = max(1, math.ceil(calls_per_s / cfg.plan.orchestrator_calls_per_s))
+    documents = math.ceil(in_flight / cfg.generate.solver_wave) if in_flight else None
+    per_shard = math.ceil(documents / shards) if documents else None
+    for role, row in roles.items():
+        replicas = cfg.plan.roles[role].replicas if role in cfg.plan.roles else 1
+        # The bottleneck's idle replicas (a concurrency cap) are the advice above
+        if role != bottleneck and row.get("replicas_busy", replicas) < replicas:
+            advice.append(f"{role}: busy {row['busy_share']:.0%} of the run; {row['replicas_busy']} of its {replicas} "
+                          f"replicas would keep pace with the bottleneck ({bottleneck})")
+    if shards > 1:
+        advice.append(f"{calls_per_s:,.0f} calls/s exceed one orchestrator's {cfg.plan.orchestrator_calls_per_s:,.0f}: "
+                      f"run corpus.num_shards={shards} generate processes")
+    if per_shard and per_shard > cfg.generate.max_docs_in_flight:
+        advice.append(f"keeping {in_flight:,.0f} calls in flight needs about {per_shard} documents in flight per "
+                      f"process; raise generate.max_docs_in_flight from {cfg.generate.max_docs_in_flight}")
+    missing = [r for r in roles if not (cfg.plan.roles.get(r) and cfg.plan.roles[r].latency_s)]
+    if missing:
+        advice.append(f"calls in flight leave out {', '.join(missing)} (no plan.roles.<role>.latency_s)")
+    return {"wall_hours": wall, "bottleneck": bottleneck, "calls_per_s": calls_per_s,
+            "orchestrator_calls_per_s": cfg.plan.orchestrator_calls_per_s, "shards": shards,
+            "calls_in_flight": in_flight, "documents_in_flight": documents, "documents_in_flight_per_shard": per_shard,
+            "max_docs_in_flight": cfg.generate.max_docs_in_flight, "advice": advice}
+
+
+def make_plan(cfg: RootConfig, pilot_stats: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The whole plan as plain data (what plan.json holds); pure: the pilot's stats are passed in."""
+    target, target_from = target_of(cfg)
+    if pilot_stats is not None:
+        use, model = pilot_usage(pilot_stats, target)
+    else:
+        use, model = analytic_usage(cfg, target)
+    order = [r for r in ROLES if r in use] + sorted(r for r in use if r not in ROLES)
+    use = {r: use[r] for r in order if use[r].calls > 0}
+    roles: dict[str, dict[str, Any]] = {}
+    for role, u in use.items():
+        roles[role] = {"calls": u.calls, "input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
+                       "input_per_call": u.input_tokens / u.calls, "output_per_call": u.output_tokens / u.calls,
+                       **role_costs(u, cfg.plan.roles.get(role))}
+    totals: dict[str, Any] = {key: sum(u.__dict__[key] for u in use.values())
+                              for key in ("calls", "input_tokens", "output_tokens")}
+    for key in ("gpu_hours", "cost"):
+        priced = [row[key] for row in roles.values() if key in row]
+        totals[key] = sum(priced) if priced else None
+    return {"source": "pilot" if pilot_stats is not None else "analytic", "pilot": cfg.plan.pilot,
+            "experiment": cfg.experiment.name, "target": target, "target_from": target_from, "model": model,
+            "roles": roles, "totals": totals, "fleet": fleet(cfg, use, roles)}
+
+
+def _n(value: Optional[float], digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _tokens(value: float) -> str:
+    return f"{value / 1e6:,.1f}M" if value >= 1e5 else f"{value:,.0f}"
+
+
+def print_plan(plan: dict[str, Any], run_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        # A log file or a pipe: wide enough that role names and numbers are not wrapped
+        console = Console(width=120)
+    source = f"pilot {plan['pilot']} x {plan['model']['scale']:.2f}" if plan["source"] == "pilot" else (
+        f"analytic model, {plan['model']['rounds_per_accepted']:g} rounds per accepted example")
+    usage = Table(title=f"plan: {plan['target']:,} accepted examples ({plan['target_from']}); {source}")
+    for name in ("role", "calls", "input tok", "output tok", "tok/call in/out", "GPU-h", "cost"):
+        usage.add_column(name, justify="left" if name == "role" else "right")
+    for role, r in plan["roles"].items():
+        usage.add_row(role, _n(r["calls"]), _tokens(r["input_tokens"]), _tokens(r["output_tokens"]),
+                      f"{r['input_per_call']:,.0f} / {r['output_per_call']:,.0f}", _n(r.get("gpu_hours"), 1),
+                      _n(r.get("cost"), 2))
+    t = plan["totals"]
+    usage.add_row("total", _n(t["calls"]), _tokens(t["input_tokens"]), _tokens(t["output_tokens"]), "",
+                  _n(t["gpu_hours"], 1), _n(t["cost"], 2))
+    console.print(usage)
+    f = plan["fleet"]
+    if "wall_hours" in f:
+        table = Table(title=f"fleet: {f['wall_hours']:,.1f} h, bottleneck {f['bottleneck']}; "
+                            f"{f['calls_per_s']:,.1f} calls/s -> {f['shards']} orchestrator shard(s)")
+        for name in ("role", "hours", "busy", "replicas busy", "calls/s", "in flight", "max_concurrency"):
+            table.add_column(name, justify="left" if name == "role" else "right")
+        for role, r in plan["roles"].items():
+            table.add_row(role, _n(r.get("hours"), 1), f"{r['busy_share']:.0%}" if "busy_share" in r else "-",
+                          _n(r.get("replicas_busy")), _n(r.get("calls_per_s"), 2), _n(r.get("in_flight")),
+                          _n(r.get("max_concurrency")))
+        console.print(table)
+        if f["documents_in_flight"]:
+            console.print(f"documents in flight: about {f['documents_in_flight']:,} "
+                          f"({f['documents_in_flight_per_shard']:,} per shard; generate.max_docs_in_flight is "
+                          f"{f['max_docs_in_flight']})")
+    for line in f["advice"]:
+        console.print(f"- {line}")
+    console.print(f"plan in {run_dir / 'plan.json'}")
+
+
+def run(cfg: RootConfig, run_dir: Path) -> None:
+    pilot = read_pilot(cfg) if cfg.plan.pilot else None
+    plan = make_plan(cfg, pilot)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "plan.json").write_text(json.dumps(plan, indent=2))
+    print_plan(plan, run_dir)
+    from autodata.tracking import flatten, start_wandb
+
+    wandb_run = start_wandb(cfg, run_dir, job_type="plan")
+    if wandb_run is not None:
+        wandb_run.summary.update(dict(flatten("plan", {k: plan[k] for k in ("roles", "totals", "fleet")})))
+        wandb_run.finish()

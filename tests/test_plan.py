@@ -1,0 +1,236 @@
+"""stage=plan: golden call counts of the paper's CS arm under the documented call model, a pilot scaled by hand,
+the fleet arithmetic, and the CLI without endpoints or API keys."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from autodata.config import PlanTokens, register_configs, to_typed
+from autodata.plan import make_plan, read_pilot
+from autodata.validation import ConfigError, InputError, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+register_configs()
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        return to_typed(compose(config_name="config", overrides=["stage=plan", *overrides]))
+
+
+def calls(plan: dict) -> dict[str, float]:
+    return {role: row["calls"] for role, row in plan["roles"].items()}
+
+
+# The paper's CS arm: 1,300 accepted examples, 6.59 rounds per accepted example, 3 weak + 3 strong samples,
+# one challenger per round, the quality verifier on (experiment=paper_cs).
+ROUNDS = 1300 * 6.59  # = 8,567 rounds
+REJECTED = ROUNDS - 1300  # = 7,267 rounds end without an example: one feedback call each
+
+
+def test_paper_cs_call_counts_with_every_round_reaching_the_strong_solver():
+    plan = make_plan(composed("experiment=paper_cs", "plan.target=1300", "plan.too_easy_share=0"))
+    assert ROUNDS == pytest.approx(8567) and REJECTED == pytest.approx(7267)
+    expected = {
+        "challenger": 8567,  # one challenger per round
+        "quality_verifier": 8567,  # every task is verified
+        "weak_solver": 8567 * 3,  # = 25,701 samples
+        "strong_solver": 8567 * 3,  # = 25,701: too_easy_share=0, every round reaches it
+        "judge": 8567 * 6,  # = 51,402: one judge call per solver sample
+        "feedback": 7267,  # one diagnosis per rejected round
+    }
+    assert calls(plan) == pytest.approx(expected)
+    assert plan["totals"]["calls"] == pytest.approx(8567 + 8567 + 25701 + 25701 + 51402 + 7267)
+
+
+def test_paper_cs_call_counts_with_the_papers_too_easy_share():
+    plan = make_plan(composed("experiment=paper_cs", "plan.target=1300"))
+    # 80% of the 7,267 rejected rounds are too easy: 5,813.6 rounds never call the strong solver, so
+    # 8,567 - 5,813.6 = 2,753.4 rounds reach it
+    strong_rounds = 8567 - 0.8 * 7267
+    assert strong_rounds == pytest.approx(2753.4)
+    expected = {
+        "challenger": 8567,
+        "quality_verifier": 8567,
+        "weak_solver": 25701,
+        "strong_solver": 3 * 2753.4,  # = 8,260.2
+        "judge": 25701 + 3 * 2753.4,  # = 33,961.2
+        "feedback": 7267,
+    }
+    assert calls(plan) == pytest.approx(expected)
+    assert plan["model"]["too_easy_rounds"] == pytest.approx(5813.6)
+
+
+def test_tokens_gpu_hours_and_cost_follow_the_declared_figures():
+    plan = make_plan(composed(
+        "experiment=paper_cs", "plan.target=1300", "plan.too_easy_share=0",
+        "plan.tokens.weak_solver.output=4000", "plan.tokens.judge.input=5000", "plan.tokens.judge.output=500",
+        "plan.roles.weak_solver.replica_tokens_per_s=3000", "plan.roles.weak_solver.replicas=32",
+        "plan.roles.strong_solver.replica_tokens_per_s=1500", "plan.roles.strong_solver.gpus_per_replica=8",
+        "plan.tokens.strong_solver.output=4000",
+        "plan.roles.judge.price_in_per_mtok=0.6", "plan.roles.judge.price_out_per_mtok=2.5"))
+    weak, strong, judge = (plan["roles"][r] for r in ("weak_solver", "strong_solver", "judge"))
+    # 25,701 samples x 4,000 tokens = 102.804M tokens; / 3,000 tokens/s / 3,600 = 9.519 GPU-hours (1 GPU each)
+    assert weak["output_tokens"] == pytest.approx(25701 * 4000)
+    assert weak["gpu_hours"] == pytest.approx(102.804e6 / 3000 / 3600)
+    # The same tokens on the 397B: / 1,500 tokens/s / 3,600 = 19.04 replica-hours x 8 GPUs = 152.3 GPU-hours
+    assert strong["gpu_hours"] == pytest.approx(102.804e6 / 1500 / 3600 * 8)
+    # 51,402 judge calls: 257.01M input tokens x $0.6/M + 25.701M output tokens x $2.5/M = $218.46
+    assert judge["cost"] == pytest.approx(257.01 * 0.6 + 25.701 * 2.5)
+    assert plan["totals"]["cost"] == pytest.approx(judge["cost"])
+    assert plan["totals"]["gpu_hours"] == pytest.approx(weak["gpu_hours"] + strong["gpu_hours"])
+    assert "cost" not in weak and "gpu_hours" not in judge
+
+
+PAPER_FLEET = ("experiment=paper_cs", "plan.target=1300",
+               "plan.roles.weak_solver.replica_tokens_per_s=3000", "plan.roles.weak_solver.replicas=32",
+               "plan.roles.weak_solver.latency_s=60",
+               "plan.roles.strong_solver.replica_tokens_per_s=1500", "plan.roles.strong_solver.gpus_per_replica=8",
+               "plan.roles.strong_solver.latency_s=90")
+
+
+def test_the_fleet_names_the_bottleneck_and_what_keeps_it_busy():
+    plan = make_plan(composed(*PAPER_FLEET))
+    fleet, weak, strong = plan["fleet"], plan["roles"]["weak_solver"], plan["roles"]["strong_solver"]
+    # strong: 8,260.2 samples x 4,000 tokens / 1,500 tokens/s / 3,600 = 6.119 h on its one replica; its concurrency
+    # cap (256 calls in flight, models=paper) would allow 8,260.2 x 90 s / 256 / 3,600 = 0.81 h: throughput-bound
+    assert fleet["bottleneck"] == "strong_solver"
+    assert fleet["wall_hours"] == pytest.approx(8260.2 * 4000 / 1500 / 3600)
+    # weak: 25,701 x 4,000 / 3,000 / 3,600 / 32 replicas = 0.297 h of throughput, but 1,024 calls in flight at 60 s
+    # each take 25,701 x 60 / 1,024 / 3,600 = 0.418 h; busy 0.418 / 6.119 = 7% of the run
+    assert weak["hours"] == pytest.approx(25701 * 60 / 1024 / 3600)
+    assert weak["busy_share"] == pytest.approx(weak["hours"] / fleet["wall_hours"])
+    # ceil(32 x 0.297 / 6.119) = ceil(1.56) = 2 replicas keep pace with the strong solver
+    assert weak["replicas_busy"] == 2
+    assert any("2 of its 32 replicas" in line for line in fleet["advice"])
+    # 92,323 calls in 6.119 h = 4.2 calls/s: far below one orchestrator's 1,600
+    assert fleet["calls_per_s"] == pytest.approx(plan["totals"]["calls"] / (fleet["wall_hours"] * 3600))
+    assert fleet["shards"] == 1
+    # In flight (Little's law): weak 1.17 calls/s x 60 s = 70, strong 0.375 x 90 s = 34; about 104 documents at one
+    # call each (solver_wave 1), more than the default 16 documents in flight
+    assert fleet["calls_in_flight"] == pytest.approx(weak["in_flight"] + strong["in_flight"])
+    assert strong["in_flight"] == pytest.approx(8260.2 / (fleet["wall_hours"] * 3600) * 90)
+    assert fleet["documents_in_flight"] == math.ceil(fleet["calls_in_flight"])
+    assert any("raise generate.max_docs_in_flight from 16" in line for line in fleet["advice"])
+
+
+def test_a_capped_bottleneck_and_a_slow_orchestrator_are_named():
+    plan = make_plan(composed(*PAPER_FLEET, "models.roles.strong_solver.max_concurrency=16",
+                              "plan.orchestrator_calls_per_s=1"))
+    fleet = plan["fleet"]
+    # 16 calls in flight at 90 s: 8,260.2 x 90 / 16 / 3,600 = 12.9 h, longer than the replica's 6.1 h
+    assert fleet["wall_hours"] == pytest.approx(8260.2 * 90 / 16 / 3600)
+    # Full throughput is 8,260.2 calls / 6.119 h = 0.375 calls/s, x 90 s = 34 calls in flight
+    assert any("max_concurrency to 34" in line for line in fleet["advice"])
+    # 92,323 calls / 12.9 h = 1.99 calls/s against 1 call/s per process: 2 shards
+    assert fleet["shards"] == math.ceil(fleet["calls_per_s"]) == 2
+    assert any("corpus.num_shards=2" in line for line in fleet["advice"])
+
+
+def test_without_throughput_or_latency_the_plan_says_what_to_declare():
+    plan = make_plan(composed("experiment=paper_cs"))
+    assert plan["target"] == 1400 and plan["target_from"] == "generate.target_accepted"
+    assert plan["totals"]["gpu_hours"] is None and plan["totals"]["cost"] is None
+    assert "replica_tokens_per_s" in plan["fleet"]["advice"][0]
+
+
+def test_cot_plans_one_shot_rounds_without_feedback():
+    plan = make_plan(composed("experiment=paper_cs", "method=cot", "plan.target=100"))
+    # 100 documents, one round each: 1 challenger, 1 QV, 3 + 3 solver samples and 6 judge calls per document
+    assert calls(plan) == pytest.approx({"challenger": 100, "quality_verifier": 100, "weak_solver": 300,
+                                         "strong_solver": 300, "judge": 600})
+
+
+def write_pilot(folder: Path, **extra) -> Path:
+    """A hand-written pilot: 10 accepted examples in 70 rounds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stats = {"method": "agentic", "domain": "cs", "accepted": 10, "rounds": 70, "mean_rounds_per_accepted": 6.0,
+             "calls_saved_early_exit": 40, "wall_seconds_total": 360.0,
+             "per_role": {"challenger": {"calls": 70, "prompt_tokens": 700_000, "completion_tokens": 140_000},
+                          "quality_verifier": {"calls": 70, "prompt_tokens": 770_000, "completion_tokens": 35_000},
+                          "weak_solver": {"calls": 200, "prompt_tokens": 160_000, "completion_tokens": 600_000},
+                          "strong_solver": {"calls": 50, "prompt_tokens": 40_000, "completion_tokens": 250_000},
+                          "judge": {"calls": 250, "prompt_tokens": 1_250_000, "completion_tokens": 150_000},
+                          "feedback": {"calls": 60, "prompt_tokens": 120_000, "completion_tokens": 6_000}},
+             **extra}
+    (folder / "stats.json").write_text(json.dumps(stats))
+    return folder
+
+
+def test_a_pilot_scales_by_target_over_its_accepted_examples(tmp_path):
+    cfg = composed("experiment=paper_cs", "plan.target=1300", f"plan.pilot={write_pilot(tmp_path / 'pilot')}",
+                   "plan.roles.weak_solver.replica_tokens_per_s=3000")
+    plan = make_plan(cfg, read_pilot(cfg))
+    # 1,300 / 10 accepted = x130
+    assert plan["source"] == "pilot" and plan["model"]["scale"] == 130
+    assert calls(plan) == {"challenger": 70 * 130, "quality_verifier": 70 * 130, "weak_solver": 200 * 130,
+                           "strong_solver": 50 * 130, "judge": 250 * 130, "feedback": 60 * 130}
+    weak = plan["roles"]["weak_solver"]
+    # 600,000 x 130 = 78M output tokens, 3,000 per call as measured; / 3,000 tokens/s / 3,600 = 7.22 GPU-hours
+    assert weak["output_tokens"] == 78_000_000 and weak["output_per_call"] == 3000
+    assert weak["gpu_hours"] == pytest.approx(78e6 / 3000 / 3600)
+    # Rounds of every document (70 / 10 = 7), beside the accepted documents' mean (6.0); 360 s x 130 = 13 h
+    assert plan["model"]["rounds_per_accepted_all_documents"] == 7.0
+    assert plan["model"]["wall_hours_at_pilot_pace"] == pytest.approx(13.0)
+
+
+@pytest.mark.parametrize("stats,phrase", [
+    (None, "has no stats.json"),
+    ({"accepted": 0}, "0 accepted examples"),
+    ({"method": "cot"}, "method.name is 'cot' there and 'agentic' here"),
+])
+def test_a_pilot_that_cannot_be_scaled_is_refused(tmp_path, stats, phrase):
+    pilot = tmp_path / "pilot"
+    if stats is None:
+        pilot.mkdir()
+    else:
+        write_pilot(pilot, **stats)
+    with pytest.raises(InputError, match=phrase):
+        read_pilot(composed("experiment=paper_cs", f"plan.pilot={pilot}"))
+
+
+def test_the_plan_needs_no_endpoint_or_api_key_and_checks_its_own_keys():
+    # models=paper names MOONSHOT_API_KEY and no URL: the planner calls nothing, so neither is required
+    validate(composed("experiment=paper_cs"), env={})
+    bad = composed("experiment=paper_cs", "plan.too_easy_share=1.5", "plan.rounds_per_accepted=0.5",
+                   "plan.roles.strong_solver.replicas=0")
+    # Set in code: on the command line Hydra itself refuses a new key of a typed dict
+    bad.plan.tokens["jugde"] = PlanTokens(input=10, output=1)
+    with pytest.raises(ConfigError) as info:
+        validate(bad, env={})
+    text = str(info.value)
+    for line in ("plan.too_easy_share (1.5) must lie in [0, 1]", "plan.rounds_per_accepted (0.5) must be >= 1",
+                 "plan.roles.strong_solver.replicas (0) must be an integer >= 1",
+                 "plan.tokens.jugde ('jugde') is not a generate role"):
+        assert line in text
+
+
+def run_cli(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "MOONSHOT_API_KEY"}
+    return subprocess.run([sys.executable, "-m", "autodata.run", "stage=plan", f"hydra.run.dir={run_dir}",
+                           *overrides], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_cli_plans_from_a_pilot_without_urls_or_keys(tmp_path):
+    pilot = write_pilot(tmp_path / "pilot")
+    proc = run_cli(tmp_path / "plan", "experiment=paper_cs", f"plan.pilot={pilot}", "plan.target=1300")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    plan = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    assert plan["source"] == "pilot" and plan["roles"]["judge"]["calls"] == 250 * 130
+    assert "1,300 accepted examples" in out and "32,500" in out  # the judge's calls in the printed table
+
+
+def test_cli_without_a_target_says_how_to_give_one(tmp_path):
+    proc = run_cli(tmp_path / "plan")  # the default cpu experiment sets no generate.target_accepted
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "Traceback" not in out and "set plan.target=1300" in out
