@@ -274,8 +274,9 @@ def test_a_population_of_another_version_is_refused(tmp_path):
 def test_resume_keeps_finished_iterations_and_pays_nothing_twice(tmp_path):
     run(make_cfg(tmp_path, iterations=1), tmp_path, World())
     world = World()
-    _, backends = run(make_cfg(tmp_path, iterations=2), tmp_path, world)
+    summary, backends = run(make_cfg(tmp_path, iterations=2), tmp_path, world)
     assert [r["iteration"] for r in history(tmp_path)] == [1, 2]
+    assert summary["baseline_score"] == 0.0 and summary["best_score"] == 1.0 and summary["iterations"] == 2
     # Only iteration 2 asked the agents; the baseline was not scored again
     assert len(backends["analyzer"].requests) == 1 and len(backends["implementer"].requests) == 1
 

@@ -95,6 +95,9 @@ class MetaOptimizer:
                     "on other documents or with another score. Resume with the same corpus and meta.* settings, "
                     "or start a new run dir (hydra.run.dir=...)")
         self.population = load_population(self.run_dir / "population.jsonl", self.domain_name, self.baseline)
+        if self.population:
+            # The baseline scored by an earlier process (load_population checked that it is this run's)
+            self.baseline = self.population[0]
         self.history = [r for r in read_jsonl(self.run_dir / "history.jsonl") if r.get("format") == FORMAT]
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(split, indent=2))
