@@ -559,8 +559,9 @@ class PipelineSlurmConfig:
     partition: Optional[str] = None
     account: Optional[str] = None
     # Job ids of the serving jobs the steps call (sbatch slurm/serve_weak.sbatch ...): every job starts only once
-    # they have started (--dependency=after:ID; servers never end). With models.endpoints_file pointing at their
-    # folder, a stage then waits for their first replica (models.startup_wait_s) and follows them while it runs
+    # they have started (--dependency=after:ID; servers never end). With models.endpoints_file pointing at what
+    # they write, a job then waits for their endpoints files, and its stage for a first replica
+    # (models.startup_wait_s), and follows them while it runs
     serve_jobs: list[str] = field(default_factory=list)
     # More sbatch options for every job, e.g. [--qos=high, --mail-type=FAIL]
     sbatch_args: list[str] = field(default_factory=list)

@@ -100,10 +100,19 @@ class LLM:
         roles: Optional[Sequence[str]] = None,
     ):
         """``roles``: the roles this run calls (default: the generate loop's); only they get a backend, so
-        ``check()`` asks only the endpoints the stage uses."""
+        ``check()`` asks only the endpoints the stage uses.
+
+        ``models.endpoints_file``: the roles named there run on that file's live replicas, followed while the
+        stage runs (``autodata.endpoints``); an unusable file raises ``EndpointsFileError`` (a ValueError)."""
         self.seed = seed
         self.cache = cache
         self.endpoints: dict[str, EndpointConfig] = {role: endpoint_for(models, role) for role in model_roles(models)}
+        self.endpoints_follower = None
+        if models.endpoints_file:
+            from autodata.endpoints import EndpointsFollower
+
+            self.endpoints_follower = EndpointsFollower(models.endpoints_file)
+            self.endpoints = self.endpoints_follower.bind(self.endpoints)
         self.usage: dict[str, RoleUsage] = {role: RoleUsage() for role in self.endpoints}
         if backends is not None:
             # Injected (tests, scripted runs): one backend per role name.
@@ -113,6 +122,10 @@ class LLM:
             self.backends = {}
             for role in roles if roles is not None else ROLES:
                 endpoint = self.endpoints[role]
+                if self.endpoints_follower is not None and role in self.endpoints_follower.served:
+                    # Its own backend: the file moves its replicas, which no other role's backend should follow.
+                    self.backends[role] = self.endpoints_follower.backend(role, endpoint)
+                    continue
                 key = endpoint_key(endpoint)
                 if key not in shared:
                     shared[key] = build_backend(endpoint)

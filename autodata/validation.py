@@ -253,9 +253,17 @@ def check_endpoints_file(cfg: RootConfig) -> tuple[list[Problem], dict]:
         served = load(path)
     except EndpointsFileError as err:
         return [Problem("models.endpoints_file", path, "cannot be used", str(err))], {}
-    return [Problem("models.endpoints_file", path, f"serves role {role!r} ({entry.file}), which is not a role",
-                    f"serve one of {', '.join(ROLES + META_ROLES)} (the serving job's ROLE), or judge_<name>")
-            for role, entry in served.items() if role not in ROLES + META_ROLES and not is_judge_role(role)], served
+    problems = [Problem("models.endpoints_file", path, f"serves role {role!r} ({entry.file}), which is not a role",
+                        f"serve one of {', '.join(ROLES + META_ROLES)} (the serving job's ROLE), or judge_<name>")
+                for role, entry in served.items() if role not in ROLES + META_ROLES and not is_judge_role(role)]
+    weak = served.get("weak_solver")
+    if cfg.stage == "eval" and cfg.eval.model and weak is not None and weak.model != cfg.eval.model:
+        # The file's role wins over the config: the run would grade the served model under eval.model's name.
+        problems.append(Problem("models.endpoints_file", path, f"serves weak_solver as {weak.model!r} "
+                                f"({weak.file}), but stage=eval evaluates eval.model={cfg.eval.model!r} in that role",
+                                "point models.endpoints_file at the judge's file alone (<dir>/judge.endpoints.json), "
+                                "or serve the evaluated model (sbatch slurm/serve_weak.sbatch EVAL_MODEL DIR)"))
+    return problems, served
 
 
 def check_models(cfg: RootConfig, roles: tuple[str, ...] = ROLES,

@@ -29,7 +29,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -265,10 +265,15 @@ def _seed_at(seed: Optional[int], offset: int) -> Optional[int]:
 class OpenAIBackend:
     """Chat completions against one model served at one or more replica URLs."""
 
-    def __init__(self, endpoint: EndpointConfig, *, backoff_s: float = 1.0, backoff_max_s: float = 60.0):
-        """``backoff_s``/``backoff_max_s``: first and largest wait between retries (tests shrink them)."""
+    def __init__(self, endpoint: EndpointConfig, *, backoff_s: float = 1.0, backoff_max_s: float = 60.0,
+                 origin: Optional[str] = None):
+        """``backoff_s``/``backoff_max_s``: first and largest wait between retries (tests shrink them).
+
+        ``origin``: where the replica set comes from when something outside the config keeps it (an endpoints
+        file, ``autodata.endpoints``): then the set may be empty, and ``set_replicas`` replaces it while running.
+        """
         urls = list(endpoint.base_urls or ([endpoint.base_url] if endpoint.base_url else []))
-        if not urls:
+        if not urls and origin is None:
             raise ValueError(
                 "backend=openai needs a server URL, found none; set models.base_url=http://HOST:PORT/v1 "
                 "(or models.default.base_urls=[...] for replicas)"
@@ -280,18 +285,24 @@ class OpenAIBackend:
             )
         self.endpoint = endpoint
         self.model = endpoint.model
-        self.name = f"openai:{endpoint.model}@{urls[0]}" + (f" (+{len(urls) - 1} replicas)" if len(urls) > 1 else "")
+        self.origin = origin
+        # Called before every attempt and start-up check, when set: lets the replica set follow its origin
+        # (autodata.endpoints.EndpointsFollower.poll, which re-reads its file at most once a second)
+        self.refresh: Optional[Callable[[], None]] = None
         self.cache_identity = f"openai:{endpoint.model}"
         self._max_concurrency = int(endpoint.max_concurrency or 64)
         timeout_s = float(endpoint.timeout_s or 600.0)
         self._api_key = _Secret(_api_key(endpoint.api_key_env))
+        # Sent with each request once set_replicas changed the key after the session was made; None otherwise
+        self._auth_override: Optional[dict[str, str]] = None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._check_timeout = aiohttp.ClientTimeout(total=min(CHECK_TIMEOUT_S, timeout_s))
         # Made on first use, inside the event loop that uses this backend (aiohttp binds to it).
         self._session: Optional[aiohttp.ClientSession] = None
-        self._replicas = [_Replica(url, url.rstrip("/") + "/chat/completions") for url in urls]
-        self._slots = asyncio.Semaphore(self._max_concurrency)
+        self._replicas: list[_Replica] = []
         self._next = 0
+        self.set_replicas(urls)
+        self._slots = asyncio.Semaphore(self._max_concurrency)
         self._response_format: Optional[str] = RESPONSE_FORMATS[0] if endpoint.structured_output else None
         # Learned from the first short answer; later calls fan out n single-sample requests at once.
         self._ignores_n = False
@@ -324,10 +335,44 @@ class OpenAIBackend:
                 timeout=self._timeout,
                 headers={"Authorization": f"Bearer {self._api_key.value}"},
             )
+            self._auth_override = None
         return self._session
 
     def __repr__(self) -> str:
         return f"OpenAIBackend({self.name!r})"
+
+    @property
+    def replica_urls(self) -> list[str]:
+        return [r.url for r in self._replicas]
+
+    def set_replicas(self, urls: list[str], *, api_key: Optional[str] = None) -> None:
+        """Serve from ``urls`` from now on (an endpoints file changed: a replica came up, went down or moved).
+
+        Replicas that stay keep their in-flight counts. A request in flight to a removed replica finishes, or fails
+        and is retried on the new set like any failure; with no replica at all, requests fail over to the retry
+        backoff until one comes back or the attempts run out. ``api_key``: the key the new set wants (None: the
+        current one).
+        """
+        current = {r.url: r for r in self._replicas}
+        self._replicas = [current.get(url) or _Replica(url, url.rstrip("/") + "/chat/completions")
+                          for url in dict.fromkeys(urls)]
+        self._next = self._next % len(self._replicas) if self._replicas else 0
+        if api_key is not None and api_key != self._api_key.value:
+            self._api_key = _Secret(api_key)
+            if self._session is not None:
+                self._auth_override = {"Authorization": f"Bearer {api_key}"}
+        first = urls[0] if urls else "no replica"
+        if self.origin is not None:
+            self.name = f"openai:{self.model} from {self.origin} ({len(self._replicas)} live replicas)"
+        else:
+            self.name = f"openai:{self.model}@{first}" + (f" (+{len(urls) - 1} replicas)" if len(urls) > 1 else "")
+
+    def _no_replica(self) -> EndpointUnreachable:
+        return EndpointUnreachable(
+            f"no live replica of model {self.model!r} in {self.origin}: every replica there is down, or none has "
+            f"registered yet. Is the serving job running (squeue --me)? Wait until its log says a replica is up "
+            f"(python -m autodata.endpoints show <file> lists them), or fix models.endpoints_file."
+        )
 
     # -- public protocol -------------------------------------------------------------
 
@@ -360,10 +405,12 @@ class OpenAIBackend:
         # A replica that accepted the connection but did not answer in time is busy (e.g. still finishing a killed
         # run's requests), not down: it is asked again with backoff for up to startup_wait_s. A refusal fails at once.
         deadline = time.monotonic() + self._startup_wait_s
+        await self._wait_for_replicas(deadline)
         pause = BUSY_BACKOFF_S
         while True:
-            results = await asyncio.gather(*(self._check_replica(r) for r in self._replicas), return_exceptions=True)
-            busy = [r.url for r, err in zip(self._replicas, results) if _busy(err)]
+            replicas = list(self._replicas)
+            results = await asyncio.gather(*(self._check_replica(r) for r in replicas), return_exceptions=True)
+            busy = [r.url for r, err in zip(replicas, results) if _busy(err)]
             left = deadline - time.monotonic()
             if not busy or left <= 0:
                 break
@@ -373,23 +420,37 @@ class OpenAIBackend:
                             self._check_timeout.total, left)
             await asyncio.sleep(min(pause, left))
             pause *= 2
-        unreachable = [(r.url, err) for r, err in zip(self._replicas, results) if isinstance(err, _ConnectionFailed)]
+        unreachable = [(r.url, err) for r, err in zip(replicas, results) if isinstance(err, _ConnectionFailed)]
+        if unreachable and self.origin is not None and len(unreachable) < len(replicas):
+            # A file-kept set: the others serve, and a request that lands on a dead one is retried on another.
+            log.warning("%d of %d replicas listed up in %s did not answer GET /models (%s); serving from the others",
+                        len(unreachable), len(replicas), self.origin, ", ".join(url for url, _ in unreachable))
+            unreachable = []
+            results = [None if isinstance(err, _ConnectionFailed) else err for err in results]
         if unreachable:
             lines = "\n".join(f"  {url}: {_describe(err)}" for url, err in unreachable)
             hint = ("Is the server running and listening there? Start it, or fix models.base_url / base_urls."
                     if not any(_busy(err) for _, err in unreachable) else
                     f"The server accepted the connection but stayed busy for models.startup_wait_s="
                     f"{self._startup_wait_s:g} s; wait for it to finish its requests (or raise startup_wait_s).")
+            if self.origin is not None:
+                hint = (f"The replicas are listed up in {self.origin}. Is the serving job still running "
+                        f"(squeue --me)? Check its replica logs, or wait for it to register again after a requeue.")
             raise EndpointUnreachable(
-                f"{len(unreachable)} of {len(self._replicas)} replicas of model {self.model!r} "
+                f"{len(unreachable)} of {len(replicas)} replicas of model {self.model!r} "
                 f"did not answer GET /models:\n{lines}\n{hint}"
             )
-        for replica, err in zip(self._replicas, results):
+        for replica, err in zip(replicas, results):
             if isinstance(err, _HTTPStatusError) and err.status in (401, 403):
                 key = self.endpoint.api_key_env
-                fix = (f"the server refused the API key read from ${key} (api_key_env); export a valid key for "
-                       f"it in {key}" if key else "the server wants an API key and none was sent; export it in a "
-                       "variable and set models.api_key_env to that variable's name")
+                if self.origin is not None:
+                    fix = (f"the server refused the key of the key file named in {self.origin}; a serving job "
+                           f"writing another folder, or a key file replaced while the job ran? Requeue the serving "
+                           f"job (scontrol requeue JOBID) so it starts with the key file's key")
+                else:
+                    fix = (f"the server refused the API key read from ${key} (api_key_env); export a valid key for "
+                           f"it in {key}" if key else "the server wants an API key and none was sent; export it in a "
+                           "variable and set models.api_key_env to that variable's name")
                 raise BackendError(f"GET {replica.url}/models answered {err.status} ({_excerpt(err.text)}): {fix}") from err
             if isinstance(err, _HTTPStatusError):
                 raise BackendError(
@@ -399,16 +460,32 @@ class OpenAIBackend:
             if isinstance(err, BaseException):
                 raise err
 
+    async def _wait_for_replicas(self, deadline: float) -> None:
+        """With a file-kept set: until the file lists a live replica (a server still starting), up to ``deadline``."""
+        if self.refresh is not None:
+            self.refresh()
+        if self._replicas or self.origin is None:
+            return
+        log.warning("no live replica in %s yet; waiting up to %.0f s for one (models.startup_wait_s)", self.origin,
+                    max(0.0, deadline - time.monotonic()))
+        while not self._replicas:
+            if time.monotonic() >= deadline:
+                raise self._no_replica()
+            await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            if self.refresh is not None:
+                self.refresh()
+
     async def context_length(self) -> Optional[int]:
         """``max_model_len`` from GET /models (vLLM and SGLang list it; hosted APIs usually do not).
 
         The smallest over the replicas, since a request may land on any of them; None when a
         replica does not say.
         """
-        if len(self._listed_context) < len(self._replicas):
+        if any(r.url not in self._listed_context for r in self._replicas):
             await self.check()
-        lengths = [self._listed_context.get(r.url) for r in self._replicas]
-        return None if any(n is None for n in lengths) else min(lengths)  # type: ignore[type-var]
+        # A file-kept set may hold a replica that did not answer (check() served from the others)
+        lengths = [self._listed_context[r.url] for r in self._replicas if r.url in self._listed_context]
+        return None if not lengths or any(n is None for n in lengths) else min(lengths)  # type: ignore[type-var]
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -555,7 +632,9 @@ class OpenAIBackend:
     ) -> tuple[int, bytes]:
         """Status and body of a 2xx answer; ``_HTTPStatusError`` for any other, ``_ConnectionFailed`` for none."""
         try:
-            async with self._http().request(method, url, json=body, timeout=timeout) as response:
+            session = self._http()
+            headers = self._auth_override
+            async with session.request(method, url, json=body, timeout=timeout, headers=headers) as response:
                 raw = await response.read()
         except (aiohttp.ClientError, TimeoutError) as err:
             # ClientError here is never a status (raise_for_status is off): refused, reset,
@@ -574,7 +653,12 @@ class OpenAIBackend:
         return await self._attempt(params, failed)
 
     async def _attempt(self, params: dict[str, Any], failed: list[str]) -> dict[str, Any]:
+        if self.refresh is not None:
+            self.refresh()
         async with self._slots:
+            if not self._replicas:
+                # Retried with backoff like a refused connection: a requeued server registers again.
+                raise _ConnectionFailed(f"no live replica in {self.origin}")
             replica = self._pick(failed)
             replica.in_flight += 1
             try:
@@ -636,6 +720,8 @@ class OpenAIBackend:
         log.info("%s: attempt %d failed (%s); retrying in %.1f s", self.name, state.attempt_number, what, wait)
 
     def _unreachable(self, err: _ConnectionFailed, failed: list[str]) -> EndpointUnreachable:
+        if self.origin is not None and not self._replicas:
+            return self._no_replica()
         urls = ", ".join(failed) or ", ".join(r.url for r in self._replicas)
         attempts = int(self.endpoint.max_retries or 0) + 1
         if _is_timeout(err):

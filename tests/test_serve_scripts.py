@@ -1,0 +1,255 @@
+"""The serving scripts in slurm/, run without SLURM or GPUs.
+
+``srun`` is a stub on PATH that runs its command once here, as node 0; ``VLLM_BIN`` is a stub vLLM: it records
+its argv and environment, then exits or serves GET /v1/models and POST /v1/chat/completions on the --host/--port
+it was given, answering only with the key vLLM would enforce. The handshake test runs slurm/serve_node.sh against
+it: registered up, killed (marked down), restarted by the node script (up again), and an LLM following the
+endpoints file keeps answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from autodata import endpoints
+from autodata.config import ModelsConfig
+from autodata.llm import LLM
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted((ROOT / "slurm").glob("*.sbatch")) + sorted((ROOT / "slurm").glob("*.sh"))
+MODEL = "org/served-model"
+
+STUB_VLLM = '''#!{python}
+"""vllm stand-in: `serve MODEL --host H --port P ...`; records argv and key, then exits (STUB_EXIT) or serves."""
+import json, os, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+argv = sys.argv[1:]
+def option(name):
+    return argv[argv.index(name) + 1] if name in argv else None
+model, host, port = argv[1], option("--host"), int(option("--port"))
+# vLLM takes the key from --api-key or from VLLM_API_KEY
+key = option("--api-key") or os.environ.get("VLLM_API_KEY")
+with open(os.path.join(os.environ["STUB_DIR"], f"stub.{{port}}.json"), "w") as f:
+    json.dump({{"argv": argv, "pid": os.getpid(), "key": key, "devices": os.environ.get("CUDA_VISIBLE_DEVICES")}}, f)
+if os.environ.get("STUB_EXIT"):
+    sys.exit(1)
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+    def send(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def authorized(self):
+        if key and self.headers.get("Authorization") != "Bearer " + key:
+            self.send(401, {{"error": "invalid api key"}})
+            return False
+        return True
+    def do_GET(self):
+        if self.path != "/v1/models":
+            return self.send(404, {{}})
+        if self.authorized():
+            self.send(200, {{"object": "list", "data": [{{"id": model, "max_model_len": 4096}}]}})
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path != "/v1/chat/completions":
+            return self.send(404, {{}})
+        if self.authorized():
+            choice = {{"index": 0, "message": {{"content": "pong from %d" % port}}, "finish_reason": "stop"}}
+            self.send(200, {{"choices": [choice], "usage": {{"prompt_tokens": 1, "completion_tokens": 2}}}})
+
+ThreadingHTTPServer((host, port), Handler).serve_forever()
+'''
+
+STUB_SRUN = '''#!/usr/bin/env bash
+# srun stand-in: drops srun's options and runs the command once, here, as node 0
+while [[ $# -gt 0 && $1 == -* ]]; do shift; done
+SLURM_NODEID=0 exec "$@"
+'''
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_every_slurm_script_parses(script):
+    proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_shellcheck(script):
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    proc = subprocess.run(["shellcheck", "-x", "-S", "warning", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_each_script_opens_with_the_sbatch_command_that_launches_it():
+    for script in sorted((ROOT / "slurm").glob("serve_*.sbatch")):
+        header = script.read_text().split("#SBATCH", 1)[0]
+        assert "sbatch --nodes=" in header and f"slurm/{script.name} " in header, script.name
+        assert "#SBATCH --requeue" in script.read_text(), script.name
+
+
+def make_stubs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """(bin folder with srun, the vllm stub, the folder the stub records into)."""
+    bin_dir, record = tmp_path / "bin", tmp_path / "record"
+    bin_dir.mkdir()
+    record.mkdir()
+    srun = bin_dir / "srun"
+    srun.write_text(STUB_SRUN)
+    vllm = tmp_path / "vllm_stub.py"
+    vllm.write_text(STUB_VLLM.format(python=sys.executable))
+    for path in (srun, vllm):
+        path.chmod(0o755)
+    return bin_dir, vllm, record
+
+
+def clean_env(**values: str) -> dict[str, str]:
+    """This environment without what would steer the scripts (SLURM's, CUDA's, the scripts' own settings)."""
+    steering = ("CUDA_VISIBLE_DEVICES", "SERVE_HOST", "TP", "GPUS", "PORT_BASE", "LOG_DIR", "VLLM_API_KEY")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k not in steering}
+    env.update(PYTHON=sys.executable, READY_POLL_S="0.05", STOP_GRACE_S="2", **values)
+    return env
+
+
+def recorded(record: Path) -> dict[int, dict]:
+    return {int(p.name.split(".")[1]): json.loads(p.read_text()) for p in record.glob("stub.*.json")}
+
+
+@pytest.mark.parametrize("script, role, tp, devices", [
+    ("serve_weak.sbatch", "weak_solver", 1, ["0", "1"]),
+    ("serve_strong.sbatch", "strong_solver", 2, ["0,1"]),
+    ("serve_judge.sbatch", "judge", 2, ["0,1"]),
+])
+def test_serving_sbatch_starts_vllm_on_the_cluster_address_with_the_key_out_of_argv(tmp_path, script, role, tp,
+                                                                                    devices):
+    bin_dir, vllm, record = make_stubs(tmp_path)
+    folder = tmp_path / "endpoints"
+    env = clean_env(PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_SUBMIT_DIR=str(ROOT), SLURM_JOB_ID="77",
+                    SLURM_GPUS_ON_NODE="2", VLLM_BIN=str(vllm), STUB_DIR=str(record), STUB_EXIT="1",
+                    RESTART_LIMIT="1", RESTART_DELAY_S="0")
+    proc = subprocess.run(["bash", str(ROOT / "slurm" / script), MODEL, str(folder), "--max-model-len", "4096"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    output = proc.stdout + proc.stderr
+    if "found no cluster address" in output:
+        pytest.skip("this machine has no address `getent ahostsv4` or `hostname -I` reports")
+    # The stub exits at once, so every replica is given up after RESTART_LIMIT=1 start: a failed job.
+    assert proc.returncode != 0 and "gave up" in output, output
+
+    key_file = folder / f"{role}.key"
+    key = key_file.read_text().strip()
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    doc = json.loads((folder / f"{role}.endpoints.json").read_text())
+    assert (doc["role"], doc["model"], doc["job_id"]) == (role, MODEL, "77")
+    assert all(r["state"] == "down" for r in doc["replicas"])
+
+    starts = recorded(record)
+    assert sorted(starts) == [8000 + r for r in range(len(devices))], output
+    assert sorted(s["devices"] for s in starts.values()) == devices
+    for start in starts.values():
+        argv = start["argv"]
+        assert argv[:2] == ["serve", MODEL]
+        host = argv[argv.index("--host") + 1]
+        assert host and host != "0.0.0.0", argv
+        assert argv[argv.index("--tensor-parallel-size") + 1] == str(tp)
+        assert argv[-2:] == ["--max-model-len", "4096"]
+        # The key reaches vLLM (as VLLM_API_KEY), but never its command line or the job's output.
+        assert start["key"] == key
+        assert key not in " ".join(argv) and key not in output
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def until(condition: Callable[[], bool], timeout_s: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout_s} s; serve_node.sh said:\n{log.read_text()}")
+        await asyncio.sleep(0.02)
+
+
+def test_serve_node_registers_marks_a_dead_replica_down_restarts_it_and_an_llm_follows(tmp_path):
+    _, vllm, record = make_stubs(tmp_path)
+    folder = tmp_path / "endpoints"
+    file = folder / "weak_solver.endpoints.json"
+    endpoints.init(file, "weak_solver", MODEL)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    log = tmp_path / "node.log"
+    env = clean_env(GPUS="1", SERVE_HOST="127.0.0.1", PORT_BASE=str(port), VLLM_BIN=str(vllm),
+                    STUB_DIR=str(record), RESTART_DELAY_S="1")
+
+    def state() -> str:
+        replicas = json.loads(file.read_text())["replicas"]
+        return next((r["state"] for r in replicas if r["url"] == url), "absent")
+
+    def stub_pid() -> int:
+        return recorded(record).get(port, {}).get("pid", 0)
+
+    async def scenario(node: subprocess.Popen) -> None:
+        await until(lambda: state() == "up", 15, "the replica did not register up", log)
+        llm = LLM(ModelsConfig(endpoints_file=str(folder)), roles=("weak_solver",))
+        llm.endpoints_follower.interval_s = 0.0
+        try:
+            await llm.check()
+            reply = await llm.chat("weak_solver", [{"role": "user", "content": "ping"}], seed_key="a")
+            assert reply[0].text == f"pong from {port}"
+
+            first = stub_pid()
+            os.kill(first, signal.SIGKILL)
+            await until(lambda: state() == "down", 5, "the killed replica was not marked down", log)
+            await until(lambda: state() == "up" and stub_pid() not in (0, first), 15,
+                        "the replica was not restarted and registered again", log)
+            reply = await llm.chat("weak_solver", [{"role": "user", "content": "ping"}], seed_key="b")
+            assert reply[0].text == f"pong from {port}"
+        finally:
+            await llm.aclose()
+
+        # Registered first, then said in the log
+        await until(lambda: log.read_text().count(f"up at {url}") == 2, 5, "the log did not say up twice", log)
+        # scancel / requeue: SIGTERM stops the replica and marks it down.
+        node.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(node.wait, 15)
+        assert state() == "down"
+        with pytest.raises(ProcessLookupError):
+            os.kill(stub_pid(), 0)
+
+    with open(log, "w") as out:
+        node = subprocess.Popen(["bash", str(ROOT / "slurm" / "serve_node.sh"), "weak_solver", MODEL, str(folder)],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            asyncio.run(scenario(node))
+        finally:
+            if node.poll() is None:
+                os.killpg(node.pid, signal.SIGKILL)
+                node.wait(5)
+            # The stub runs in a session of its own (setsid), out of reach of the group kill above.
+            for start in recorded(record).values():
+                try:
+                    os.kill(start["pid"], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+    text = log.read_text()
+    assert "marking it down" in text and "stopping" in text, text
+    assert json.loads(file.read_text())["replicas"][0]["node"]
