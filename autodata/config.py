@@ -549,11 +549,12 @@ class PipelineSlurmConfig:
     """pipeline.launcher=slurm: each step one ``sbatch`` job of slurm/stage.sbatch, chained by dependencies."""
 
     # The size of a step's job: a preset of conf/hydra/launcher/ (the same files sweeps use with
-    # -m hydra/launcher=NAME), by step name or by stage, the step's name first; a step named in neither gets
-    # `preset`. Read from a preset: nodes, tasks_per_node, cpus_per_task, gpus_per_node, mem_gb, timeout_min,
+    # -m hydra/launcher=NAME), by step name or by stage (merge: the merge of a sharded step), the step's name
+    # first. Read from a preset: nodes, tasks_per_node, cpus_per_task, gpus_per_node, mem_gb, timeout_min,
     # partition, account, qos, constraint, exclude, gres, additional_parameters, signal_delay_s (the requeue
     # warning before the time limit) and max_num_timeout (requeues at the time limit).
     presets: dict[str, str] = field(default_factory=dict)
+    # The preset of a job that presets does not name
     preset: str = "slurm"
     # Partition and account of every job, over the presets' (null: the preset's, else the cluster's default)
     partition: Optional[str] = None
@@ -584,7 +585,7 @@ class PipelineConfig:
     launchers: dict[str, str] = field(default_factory=dict)
     # Run only these steps, by step name or by stage (e.g. [eval, report]); empty runs every step
     only: list[str] = field(default_factory=list)
-    # Print every command without running any
+    # Print every command without running any (launcher=slurm: the sbatch lines, as a script to run)
     dry_run: bool = False
     # Rerun steps whose run dir says they finished (a finished step is skipped otherwise)
     force: bool = False
@@ -593,6 +594,7 @@ class PipelineConfig:
     # Generate steps split the corpus into this many shards (corpus.num_shards), then stage=merge joins them
     # into the step's run dir: with launcher=slurm one array job of `shards` tasks, locally one after another
     shards: int = 1
+    # Where and how big the jobs of launcher=slurm are
     slurm: PipelineSlurmConfig = field(default_factory=PipelineSlurmConfig)
 
 
