@@ -56,7 +56,7 @@ def main(dcfg: DictConfig) -> None:
         detach_log_files()
         log.error("%s", err)
         sys.exit(2)
-    write_provenance(cfg, run_dir)
+    write_provenance(cfg, run_dir, overrides=list(HydraConfig.get().overrides.task))
     recipe.report(cfg, run_dir)
     try:
         stage(cfg, run_dir)

@@ -34,13 +34,16 @@ def git_commit() -> dict[str, Any]:
     return {"commit": commit or None, "dirty": dirty}
 
 
-def write_provenance(cfg: RootConfig, run_dir: Path, argv: list[str] | None = None) -> None:
+def write_provenance(cfg: RootConfig, run_dir: Path, argv: list[str] | None = None,
+                     overrides: list[str] | None = None) -> None:
     """Resolved config and git commit; API keys never appear (only the names of their env vars)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     info = {
         "git": git_commit(),
         "argv": argv if argv is not None else sys.argv,
+        # The Hydra overrides of this run: in a sweep job (submitit) argv is the launcher's, these are the point's
+        "overrides": overrides,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "host": platform.node(),

@@ -48,6 +48,9 @@ def test_a_sweep_on_submitit_finishes_every_point_in_its_own_run_dir(tmp_path):
         json.loads((point / "stats.json").read_text())
         cfg = OmegaConf.load(point / "config.yaml")
         seen.add((str(cfg.domain.acceptance.min_gap), cfg.method.name))
+        # Under submitit argv is the launcher's; run_info.json also records the point's own overrides
+        overrides = json.loads((point / "run_info.json").read_text())["starts"][-1]["overrides"]
+        assert f"method={cfg.method.name}" in overrides
     assert seen == set(itertools.product(gaps, methods))
     # The sweep's own record and submitit's job logs sit next to the points
     assert (sweep / "multirun.yaml").exists() and (sweep / ".submitit").is_dir()
