@@ -121,6 +121,8 @@ def readme_pipeline_commands() -> list[list[str]]:
     text = (ROOT / "README.md").read_text().replace("\\\n", " ")
     blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
     lines = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
+    # Shell variables stand for job ids sbatch printed earlier in the block (pipeline.slurm.serve_jobs=[$WEAK,...])
+    lines = [re.sub(r"\$[A-Z][A-Z_]*", "4242", line) for line in lines]
     return [shlex.split(line) for line in lines if "stage=pipeline" in line and "autodata.run" in line]
 
 
