@@ -353,3 +353,18 @@ def test_a_child_that_wins_by_weak_refusals_is_flagged(tmp_path, reject_flagged)
         assert not row["kept"] and row["rejection"] == "flagged" and "sabotage monitor" in row["reason"]
     else:
         assert row["kept"]
+
+
+def test_meta_module_doctests():
+    import doctest
+
+    import autodata.meta.agents
+    import autodata.meta.edits
+    import autodata.meta.population
+    import autodata.meta.sampling
+    import autodata.variants
+
+    for module in (autodata.meta.agents, autodata.meta.edits, autodata.meta.population, autodata.meta.sampling,
+                   autodata.variants):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__

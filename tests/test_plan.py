@@ -234,3 +234,14 @@ def test_cli_without_a_target_says_how_to_give_one(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out
     assert "Traceback" not in out and "set plan.target=1300" in out
+
+
+def test_plan_and_tracking_doctests():
+    import doctest
+
+    import autodata.plan
+    import autodata.tracking
+
+    for module in (autodata.plan, autodata.tracking):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -79,16 +79,7 @@ def trajectory_digest(rounds: list[dict[str, Any]], budget: int) -> str:
       weak mean 0.90 (criteria met 1/2)
       diagnosis: General knowledge.
     """
-    lines: list[str] = []
-    used = 0
-    for i, row in enumerate(rounds):
-        block = _round_block(row)
-        if used + len(block) > budget:
-            lines.append(f"... ({len(rounds) - i} more rounds not shown)")
-            break
-        lines.append(block)
-        used += len(block) + 1
-    return "\n".join(lines)
+    return _within([_round_block(row) for row in rounds], budget, "rounds")
 
 
 def _round_block(row: dict[str, Any]) -> str:
@@ -125,17 +116,27 @@ def history_digest(history: list[dict[str, Any]], budget: int) -> str:
         group = 0 if row.get("kept") else 1 if row.get("flags") else 2 if row.get("child_score") is not None else 3
         return group, -int(row.get("iteration") or 0)
 
-    lines: list[str] = []
-    used = 0
     rows = sorted((r for r in history if r.get("iteration")), key=rank)
-    for i, row in enumerate(rows):
-        line = _history_line(row)
-        if used + len(line) > budget:
-            lines.append(f"... ({len(rows) - i} more iterations not shown)")
+    return _within([_history_line(row) for row in rows], budget, "iterations")
+
+
+def _within(blocks: list[str], budget: int, noun: str) -> str:
+    """The blocks, in order, that fit in ``budget`` characters, and a line saying how many did not.
+
+    >>> print(_within(["aaaa", "bbbb", "cccc"], 9, "rounds"))
+    aaaa
+    bbbb
+    ... (1 more rounds not shown)
+    """
+    kept: list[str] = []
+    used = 0
+    for i, block in enumerate(blocks):
+        if used + len(block) > budget:
+            kept.append(f"... ({len(blocks) - i} more {noun} not shown)")
             break
-        lines.append(line)
-        used += len(line) + 1
-    return "\n".join(lines)
+        kept.append(block)
+        used += len(block) + 1
+    return "\n".join(kept)
 
 
 def _history_line(row: dict[str, Any]) -> str:
