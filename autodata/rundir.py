@@ -145,27 +145,30 @@ def _lacks_final_newline(path: Path) -> bool:
         return fh.read(1) != b"\n"
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes, Optional[dict[str, Any]]]]:
-    """(line number, raw line, its row or None when the line is not a JSON object) for each non-blank line."""
+def jsonl_lines(path: Path) -> Iterator[tuple[int, int, bytes, Optional[dict[str, Any]]]]:
+    """(line number, byte offset of the line, raw line, its row or None when the line is not a JSON object) for
+    each non-blank line; nothing when the file does not exist."""
     if not path.exists():
         return
+    offset = 0
     # Bytes, decoded line by line: one damaged byte makes its line unreadable, not the whole file.
     with path.open("rb") as fh:
         for line_no, raw in enumerate(fh, 1):
+            start, offset = offset, offset + len(raw)
             if not raw.strip():
                 continue
             try:
                 row = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError):
                 row = None
-            yield line_no, raw, row if isinstance(row, dict) else None
+            yield line_no, start, raw, row if isinstance(row, dict) else None
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """Rows of a JSONL file. An unreadable line (torn by a kill mid-write, or damaged) is skipped with a
     warning naming the file and line; before a run rewrites one of its own files it reads it with
     ``salvage_jsonl``, which keeps such lines in a side file instead."""
-    for line_no, _, row in _lines(path):
+    for line_no, _, _, row in jsonl_lines(path):
         if row is None:
             log.warning("%s line %d is not a JSON object (torn by a kill, or damaged); skipped", path, line_no)
             continue
@@ -183,7 +186,7 @@ def salvage_jsonl(path: Path) -> list[dict[str, Any]]:
     """
     rows: list[dict[str, Any]] = []
     bad: list[tuple[int, bytes]] = []
-    for line_no, raw, row in _lines(path):
+    for line_no, _, raw, row in jsonl_lines(path):
         if row is None:
             bad.append((line_no, raw))
         else:

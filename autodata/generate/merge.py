@@ -45,7 +45,7 @@ from autodata.generate.card import command_line, render_card, run_commands
 from autodata.generate.hub import push_dataset
 from autodata.generate.outputs import compute_stats, print_summary, stats_view, why_none_accepted, write_splits
 from autodata.recipe import leaves
-from autodata.rundir import finished, read_jsonl, rewrite_jsonl
+from autodata.rundir import finished, jsonl_lines, read_jsonl, rewrite_jsonl
 from autodata.validation import InputError
 
 log = logging.getLogger(__name__)
@@ -205,24 +205,13 @@ def _read_rows(shard: Shard) -> None:
     shard.ledger = list(read_jsonl(shard.run_dir / "documents.jsonl"))
     shard.accepted = list(read_jsonl(shard.run_dir / "accepted.jsonl"))
     path = shard.run_dir / "rounds.jsonl"
-    if not path.exists():
-        return
-    offset = 0
-    with path.open("rb") as fh:
-        for line_no, raw in enumerate(fh, 1):
-            start, offset = offset, offset + len(raw)
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                row = None
-            if not isinstance(row, dict):
-                log.warning("%s line %d is not a JSON object (torn by a kill, or damaged); not merged", path, line_no)
-                continue
-            shard.rounds.append(stats_view(row))
-            line = raw if raw.endswith(b"\n") else raw + b"\n"
-            shard.round_lines.append((str(row.get("document_id")), int(row.get("round") or 0), start, len(line)))
+    for line_no, start, raw, row in jsonl_lines(path):
+        if row is None:
+            log.warning("%s line %d is not a JSON object (torn by a kill, or damaged); not merged", path, line_no)
+            continue
+        shard.rounds.append(stats_view(row))
+        line = raw if raw.endswith(b"\n") else raw + b"\n"
+        shard.round_lines.append((str(row.get("document_id")), int(row.get("round") or 0), start, len(line)))
 
 
 def write_rounds(shards: list[Shard], out: Path) -> None:
