@@ -17,8 +17,6 @@ from autodata.variants import KNOBS
 
 TEMPLATES = Path(__file__).parent / "templates"
 
-ANALYZER_SCHEMA_FIELDS = ("analysis", "target", "proposal")
-
 
 class Agents:
     """Prompts, schemas and parsers of the analyzer and implementer for one domain's editable templates."""

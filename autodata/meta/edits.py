@@ -27,7 +27,7 @@ from autodata.acceptance import FailureReason
 from autodata.config import DomainConfig, RootConfig
 from autodata.domains import DOMAINS, Criterion, Domain, FailedAttempt, Task
 from autodata.domains.templating import DATA_TAGS
-from autodata.variants import KNOBS, apply_knobs, check_knobs, normalize
+from autodata.variants import apply_knobs, check_knobs, normalize
 
 # An edited template longer than this is refused (a prompt, not a document)
 MAX_TEMPLATE_CHARS = 20_000
