@@ -18,6 +18,7 @@ from autodata.acceptance import POLICIES
 from autodata.backends import BACKENDS
 from autodata.config import META_ROLES, ROLES, RootConfig, apply_eval_shortcuts, endpoint_for, is_judge_role
 from autodata.domains import DOMAINS, Domain
+from autodata.reasoning import TEMPLATE_SWITCH
 from autodata.variants import VariantError, protected_overrides, read_folder
 
 
@@ -306,6 +307,12 @@ def check_models(cfg: RootConfig, roles: tuple[str, ...] = ROLES,
             problems.append(Problem(f"{prefix}.temperature", ep.temperature, "must lie in [0, 2]", "pick a sampling temperature in [0, 2]"))
         if not 0.0 < float(ep.top_p) <= 1.0:
             problems.append(Problem(f"{prefix}.top_p", ep.top_p, "must lie in (0, 1]", "set top_p in (0, 1]"))
+        if TEMPLATE_SWITCH in ((ep.extra_body or {}).get("chat_template_kwargs") or {}):
+            problems.append(Problem(f"{prefix}.extra_body.chat_template_kwargs.{TEMPLATE_SWITCH}",
+                                    ep.extra_body["chat_template_kwargs"][TEMPLATE_SWITCH],
+                                    "is a second thinking switch beside models.roles.<role>.thinking",
+                                    f"remove it and set {prefix}.thinking (true, false, or null for the template's "
+                                    "default)"))
         key = ep.api_key_env
         # A name that is not one is refused by check_api_key_names, without being shown
         if env is not None and ep.backend == "openai" and key and ENV_NAME.fullmatch(key) and not env.get(key):
@@ -343,6 +350,11 @@ def check_train(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> lis
     t = cfg.train
     _choice(problems, "domain.name", cfg.domain.name, tuple(sorted(DOMAINS)))
     _choice(problems, "logger", cfg.logger, KNOWN_LOGGERS)
+    if TEMPLATE_SWITCH in (t.chat_template_kwargs or {}):
+        problems.append(Problem(f"train.chat_template_kwargs.{TEMPLATE_SWITCH}", t.chat_template_kwargs[TEMPLATE_SWITCH],
+                                "is a second thinking switch: the trained model is the weak solver, whose reasoning "
+                                "mode is models.roles.weak_solver.thinking (the same in generate, train and eval)",
+                                "remove it and set models.roles.weak_solver.thinking"))
     paths = [t.dataset] if isinstance(t.dataset, str) else t.dataset
     if not paths or not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
         problems.append(Problem(

@@ -180,7 +180,7 @@ def one_call(script: list = (), delays: list = (), models_script: list = (), req
 
 
 def test_success_sends_sampling_and_returns_usage():
-    server, out = one_call(request=chat(n=2), extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+    server, out = one_call(request=chat(n=2), thinking=False, extra_body={"chat_template_kwargs": {"tools": None}})
     assert [c.text for c in out] == ["answer 0: 42", "answer 1: 42"]
     assert [c.finish_reason for c in out] == ["stop", "stop"]
     # Usage comes once per response; split so the sums are what the server counted.
@@ -188,7 +188,8 @@ def test_success_sends_sampling_and_returns_usage():
     sent = server.requests[0]
     assert sent["model"] == "test-model" and sent["messages"] == MESSAGES
     assert (sent["temperature"], sent["top_p"], sent["max_tokens"], sent["seed"], sent["n"]) == (0.5, 0.9, 32, 7, 2)
-    assert sent["chat_template_kwargs"] == {"enable_thinking": False}
+    # The role's thinking switch joins the template arguments extra_body sends
+    assert sent["chat_template_kwargs"] == {"tools": None, "enable_thinking": False}
     assert "response_format" not in sent
     assert server.headers[0]["Authorization"] == "Bearer EMPTY"
 

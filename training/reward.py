@@ -9,7 +9,10 @@ through ``autodata.llm.LLM`` with role ``judge``, so the endpoint, the response
 cache, retries, timeouts and the one JSON repair are the generate stage's.
 
 Per completion, in order:
-1. ``final_answer``: the text after the last ``</think>`` (no answer: reward 0);
+1. ``final_answer``: the text after the last ``</think>``; a completion whose
+   reasoning never closed (cut off by max_completion_length, also when the
+   chat template opened the block inside the prompt, as Qwen3.5's does) has
+   no answer: reward 0;
 2. the injection guard (``autodata.guard``): an attempt to instruct the judge
    gets reward 0 with no judge call, and is logged;
 3. the judge call. A failure after retries and the repair is reward ``None``:
@@ -38,6 +41,7 @@ from typing import Any, Awaitable, Callable, Optional, Sequence, TypeVar
 from autodata.domains import Domain, Task
 from autodata.examples import task_of
 from autodata.guard import final_answer, injection_flags
+from autodata.reasoning import with_reasoning
 from autodata.llm import LLM
 
 log = logging.getLogger(__name__)
@@ -180,6 +184,9 @@ class JudgeReward:
         # TRL names the reward's metrics (rewards/<name>/mean) after this
         # (the domain class says how it grades: rubric_judge or equivalence_judge)
         self.__name__ = f"{domain.grading}_judge"
+        # The policy's chat template opens the reasoning block inside the prompt (set by the train stage from the
+        # tokenizer): every completion then starts mid-reasoning (autodata/reasoning.py)
+        self.prompt_opens_reasoning = False
         self.totals: Counter[str] = Counter()
         self._tasks: dict[str, Task] = {}
 
@@ -248,6 +255,7 @@ class JudgeReward:
         return task
 
     async def grade(self, task: Task, text: str, example_id: str, step: int = 0) -> Outcome:
+        text = with_reasoning(text, opened=self.prompt_opens_reasoning)
         answer = final_answer(text) if self.strip_reasoning else text.strip()
         if not answer:
             outcome = Outcome(0.0, "empty")

@@ -93,9 +93,15 @@ class GrammarMask(LogitsProcessor):
     A row stops being tracked once its matcher accepted a stop token or the
     row used its token budget: after that ``generate`` feeds it padding,
     which the grammar would reject.
+
+    ``gates[i]`` (token ids, e.g. of ``</think>``) holds row i's grammar back
+    until the row has generated that sequence: a prompt that opened a reasoning
+    block gets free reasoning first and the JSON after it, as a server's
+    reasoning parser does.
     """
 
-    def __init__(self, grammars: Sequence[Any], prompt_width: int, max_new: Sequence[int], vocab_size: int):
+    def __init__(self, grammars: Sequence[Any], prompt_width: int, max_new: Sequence[int], vocab_size: int,
+                 gates: Optional[Sequence[Optional[Sequence[int]]]] = None):
         import xgrammar as xgr
 
         self._xgr = xgr
@@ -103,7 +109,20 @@ class GrammarMask(LogitsProcessor):
         self.max_new = list(max_new)
         self.matchers = [None if g is None else xgr.GrammarMatcher(g) for g in grammars]
         self.alive = [m is not None for m in self.matchers]
+        gates = list(gates) if gates is not None else [None] * len(grammars)
+        self.gates = [list(g) if g else None for g in gates]
+        # Generated length at which each gated row's grammar took over (None: still reasoning)
+        self.opened_at: list[Optional[int]] = [None if g else 0 for g in self.gates]
         self.bitmask = xgr.allocate_token_bitmask(len(grammars), vocab_size)
+
+    def _gate_passed(self, i: int, input_ids: torch.LongTensor, generated: int) -> bool:
+        if self.opened_at[i] is not None:
+            return True
+        gate = self.gates[i]
+        if generated >= len(gate) and input_ids[i, -len(gate):].tolist() == gate:
+            self.opened_at[i] = generated
+            return True
+        return False
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         generated = input_ids.shape[1] - self.prompt_width
@@ -111,7 +130,12 @@ class GrammarMask(LogitsProcessor):
         for i, matcher in enumerate(self.matchers):
             if not self.alive[i]:
                 continue
-            if generated > 0:
+            if generated >= self.max_new[i]:
+                self.alive[i] = False
+                continue
+            if not self._gate_passed(i, input_ids, generated):
+                continue
+            if generated > self.opened_at[i]:
                 accepted = matcher.accept_token(int(input_ids[i, -1]))
                 if not accepted or matcher.is_terminated() or generated >= self.max_new[i]:
                     self.alive[i] = False

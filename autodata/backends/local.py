@@ -24,6 +24,8 @@ from autodata.backends.base import BackendError, ChatRequest, Completion, Endpoi
 from autodata.backends.batching import MicroBatcher
 from autodata.backends.embedded import model_fingerprint, resolve_model
 from autodata.config import EndpointConfig
+from autodata.reasoning import (prompt_opens_reasoning, reasoning_close_ids, template_kwargs, thinking_suffix,
+                                warn_if_switch_ignored, with_reasoning)
 
 _DTYPES = ("float32", "bfloat16", "float16")
 
@@ -33,6 +35,8 @@ class _Job:
     request: ChatRequest
     prompt_ids: list[int]
     max_new: int
+    # The rendered prompt ends inside an open reasoning block (Qwen3.5 with thinking on)
+    opened: bool = False
 
 
 def resolve_device(device: Optional[str]) -> str:
@@ -67,8 +71,9 @@ class LocalBackend:
         self.dtype = resolve_dtype(endpoint.dtype, self.device)
         self.batch_size = endpoint.batch_size or 8
         self.structured_output = bool(endpoint.structured_output)
-        # e.g. {"enable_thinking": False} for Qwen3-style templates
-        self._template_kwargs = (endpoint.extra_body or {}).get("chat_template_kwargs") or {}
+        # The role's thinking switch and any other template arguments (autodata/reasoning.py)
+        self._template_kwargs = template_kwargs(endpoint.thinking,
+                                                (endpoint.extra_body or {}).get("chat_template_kwargs"))
         self.name = f"local:{self.model_name}@{self.device}"
         self._identity: Optional[str] = None
         self._load_lock = threading.Lock()
@@ -83,7 +88,8 @@ class LocalBackend:
     def cache_identity(self) -> str:
         """``local:<model>:<hash of the resolved weights and dtype>``; computed on first use."""
         if self._identity is None:
-            self._identity = f"local:{self.model_name}:{model_fingerprint(self.model_name, dtype=self.dtype)}"
+            self._identity = (f"local:{self.model_name}:{model_fingerprint(self.model_name, dtype=self.dtype)}"
+                              + thinking_suffix(self.endpoint.thinking))
         return self._identity
 
     def _load(self) -> None:
@@ -125,6 +131,8 @@ class LocalBackend:
             )
         self.tokenizer = tokenizer
         self.model = model
+        self._think_close = reasoning_close_ids(tokenizer)
+        warn_if_switch_ignored(self.name, tokenizer, self.endpoint.thinking, self._template_kwargs)
 
     def max_context(self) -> int:
         """Tokens the model attends to (prompt + completion)."""
@@ -179,7 +187,7 @@ class LocalBackend:
         # The completion gets whatever room the context leaves, up to max_tokens;
         # a cut-short answer reports finish_reason "length" like a server would.
         max_new = max(1, min(request.sampling.max_tokens, context - len(prompt_ids)))
-        return _Job(request, prompt_ids, max_new)
+        return _Job(request, prompt_ids, max_new, opened=prompt_opens_reasoning(text))
 
     # ---- batched generation (runs in the batcher's worker thread) -------------------
 
@@ -209,7 +217,9 @@ class LocalBackend:
         processors = LogitsProcessorList()
         grammars = [self._grammar_for(job.request) for job in row_jobs]
         if any(g is not None for g in grammars):
-            processors.append(GrammarMask(grammars, width, max_new, self._vocab_size()))
+            # A row whose prompt opened a reasoning block reasons freely; its grammar starts after </think>
+            gates = [self._think_close if job.opened else None for job in row_jobs]
+            processors.append(GrammarMask(grammars, width, max_new, self._vocab_size(), gates=gates))
         sampling = [job.request.sampling for job in row_jobs]
         processors.append(
             RowSampler(
@@ -233,11 +243,11 @@ class LocalBackend:
             )
         generated = output[:, width:].tolist()
         return [
-            self._completion(tokens[:budget], len(job.prompt_ids))
+            self._completion(tokens[:budget], len(job.prompt_ids), job.opened)
             for tokens, budget, job in zip(generated, max_new, row_jobs, strict=True)
         ]
 
-    def _completion(self, tokens: list[int], prompt_tokens: int) -> Completion:
+    def _completion(self, tokens: list[int], prompt_tokens: int, opened: bool = False) -> Completion:
         eos = set(self.eos_ids)
         end = next((i for i, t in enumerate(tokens) if t in eos), None)
         if end is None:
@@ -245,7 +255,7 @@ class LocalBackend:
         else:
             body, finish = tokens[:end], "stop"
         return Completion(
-            text=self.tokenizer.decode(body, skip_special_tokens=True),
+            text=with_reasoning(self.tokenizer.decode(body, skip_special_tokens=True), opened=opened),
             finish_reason=finish,
             prompt_tokens=prompt_tokens,
             # The stop token was generated too, so it counts toward completion_tokens.

@@ -43,6 +43,7 @@ from autodata.backends.base import (
     estimate_tokens,
 )
 from autodata.config import EndpointConfig
+from autodata.reasoning import TEMPLATE_SWITCH, thinking_suffix, with_reasoning
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +290,9 @@ class OpenAIBackend:
         # Called before every attempt and start-up check, when set: lets the replica set follow its origin
         # (autodata.endpoints.EndpointsFollower.poll, which re-reads its file at most once a second)
         self.refresh: Optional[Callable[[], None]] = None
-        self.cache_identity = f"openai:{endpoint.model}"
+        self.thinking = endpoint.thinking
+        # The thinking switch changes what the server renders, so answers of the two modes never share a cache entry
+        self.cache_identity = f"openai:{endpoint.model}" + thinking_suffix(endpoint.thinking)
         self._max_concurrency = int(endpoint.max_concurrency or 64)
         timeout_s = float(endpoint.timeout_s or 600.0)
         self._api_key = _Secret(_api_key(endpoint.api_key_env))
@@ -501,7 +504,7 @@ class OpenAIBackend:
             mode = self._response_format if request.json_schema is not None else None
             try:
                 response = await self._send(self._params(request, n, seed, mode, max_tokens))
-                return _completions(response)
+                return _completions(response, thinking=self.thinking)
             except _ContextExceeded as err:
                 # Shrunk and sent once more; a second refusal fails the document (the same request sent again, on
                 # every resume, would be refused the same way).
@@ -589,6 +592,11 @@ class OpenAIBackend:
             params["response_format"] = {"type": "json_object", "schema": request.json_schema}
         if self.endpoint.extra_body:
             params.update(self.endpoint.extra_body)
+        if self.thinking is not None:
+            # vLLM and SGLang hand chat_template_kwargs to the chat template (Qwen3/Qwen3.5 read enable_thinking)
+            kwargs = dict(params.get("chat_template_kwargs") or {})
+            kwargs[TEMPLATE_SWITCH] = bool(self.thinking)
+            params["chat_template_kwargs"] = kwargs
         return params
 
     # -- transport: retries, balancing, error mapping ----------------------------------
@@ -786,10 +794,15 @@ def _json_or_none(raw: bytes) -> Any:
         return None
 
 
-def _completions(response: dict[str, Any]) -> list[Completion]:
-    """Completions from a ChatCompletion body; fields some servers omit default to empty."""
+def _completions(response: dict[str, Any], thinking: Optional[bool] = None) -> list[Completion]:
+    """Completions from a ChatCompletion body; fields some servers omit default to empty.
+
+    A server with a reasoning parser returns the reasoning apart from the answer (``reasoning_content``; newer vLLM
+    names it ``reasoning``): it is put back in front of the answer inside explicit tags, so every backend's text
+    reads alike (autodata/reasoning.py) and a reasoning that never closed leaves no answer.
+    """
     choices = sorted(response.get("choices") or [], key=lambda c: c.get("index", 0))
-    texts = [(c.get("message") or {}).get("content") or "" for c in choices]
+    texts = [_choice_text(c, thinking) for c in choices]
     usage = response.get("usage") or {}
     prompt = split_by_weight(int(usage.get("prompt_tokens") or 0), [1] * len(choices))
     completion = split_by_weight(int(usage.get("completion_tokens") or 0), [len(t) for t in texts])
@@ -797,3 +810,14 @@ def _completions(response: dict[str, Any]) -> list[Completion]:
         Completion(text=t, finish_reason=c.get("finish_reason") or "unknown", prompt_tokens=p, completion_tokens=k)
         for c, t, p, k in zip(choices, texts, prompt, completion)
     ]
+
+
+def _choice_text(choice: dict[str, Any], thinking: Optional[bool]) -> str:
+    message = choice.get("message") or {}
+    content = message.get("content") or ""
+    reasoning = message.get("reasoning_content")
+    if reasoning is None:
+        reasoning = message.get("reasoning")
+    if reasoning is not None and not isinstance(reasoning, str):
+        reasoning = str(reasoning)
+    return with_reasoning(content, reasoning=reasoning, thinking=thinking, finish_reason=choice.get("finish_reason"))

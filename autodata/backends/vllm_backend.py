@@ -12,6 +12,7 @@ requests, its own structured-output schema.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, replace
 from typing import Any, Optional
@@ -20,6 +21,10 @@ from autodata.backends.base import BackendError, ChatRequest, Completion, Endpoi
 from autodata.backends.batching import MicroBatcher
 from autodata.backends.embedded import model_fingerprint, resolve_model
 from autodata.config import EndpointConfig
+from autodata.reasoning import (prompt_opens_reasoning, template_kwargs, thinking_suffix, warn_if_switch_ignored,
+                                with_reasoning)
+
+log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'autodata[gpu]'"
 
@@ -48,11 +53,26 @@ def json_schema_params(schema: dict[str, Any]) -> dict[str, Any]:
         return {"guided_decoding": GuidedDecodingParams(json=schema)}
 
 
+def engine_reasoning_kwargs(parser: Optional[str]) -> dict[str, Any]:
+    """``vllm.LLM`` arguments that make structured output start after the reasoning block (vLLM >= 0.11 reads
+    the parser from its structured-outputs config, older engines from ``reasoning_parser``)."""
+    if not parser:
+        return {}
+    try:
+        from vllm.config import StructuredOutputsConfig  # noqa: F401 - present from vLLM 0.11
+
+        return {"structured_outputs_config": {"reasoning_parser": parser}}
+    except ImportError:
+        return {"reasoning_parser": parser}
+
+
 @dataclass
 class _Job:
     request: ChatRequest
     prompt_ids: list[int]
     max_new: int
+    # The rendered prompt ends inside an open reasoning block (Qwen3.5 with thinking on)
+    opened: bool = False
 
 
 class VLLMBackend:
@@ -64,8 +84,10 @@ class VLLMBackend:
         self.name = f"vllm:{self.model_name}"
         self._identity = None
         self.structured_output = bool(endpoint.structured_output)
-        self._template_kwargs = (endpoint.extra_body or {}).get("chat_template_kwargs") or {}
+        self._template_kwargs = template_kwargs(endpoint.thinking,
+                                                (endpoint.extra_body or {}).get("chat_template_kwargs"))
         self._lock = threading.Lock()
+        self._warned_grammar = False
         self.llm = None
         self.tokenizer = None
         # vLLM schedules inside one generate call, so hand it many sequences at once.
@@ -77,7 +99,7 @@ class VLLMBackend:
         """``vllm:<model>:<hash of the resolved weights and dtype>``; computed on first use."""
         if self._identity is None:
             fingerprint = model_fingerprint(self.model_name, dtype=self.endpoint.dtype or "auto")
-            self._identity = f"vllm:{self.model_name}:{fingerprint}"
+            self._identity = f"vllm:{self.model_name}:{fingerprint}" + thinking_suffix(self.endpoint.thinking)
         return self._identity
 
     def _load(self) -> None:
@@ -94,8 +116,10 @@ class VLLMBackend:
                 tensor_parallel_size=self.endpoint.tensor_parallel_size or 1,
                 gpu_memory_utilization=self.endpoint.gpu_memory_utilization or 0.85,
                 dtype=self.endpoint.dtype or "auto",
+                **engine_reasoning_kwargs(self.endpoint.reasoning_parser),
             )
             self.tokenizer = self.llm.get_tokenizer()
+            warn_if_switch_ignored(self.name, self.tokenizer, self.endpoint.thinking, self._template_kwargs)
             self.context = int(self.llm.llm_engine.model_config.max_model_len)
 
     def max_context(self) -> int:
@@ -129,7 +153,14 @@ class VLLMBackend:
                 f"{self.context}; shorten the document before the call (backend.count_tokens / max_context)"
             )
         max_new = max(1, min(request.sampling.max_tokens, self.context - len(prompt_ids)))
-        return await self._batcher.submit(_Job(request, prompt_ids, max_new))
+        job = _Job(request, prompt_ids, max_new, opened=prompt_opens_reasoning(text))
+        if job.opened and request.json_schema is not None and self.structured_output \
+                and not self.endpoint.reasoning_parser and not self._warned_grammar:
+            self._warned_grammar = True
+            log.warning("%s: the chat template opens a reasoning block and no reasoning parser is set, so JSON "
+                        "requests are constrained from the first reasoning token; set models.roles.<role>."
+                        "reasoning_parser (qwen3 for Qwen3/Qwen3.5) or thinking=false for this role", self.name)
+        return await self._batcher.submit(job)
 
     async def aclose(self) -> None:
         await self._batcher.aclose()
@@ -160,7 +191,7 @@ class VLLMBackend:
 def _completions(job: _Job, result) -> list[Completion]:
     made = [
         Completion(
-            text=out.text,
+            text=with_reasoning(out.text, opened=job.opened),
             finish_reason=out.finish_reason or "stop",
             prompt_tokens=len(job.prompt_ids),
             completion_tokens=len(out.token_ids),

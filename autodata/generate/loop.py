@@ -33,7 +33,7 @@ from autodata.corpus import Document
 from autodata.domains.base import Domain, FailedAttempt, Grade, Task
 from autodata.generate.documents import DocumentCap, truncate_document
 from autodata.generate.recorder import RoundRecorder
-from autodata.guard import document_flags, injection_flags
+from autodata.guard import document_flags, final_answer, injection_flags
 from autodata.llm import LLM
 from autodata.scoring import mean_or_none
 
@@ -169,8 +169,13 @@ class DocumentRunner:
 
     async def _guarded_judge(self, rec: RoundRecorder, task: Task, answer: str,
                              step: str) -> tuple[Optional[Grade], Optional[str], list[str]]:
-        """The judge's grade, or 0 without a judge call for an answer that tries to instruct the judge
-        (``generate.injection_guard``): the GRPO reward and eval score such answers the same way."""
+        """The judge's grade of the final answer (the text after the reasoning block), or 0 without a judge call for
+        a completion with no answer (empty, or reasoning cut off by the token budget) and for an answer that tries
+        to instruct the judge (``generate.injection_guard``): the GRPO reward and eval score such answers the same
+        way."""
+        answer = final_answer(answer)
+        if not answer:
+            return Grade(0.0), None, []
         flags = injection_flags(answer) if self.gen.injection_guard else []
         if flags:
             return Grade(0.0), None, flags
