@@ -56,6 +56,13 @@ The fleet arithmetic (roles without a declared throughput or latency are left ou
   5. the orchestrator: calls / W per second, shards = ceil(that / plan.orchestrator_calls_per_s); documents in
      flight = the calls in flight at pace W / generate.solver_wave, since a document's steps run one after another,
      each with about solver_wave calls out (generate.max_docs_in_flight below it starves the endpoints).
+
+The memory plan, per role whose checkpoint size or GPU is known (``plan.roles.<role>.checkpoint``, ``params_b``,
+``weight_dtype``, ``gpu_type`` or ``gpu_memory_gb``, ``gpus_per_node``, ``gpu_memory_utilization``; the tables are
+autodata/hardware.py's): weights = parameters x bytes per parameter (bf16 2, fp8 1), against gpus_per_replica x
+memory per GPU x gpu_memory_utilization, the rest of which is KV cache. A role whose weights do not fit gets a
+WARNING line with the ways out (the FP8 checkpoint, a node of larger GPUs, pipeline parallel over nodes).
+slurm/serve_node.sh runs the same check before it starts vLLM.
 """
 
 from __future__ import annotations
@@ -69,8 +76,9 @@ from typing import Any, Optional
 
 from autodata.config import ROLES, PlanRoleConfig, RootConfig, endpoint_for
 from autodata.domains import DOMAINS
+from autodata.hardware import DTYPE_BYTES, GPU_MEMORY_GB, Fit, default_dtype, fixes, known_params_b, weights_gb
 from autodata.rundir import input_conflicts
-from autodata.validation import InputError
+from autodata.validation import ConfigError, InputError, Problem
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +297,99 @@ def fleet(cfg: RootConfig, use: dict[str, RoleUse], roles: dict[str, dict[str, A
             "max_docs_in_flight": cfg.generate.max_docs_in_flight, "advice": advice}
 
 
+def memory_problems(cfg: RootConfig) -> list[Problem]:
+    """The memory plan's keys that name nothing known or hold impossible values."""
+    problems: list[Problem] = []
+    for role, rc in cfg.plan.roles.items():
+        prefix = f"plan.roles.{role}"
+        if rc.gpu_type is not None and rc.gpu_type not in GPU_MEMORY_GB:
+            problems.append(Problem(f"{prefix}.gpu_type", rc.gpu_type,
+                                    f"is not a known GPU ({', '.join(GPU_MEMORY_GB)})",
+                                    f"pick one, or set {prefix}.gpu_memory_gb to one GPU's memory in GB"))
+        if rc.weight_dtype is not None and rc.weight_dtype not in DTYPE_BYTES:
+            problems.append(Problem(f"{prefix}.weight_dtype", rc.weight_dtype,
+                                    f"is not a known dtype ({', '.join(DTYPE_BYTES)})", "pick one, or null"))
+        for key in ("params_b", "gpu_memory_gb"):
+            value = getattr(rc, key)
+            if value is not None and not value > 0:
+                problems.append(Problem(f"{prefix}.{key}", value, "must be > 0", "set it, or null"))
+        if not rc.gpus_per_node >= 1:
+            problems.append(Problem(f"{prefix}.gpus_per_node", rc.gpus_per_node, "must be an integer >= 1",
+                                    "set the GPUs of one node (8 on most clusters)"))
+        if not 0 < rc.gpu_memory_utilization <= 1:
+            problems.append(Problem(f"{prefix}.gpu_memory_utilization", rc.gpu_memory_utilization,
+                                    "must lie in (0, 1] (a share of each GPU's memory)", "set 0.9, vLLM's default"))
+    return problems
+
+
+def memory_plan(cfg: RootConfig) -> dict[str, dict[str, Any]]:
+    """Per role whose checkpoint size or GPU is known: its weights against the GPUs one replica is given.
+
+    >>> from autodata.config import RootConfig
+    >>> cfg = RootConfig(stage="plan")
+    >>> cfg.plan.roles["strong_solver"] = PlanRoleConfig(checkpoint="Qwen/Qwen3.5-397B-A17B", gpus_per_replica=8,
+    ...                                                  gpu_type="H100-80GB")
+    >>> row = memory_plan(cfg)["strong_solver"]
+    >>> row["weights_gb"], row["usable_gb"], row["fits"], row["nodes_per_replica"]   # 397 x 2; 8 x 80 x 0.9
+    (794.0, 576.0, False, 1)
+    """
+    problems = memory_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+    out: dict[str, dict[str, Any]] = {}
+    for role, rc in cfg.plan.roles.items():
+        checkpoint = rc.checkpoint or endpoint_for(cfg.models, role).model or ""
+        params = rc.params_b if rc.params_b is not None else known_params_b(checkpoint)
+        gpu_gb = rc.gpu_memory_gb if rc.gpu_memory_gb is not None else GPU_MEMORY_GB.get(rc.gpu_type or "")
+        if params is None and gpu_gb is None:
+            continue
+        dtype = rc.weight_dtype or default_dtype(checkpoint)
+        per_node = rc.gpus_per_node // rc.gpus_per_replica
+        row: dict[str, Any] = {
+            "checkpoint": checkpoint, "params_b": params, "weight_dtype": dtype,
+            "weights_gb": weights_gb(params, dtype) if params is not None else None,
+            "gpu_type": rc.gpu_type, "gpu_memory_gb": gpu_gb, "gpus_per_replica": rc.gpus_per_replica,
+            "gpus_per_node": rc.gpus_per_node, "gpu_memory_utilization": rc.gpu_memory_utilization,
+            "replicas": rc.replicas, "nodes_per_replica": math.ceil(rc.gpus_per_replica / rc.gpus_per_node),
+            # Replicas smaller than a node share nodes; larger ones take whole nodes each
+            "nodes": math.ceil(rc.replicas / per_node) if per_node else
+            rc.replicas * math.ceil(rc.gpus_per_replica / rc.gpus_per_node),
+            "usable_gb": None, "kv_cache_gb": None, "fits": None, "fixes": []}
+        if params is not None and gpu_gb is not None:
+            fit = Fit(row["weights_gb"], gpus=rc.gpus_per_replica, gpu_memory_gb=gpu_gb,
+                      utilization=rc.gpu_memory_utilization)
+            row.update(usable_gb=fit.usable_gb, kv_cache_gb=fit.kv_cache_gb, fits=fit.fits,
+                       fixes=[] if fit.fits else fixes(checkpoint, dtype, fit, rc.gpus_per_node))
+        out[role] = row
+    return out
+
+
+def memory_lines(memory: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per role of the memory plan; a role whose weights do not fit opens with WARNING and says the fix."""
+    lines = []
+    for role, m in memory.items():
+        gpu = m["gpu_type"] or (f"{m['gpu_memory_gb']:g}GB" if m["gpu_memory_gb"] else "GPU")
+        given = (f"{m['replicas']} replica(s) of {m['gpus_per_replica']}x{gpu} "
+                 f"({m['nodes']} node(s) of {m['gpus_per_node']}, {m['nodes_per_replica']} per replica)")
+        if m["weights_gb"] is None:
+            lines.append(f"memory {role}: {m['checkpoint'] or '(no model)'} on {given}: parameter count unknown; set "
+                         f"plan.roles.{role}.params_b for a fit verdict")
+        elif m["fits"] is None:
+            lines.append(f"memory {role}: {m['checkpoint']} in {m['weight_dtype']}, {m['weights_gb']:,.0f} GB of "
+                         f"weights on {given}; set plan.roles.{role}.gpu_type for a fit verdict")
+        elif m["fits"]:
+            lines.append(f"memory {role}: {m['checkpoint']} in {m['weight_dtype']}, {m['weights_gb']:,.0f} GB of "
+                         f"weights on {given}: fits in {m['usable_gb']:,.0f} GB usable at "
+                         f"{m['gpu_memory_utilization']:g}, {m['kv_cache_gb']:,.0f} GB left for KV cache")
+        else:
+            lines.append(f"WARNING {role}: {m['checkpoint']} in {m['weight_dtype']} needs {m['weights_gb']:,.0f} GB "
+                         f"of weights, more than the {m['usable_gb']:,.0f} GB usable on {m['gpus_per_replica']}x{gpu} "
+                         f"at {m['gpu_memory_utilization']:g}; "
+                         f"{', or '.join(m['fixes']) or 'serve a smaller or quantized checkpoint'} "
+                         f"(plan.roles.{role}.checkpoint, gpu_type, gpus_per_replica)")
+    return lines
+
+
 def make_plan(cfg: RootConfig, pilot_stats: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """The whole plan as plain data (what plan.json holds); pure: the pilot's stats are passed in."""
     target, target_from = target_of(cfg)
@@ -310,7 +411,7 @@ def make_plan(cfg: RootConfig, pilot_stats: Optional[dict[str, Any]] = None) -> 
         totals[key] = sum(priced) if priced else None
     return {"source": "pilot" if pilot_stats is not None else "analytic", "pilot": cfg.plan.pilot,
             "experiment": cfg.experiment.name, "target": target, "target_from": target_from, "model": model,
-            "roles": roles, "totals": totals, "fleet": fleet(cfg, use, roles)}
+            "roles": roles, "totals": totals, "fleet": fleet(cfg, use, roles), "memory": memory_plan(cfg)}
 
 
 def _n(value: Optional[float], digits: int = 0) -> str:
@@ -357,6 +458,10 @@ def print_plan(plan: dict[str, Any], run_dir: Path) -> None:
             console.print(f"documents in flight: about {f['documents_in_flight']:,} "
                           f"({f['documents_in_flight_per_shard']:,} per shard; generate.max_docs_in_flight is "
                           f"{f['max_docs_in_flight']})")
+    for line in memory_lines(plan["memory"]):
+        # Unwrapped, so a log keeps each role's verdict on one line
+        warning = line.startswith("WARNING")
+        console.print(line, soft_wrap=True, highlight=False, style="bold yellow" if warning else None)
     for line in f["advice"]:
         console.print(f"- {line}")
     console.print(f"plan in {run_dir / 'plan.json'}")
@@ -372,5 +477,5 @@ def run(cfg: RootConfig, run_dir: Path) -> None:
 
     wandb_run = start_wandb(cfg, run_dir, job_type="plan")
     if wandb_run is not None:
-        wandb_run.summary.update(dict(flatten("plan", {k: plan[k] for k in ("roles", "totals", "fleet")})))
+        wandb_run.summary.update(dict(flatten("plan", {k: plan[k] for k in ("roles", "totals", "fleet", "memory")})))
         wandb_run.finish()

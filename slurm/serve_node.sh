@@ -22,6 +22,14 @@
 #   RESTART_LIMIT    a replica that exits this many times in a row without ever answering is given up     (3)
 #   STOP_GRACE_S     seconds a replica has to exit after SIGTERM before it is killed                      (20)
 #   LOG_DIR          one log per replica: LOG_DIR/ROLE.NODE.PORT.log                     (ENDPOINTS_DIR/logs)
+#   REASONING_PARSER vLLM's --reasoning-parser for every replica (qwen3 for Qwen3/Qwen3.5): the reasoning comes back
+#                    apart from the answer, and structured output applies after the reasoning; empty: none  (empty)
+#   SKIP_MEMORY_CHECK=1  start vLLM even when the memory pre-flight refuses                                 (0)
+# The memory pre-flight: before any replica starts, `$PYTHON -m autodata.hardware MODEL --tp TP -- ARGS` compares
+# the weights (the *.safetensors of a local MODEL folder, else autodata/hardware.py's table of known checkpoints)
+# with the memory of TP GPUs (nvidia-smi) x --gpu-memory-utilization (0.9), and when they cannot hold them this
+# script exits 2 naming the fix (the FP8 checkpoint, more GPUs per replica, larger GPUs). Without nvidia-smi, or
+# for a checkpoint of unknown size, nothing is checked.
 # The key reaches vLLM as VLLM_API_KEY in its environment, which vLLM reads like --api-key: on the command line it
 # would show in `ps` to every user of the node, and vLLM prints its non-default arguments into its log.
 set -euo pipefail
@@ -43,6 +51,8 @@ RESTART_DELAY_S=${RESTART_DELAY_S:-30}
 RESTART_LIMIT=${RESTART_LIMIT:-3}
 STOP_GRACE_S=${STOP_GRACE_S:-20}
 LOG_DIR=${LOG_DIR:-$DIR/logs}
+REASONING_PARSER=${REASONING_PARSER:-}
+SKIP_MEMORY_CHECK=${SKIP_MEMORY_CHECK:-0}
 NODE=$(hostname -s 2>/dev/null || hostname)
 NODE_ID=${SLURM_NODEID:-0}
 
@@ -90,6 +100,13 @@ fi
 ((${#DEVICES[@]} >= GPUS)) || die "GPUS=$GPUS but CUDA_VISIBLE_DEVICES lists ${#DEVICES[@]} devices; lower GPUS"
 REPLICAS=$((GPUS / TP))
 ((REPLICAS >= 1)) || die "TP=$TP needs $TP GPUs per replica, this node has $GPUS; lower TP or ask for more GPUs per node"
+# Weights that TP GPUs cannot hold would fail only after minutes of loading, once per restart: refuse them now.
+if [[ $SKIP_MEMORY_CHECK != 1 ]]; then
+  "$PYTHON" -m autodata.hardware "$MODEL" --tp "$TP" -- "${EXTRA[@]}" \
+    || die "not starting $MODEL: TP=$TP GPU(s) of this node cannot hold its weights (see above); apply a fix, or set SKIP_MEMORY_CHECK=1 to start it anyway"
+fi
+PARSER=()
+if [[ -n $REASONING_PARSER ]]; then PARSER=(--reasoning-parser "$REASONING_PARSER"); fi
 mkdir -p "$LOG_DIR"
 # Its own process group, so a stop also reaches the TP workers vLLM starts (setsid is util-linux, on every node)
 LAUNCH=()
@@ -124,7 +141,7 @@ run_replica() {
     say "replica $index: starting $MODEL on GPU(s) $devices, binding $BIND:$port; log in $log"
     # The key goes by environment only (see the top of this file).
     VLLM_API_KEY=$API_KEY CUDA_VISIBLE_DEVICES=$devices "${LAUNCH[@]}" "$VLLM_BIN" serve "$MODEL" --host "$BIND" --port "$port" \
-      --tensor-parallel-size "$TP" "${EXTRA[@]}" >>"$log" 2>&1 &
+      --tensor-parallel-size "$TP" "${PARSER[@]}" "${EXTRA[@]}" >>"$log" 2>&1 &
     PID=$!
     # In the background, so a SIGTERM is handled at once instead of after the check.
     endpoints wait --url "$url" --key-file "$KEY_FILE" --model "$MODEL" --pid "$PID" --timeout "$READY_TIMEOUT_S" \
@@ -157,7 +174,7 @@ run_replica() {
   done
 }
 
-say "serving $MODEL as $ROLE: $REPLICAS replica(s) of TP=$TP on GPUs ${DEVICES[*]:0:GPUS}, ports from $PORT_BASE, registering in $FILE"
+say "serving $MODEL as $ROLE: $REPLICAS replica(s) of TP=$TP on GPUs ${DEVICES[*]:0:GPUS}, ports from $PORT_BASE, reasoning parser ${REASONING_PARSER:-none}, registering in $FILE"
 WATCHERS=()
 trap 'trap "" TERM INT; say "stopping all replicas"; kill -TERM "${WATCHERS[@]}" 2>/dev/null; wait; exit 143' TERM INT
 for ((r = 0; r < REPLICAS; r++)); do

@@ -1,5 +1,5 @@
 """stage=plan: golden call counts of the paper's CS arm under the documented call model, a pilot scaled by hand,
-the fleet arithmetic, and the CLI without endpoints or API keys."""
+the fleet arithmetic, the memory plan (the 397B on H200 and H100 nodes), and the CLI without endpoints or API keys."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from autodata.config import PlanTokens, register_configs, to_typed
-from autodata.plan import make_plan, read_pilot
+from autodata.plan import make_plan, memory_lines, read_pilot
 from autodata.validation import ConfigError, InputError, validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,6 +149,73 @@ def test_cot_plans_one_shot_rounds_without_feedback():
                                          "strong_solver": 300, "judge": 600})
 
 
+def test_the_papers_fleet_fits_its_h200_nodes():
+    memory = make_plan(composed("experiment=paper_cs"))["memory"]
+    weak, strong = memory["weak_solver"], memory["strong_solver"]
+    # 4.66B x 2 bytes (bf16) = 9.32 GB on one H200: 141 x 0.9 = 126.9 GB usable, 117.58 GB left for KV cache; 32
+    # replicas of one GPU fill four 8-GPU nodes
+    assert (weak["checkpoint"], weak["weight_dtype"]) == ("Qwen/Qwen3.5-4B", "bf16")
+    assert weak["weights_gb"] == pytest.approx(9.32)
+    assert weak["usable_gb"] == pytest.approx(126.9) and weak["kv_cache_gb"] == pytest.approx(117.58)
+    assert weak["fits"] and (weak["nodes_per_replica"], weak["nodes"]) == (1, 4)
+    # 397B x 2 bytes = 794 GB on 8 H200s: 8 x 141 x 0.9 = 1,015.2 GB usable; one node
+    assert strong["weights_gb"] == 794.0 and strong["usable_gb"] == pytest.approx(1015.2)
+    assert strong["fits"] and strong["fixes"] == [] and (strong["nodes_per_replica"], strong["nodes"]) == (1, 1)
+    # The judge runs on Kimi-K2.6's API: no size known, no GPU declared, no memory line
+    assert "judge" not in memory
+
+
+def test_the_397b_in_bf16_does_not_fit_an_h100_node_and_its_fp8_checkpoint_does():
+    h100 = ("experiment=paper_cs", "plan.roles.strong_solver.gpu_type=H100-80GB")
+    strong = make_plan(composed(*h100))["memory"]["strong_solver"]
+    # 794 GB > 8 x 80 x 0.9 = 576 GB
+    assert strong["usable_gb"] == pytest.approx(576.0) and not strong["fits"]
+    assert strong["fixes"] == ["serve Qwen/Qwen3.5-397B-A17B-FP8 (397 GB)", "give it an H200-141GB node (8x141 GB)",
+                               "2 nodes of 8 GPUs with pipeline parallel"]
+    (line,) = [x for x in memory_lines({"strong_solver": strong}) if x.startswith("WARNING")]
+    assert "needs 794 GB of weights, more than the 576 GB usable on 8xH100-80GB" in line
+    # The FP8 checkpoint: 397 x 1 byte = 397 GB, 179 GB left for KV cache
+    fp8 = make_plan(composed(*h100, "plan.roles.strong_solver.checkpoint=Qwen/Qwen3.5-397B-A17B-FP8"))
+    strong = fp8["memory"]["strong_solver"]
+    assert (strong["weight_dtype"], strong["weights_gb"], strong["fits"]) == ("fp8", 397.0, True)
+    assert strong["kv_cache_gb"] == pytest.approx(179.0)
+    assert not any(x.startswith("WARNING") for x in memory_lines(fp8["memory"]))
+
+
+def test_declared_sizes_replace_the_tables():
+    plan = make_plan(composed(
+        "experiment=paper_cs", "plan.roles.strong_solver.gpu_type=null", "plan.roles.strong_solver.gpu_memory_gb=96",
+        "plan.roles.strong_solver.gpus_per_node=4", "plan.roles.strong_solver.gpu_memory_utilization=0.95",
+        "plan.roles.judge.checkpoint=org/judge-70b", "plan.roles.judge.params_b=70",
+        "plan.roles.judge.weight_dtype=fp8", "plan.roles.feedback.gpu_type=A100-40GB"))
+    memory = plan["memory"]
+    strong, judge, feedback = memory["strong_solver"], memory["judge"], memory["feedback"]
+    # 8 GPUs of a 4-GPU node: one replica spans 2 nodes (pipeline parallel); 8 x 96 x 0.95 = 729.6 GB < 794 GB.
+    # 2 nodes of 4 x 96 x 0.95 = 364.8 GB each hold 794 GB in ceil(794 / 364.8) = 3
+    assert strong["nodes_per_replica"] == 2 and strong["usable_gb"] == pytest.approx(729.6) and not strong["fits"]
+    assert "3 nodes of 4 GPUs with pipeline parallel" in strong["fixes"]
+    # 70B x 1 byte, no GPU declared: a figure, no verdict
+    assert (judge["weights_gb"], judge["fits"]) == (70.0, None)
+    # A GPU but a model of unknown size (feedback runs on kimi-k2.6): the line says what to set
+    assert feedback["weights_gb"] is None
+    lines = memory_lines(memory)
+    assert any("set plan.roles.judge.gpu_type for a fit verdict" in x for x in lines)
+    assert any("set plan.roles.feedback.params_b" in x for x in lines)
+    # plan.json holds the same figures
+    assert json.loads(json.dumps(plan))["memory"] == memory
+
+
+def test_memory_keys_that_name_nothing_known_are_refused():
+    with pytest.raises(ConfigError) as info:
+        make_plan(composed("experiment=paper_cs", "plan.roles.strong_solver.gpu_type=H100",
+                           "plan.roles.weak_solver.weight_dtype=bfloat16",
+                           "plan.roles.weak_solver.gpu_memory_utilization=1.5"))
+    text = str(info.value)
+    assert "plan.roles.strong_solver.gpu_type ('H100') is not a known GPU (A100-40GB, A100-80GB, H100-80GB" in text
+    assert "plan.roles.weak_solver.weight_dtype ('bfloat16') is not a known dtype" in text
+    assert "plan.roles.weak_solver.gpu_memory_utilization (1.5) must lie in (0, 1]" in text
+
+
 def write_pilot(folder: Path, **extra) -> Path:
     """A hand-written pilot: 10 accepted examples in 70 rounds."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -229,6 +296,26 @@ def test_cli_plans_from_a_pilot_without_urls_or_keys(tmp_path):
     assert "1,300 accepted examples" in out and "32,500" in out  # the judge's calls in the printed table
 
 
+def test_cli_prints_the_memory_plan_and_warns_for_the_397b_on_h100(tmp_path):
+    proc = run_cli(tmp_path / "h200", "experiment=paper_cs")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert ("memory strong_solver: Qwen/Qwen3.5-397B-A17B in bf16, 794 GB of weights on 1 replica(s) of "
+            "8xH200-141GB") in out and "WARNING" not in out, out
+    assert ("memory weak_solver: Qwen/Qwen3.5-4B in bf16, 9 GB of weights on 32 replica(s) of 1xH200-141GB "
+            "(4 node(s) of 8") in out
+    plan = json.loads((tmp_path / "h200" / "plan.json").read_text())
+    assert plan["memory"]["strong_solver"]["fits"] is True
+
+    proc = run_cli(tmp_path / "h100", "experiment=paper_cs", "plan.roles.strong_solver.gpu_type=H100-80GB")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert ("WARNING strong_solver: Qwen/Qwen3.5-397B-A17B in bf16 needs 794 GB of weights, more than the 576 GB "
+            "usable on 8xH100-80GB at 0.9; serve Qwen/Qwen3.5-397B-A17B-FP8 (397 GB), or give it an H200-141GB node "
+            "(8x141 GB), or 2 nodes of 8 GPUs with pipeline parallel") in out, out
+    assert json.loads((tmp_path / "h100" / "plan.json").read_text())["memory"]["strong_solver"]["fits"] is False
+
+
 def test_cli_without_a_target_says_how_to_give_one(tmp_path):
     proc = run_cli(tmp_path / "plan")  # the default cpu experiment sets no generate.target_accepted
     out = proc.stdout + proc.stderr
@@ -236,12 +323,13 @@ def test_cli_without_a_target_says_how_to_give_one(tmp_path):
     assert "Traceback" not in out and "set plan.target=1300" in out
 
 
-def test_plan_and_tracking_doctests():
+def test_plan_tracking_and_hardware_doctests():
     import doctest
 
+    import autodata.hardware
     import autodata.plan
     import autodata.tracking
 
-    for module in (autodata.plan, autodata.tracking):
+    for module in (autodata.plan, autodata.tracking, autodata.hardware):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -172,9 +172,112 @@ def test_serving_sbatch_starts_vllm_on_the_cluster_address_with_the_key_out_of_a
         assert host and host != "0.0.0.0", argv
         assert argv[argv.index("--tensor-parallel-size") + 1] == str(tp)
         assert argv[-2:] == ["--max-model-len", "4096"]
+        # Not a Qwen3 model: no reasoning parser unless REASONING_PARSER names one
+        assert "--reasoning-parser" not in argv
         # The key reaches vLLM (as VLLM_API_KEY), but never its command line or the job's output.
         assert start["key"] == key
         assert key not in " ".join(argv) and key not in output
+
+
+def fake_nvidia_smi(bin_dir: Path, mib: int, gpus: int = 8) -> None:
+    """nvidia-smi stand-in: `gpus` GPUs of `mib` MiB each (an H100 80GB reports 81,559 MiB)."""
+    script = bin_dir / "nvidia-smi"
+    script.write_text(f"""#!/usr/bin/env bash
+for ((g = 0; g < {gpus}; g++)); do
+  if [[ $1 == --list-gpus ]]; then echo "GPU $g: fake"; else echo {mib}; fi
+done
+""")
+    script.chmod(0o755)
+
+
+def serve_node(tmp_path: Path, model: str, *args: str, **values: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run slurm/serve_node.sh once, as weak_solver, on 8 fake H100-80GB GPUs with a vLLM stub that exits at once;
+    (the finished process, the stub's starts by port)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    bin_dir, vllm, record = make_stubs(tmp_path)
+    fake_nvidia_smi(bin_dir, 81559)
+    folder = tmp_path / "endpoints"
+    endpoints.init(folder / "weak_solver.endpoints.json", "weak_solver", model)
+    env = clean_env(PATH=f"{bin_dir}:{os.environ['PATH']}", GPUS="1", SERVE_HOST="127.0.0.1",
+                    PORT_BASE=str(free_port()), VLLM_BIN=str(vllm), STUB_DIR=str(record), STUB_EXIT="1",
+                    RESTART_LIMIT="1", RESTART_DELAY_S="0")
+    env.pop("REASONING_PARSER", None)
+    env.pop("SKIP_MEMORY_CHECK", None)
+    env.update(values)
+    proc = subprocess.run(["bash", str(ROOT / "slurm" / "serve_node.sh"), "weak_solver", model, str(folder), *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    return proc, recorded(record)
+
+
+@pytest.mark.parametrize("script, model, values, parser", [
+    # A Qwen3.5 model gets vLLM's qwen3 parser from the weak and strong serve scripts
+    ("serve_weak.sbatch", "Qwen/Qwen3.5-4B", {}, "qwen3"),
+    ("serve_strong.sbatch", "Qwen/Qwen3.5-397B-A17B-FP8", {}, "qwen3"),
+    # REASONING_PARSER= (empty) turns it off; a set one wins; the judge's script sets none
+    ("serve_weak.sbatch", "Qwen/Qwen3.5-4B", {"REASONING_PARSER": ""}, None),
+    ("serve_strong.sbatch", "Qwen/Qwen3.5-397B-A17B-FP8", {"REASONING_PARSER": "deepseek_r1"}, "deepseek_r1"),
+    ("serve_judge.sbatch", "Qwen/Qwen3.5-397B-A17B-FP8", {}, None),
+])
+def test_the_reasoning_parser_reaches_the_vllm_command_line(tmp_path, script, model, values, parser):
+    bin_dir, vllm, record = make_stubs(tmp_path)
+    # One replica on 8 H200s (143,771 MiB each, as nvidia-smi reports them), which hold every model here
+    fake_nvidia_smi(bin_dir, 143_771)
+    env = clean_env(PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_SUBMIT_DIR=str(ROOT), SLURM_GPUS_ON_NODE="8",
+                    TP="8", SERVE_HOST="127.0.0.1", PORT_BASE=str(free_port()), VLLM_BIN=str(vllm),
+                    STUB_DIR=str(record), STUB_EXIT="1", RESTART_LIMIT="1", RESTART_DELAY_S="0")
+    env.pop("REASONING_PARSER", None)
+    env.update(values)
+    proc = subprocess.run(["bash", str(ROOT / "slurm" / script), model, str(tmp_path / "endpoints"),
+                           "--max-model-len", "4096"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    output = proc.stdout + proc.stderr
+    (start,) = recorded(record).values()
+    argv = start["argv"]
+    if parser is None:
+        assert "--reasoning-parser" not in argv, argv
+        assert "reasoning parser none" in output, output
+    else:
+        # After the script's own flags and before the caller's vllm arguments
+        assert argv[argv.index("--reasoning-parser") + 1] == parser, argv
+        assert argv.index("--reasoning-parser") < argv.index("--max-model-len")
+        assert f"reasoning parser {parser}" in output, output
+
+
+def test_the_memory_preflight_refuses_weights_the_gpus_cannot_hold(tmp_path):
+    # The 397B in bf16 is 794 GB of weights; one H100's 81,559 MiB = 85.5 GB x 0.9 = 77 GB usable
+    proc, starts = serve_node(tmp_path, "Qwen/Qwen3.5-397B-A17B")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output
+    assert starts == {}, "vLLM was started despite the refusal"
+    assert "794 GB of weights" in output and "77 GB usable" in output, output
+    assert "serve Qwen/Qwen3.5-397B-A17B-FP8" not in output  # 397 GB does not fit one GPU either
+    assert "an H200-141GB node" in output and "SKIP_MEMORY_CHECK=1" in output, output
+
+
+def test_the_memory_preflight_passes_a_fitting_model_and_the_override(tmp_path):
+    # The 4B in bf16: 9.3 GB in 77 GB usable
+    proc, starts = serve_node(tmp_path / "fits", "Qwen/Qwen3.5-4B")
+    output = proc.stdout + proc.stderr
+    assert "fits, 68 GB left for the KV cache" in output, output
+    assert len(starts) == 1 and "gave up" in output, output
+    # The override starts what the check would refuse
+    proc, starts = serve_node(tmp_path / "skip", "Qwen/Qwen3.5-397B-A17B", SKIP_MEMORY_CHECK="1")
+    assert len(starts) == 1 and "memory pre-flight" not in proc.stdout + proc.stderr
+
+
+def test_the_memory_preflight_sizes_a_local_folder_by_its_safetensors(tmp_path):
+    # Sparse files: 100 GB on paper, nothing on disk; a name the table does not know
+    model = tmp_path / "my-finetune"
+    model.mkdir()
+    for part in ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"):
+        with open(model / part, "wb") as f:
+            f.truncate(50 * 10**9)
+    proc, starts = serve_node(tmp_path, str(model), "--gpu-memory-utilization", "0.95")
+    output = proc.stdout + proc.stderr
+    # 100 GB against 85.5 GB x 0.95 = 81 GB: refused; 2 GPUs per replica would hold it
+    assert proc.returncode == 2 and starts == {}, output
+    assert "100 GB of weights (the *.safetensors files)" in output and "81 GB usable" in output, output
+    assert "2 GPUs per replica (tensor parallel 2)" in output, output
 
 
 def free_port() -> int:
