@@ -15,6 +15,8 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from autodata.hardware import DEFAULT_UTILIZATION
+
 ROLES = ("challenger", "quality_verifier", "weak_solver", "strong_solver", "judge", "feedback")
 """Every model role of the generate loop. Each is bound to one endpoint."""
 
@@ -84,7 +86,17 @@ class EndpointConfig:
     tensor_parallel_size: Optional[int] = None
     # vllm: fraction of GPU memory the offline engine may take
     gpu_memory_utilization: Optional[float] = None
-    # Extra JSON fields sent with every chat request (e.g. {"chat_template_kwargs": {"enable_thinking": false}})
+    # Reasoning mode of the chat template (Qwen3/Qwen3.5 `enable_thinking`): true, false, or null for the template's
+    # own default (Qwen3.5: on). The one switch: it reaches the request body, the local/vllm template rendering and,
+    # for the weak solver (the trained model), GRPO's chat template; autodata/reasoning.py. With it on, a completion
+    # that runs out of tokens before closing its reasoning has no answer (scored 0, counted as truncated)
+    thinking: Optional[bool] = None
+    # vllm: the engine's reasoning parser (e.g. qwen3, deepseek_r1), so JSON-constrained calls apply the grammar
+    # after the reasoning block, not inside it; null: none (a template that opens <think> then reasons in JSON).
+    # Served models get theirs from the serve scripts (REASONING_PARSER in slurm/serve_node.sh)
+    reasoning_parser: Optional[str] = None
+    # Extra JSON fields sent with every chat request (e.g. {"chat_template_kwargs": {"add_vision_id": false}}); the
+    # thinking switch is `thinking` above, not a key here
     extra_body: Optional[dict[str, Any]] = None
 
 
@@ -109,6 +121,8 @@ DEFAULT_ENDPOINT = EndpointConfig(
     batch_size=8,
     tensor_parallel_size=1,
     gpu_memory_utilization=0.85,
+    thinking=None,
+    reasoning_parser=None,
     extra_body=None,
 )
 
@@ -396,7 +410,8 @@ class TrainConfig:
     bf16: Optional[bool] = None
     # Recompute activations in backward to save memory; null: on with CUDA, off on CPU
     gradient_checkpointing: Optional[bool] = None
-    # Keyword arguments for the policy's chat template (e.g. {enable_thinking: false} for Qwen3-style models)
+    # Keyword arguments for the policy's chat template; its reasoning mode comes from models.roles.weak_solver.thinking
+    # (the trained model is the weak solver), so enable_thinking is refused here
     chat_template_kwargs: Optional[dict[str, Any]] = None
     # Grade only the text after the last </think>; a completion whose reasoning never closes has no answer
     strip_reasoning: bool = True
@@ -673,7 +688,8 @@ def _default_plan_tokens() -> dict[str, PlanTokens]:
 
 @dataclass
 class PlanRoleConfig:
-    """stage=plan: what one role's endpoint sustains or costs. A figure whose inputs are unset is left out."""
+    """stage=plan: what one role's endpoint sustains or costs, and whether its weights fit the GPUs it is given. A
+    figure whose inputs are unset is left out."""
 
     # Output tokens per second one replica sustains at full load (all its concurrent requests together), measured
     # on this workload so prefill is folded in; with gpus_per_replica it gives GPU-hours
@@ -688,6 +704,24 @@ class PlanRoleConfig:
     # Seconds one call takes under load (request to last token); with the endpoint's max_concurrency it bounds
     # the call rate (max_concurrency / latency_s) and says how many calls must be in flight to keep replicas busy
     latency_s: Optional[float] = None
+    # Memory plan (autodata/hardware.py holds the tables): the checkpoint a replica loads, a hub id; null: the role's
+    # model (models.roles.<role>.model). Qwen/Qwen3.5-397B-A17B-FP8 halves the 397B's weights
+    checkpoint: Optional[str] = None
+    # Parameters in billions (every expert of an MoE); null: the table of known checkpoints, else no memory figure
+    params_b: Optional[float] = None
+    # Weight dtype, a name of autodata/hardware.py's DTYPE_BYTES (bf16: 2 bytes per parameter, fp8: 1); null: fp8 for
+    # a checkpoint named ...-FP8, else bf16
+    weight_dtype: Optional[str] = None
+    # GPU of the role's nodes, a name of autodata/hardware.py's GPU_MEMORY_GB (H100-80GB, H200-141GB, ...); null: no
+    # fit verdict unless gpu_memory_gb is set
+    gpu_type: Optional[str] = None
+    # Memory of one GPU in GB; null: gpu_type's
+    gpu_memory_gb: Optional[float] = None
+    # GPUs per node: a replica with more gpus_per_replica spans several nodes (pipeline parallel over them)
+    gpus_per_node: int = 8
+    # Share of each GPU's memory the server takes (vLLM's --gpu-memory-utilization); the weights must fit in it and
+    # the rest of it is KV cache
+    gpu_memory_utilization: float = DEFAULT_UTILIZATION
 
 
 @dataclass

@@ -12,8 +12,9 @@ number of processes, ask the judge endpoint to answer (fail fast, naming the
 URL), and only then load the policy. Writes into the run dir:
 ``checkpoints/checkpoint-N`` (every ``train.save_steps``), ``metrics.jsonl``,
 ``rewards.jsonl`` (one row per graded completion), ``injections.jsonl``, and
-``final/``: the model (or LoRA adapter), its tokenizer, ``README.md`` (model
-card: data, config, metrics), ``train_summary.json`` and ``autodata_config.yaml``.
+``final/``: the model (or LoRA adapter), its tokenizer, a vision-language base's processor
+files (training/policy.py), ``README.md`` (model card: data, config, metrics),
+``train_summary.json`` and ``autodata_config.yaml``.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ from autodata.cache import ResponseCache
 from autodata.config import RootConfig, TrainConfig, endpoint_for
 from autodata.domains import Domain, build_domain
 from autodata.llm import LLM
+from autodata.reasoning import template_kwargs, template_opens_reasoning
 from autodata.rundir import JsonlWriter, git_commit, input_conflicts
 from autodata.tracking import start_wandb
 from training.data import DataError, TrainingData, as_paths, check_enough, load_training_data
+from training.policy import load_policy, lora_exclude, save_final
 from training.report import JsonlMetrics, command_line, write_model_card
 from training.reward import JudgeDown, JudgeLoop, JudgeReward
 
@@ -162,19 +165,25 @@ class Judge:
 def grpo_config(cfg: RootConfig, run_dir: Path, plan: BatchPlan, cuda: bool):
     from trl import GRPOConfig
 
+    return GRPOConfig(**grpo_kwargs(cfg, run_dir, plan, cuda))
+
+
+def grpo_kwargs(cfg: RootConfig, run_dir: Path, plan: BatchPlan, cuda: bool) -> dict[str, Any]:
+    """The keyword arguments of TRL's ``GRPOConfig`` this stage passes (scripts/check_gpu_deps.py checks every
+    name against the transformers and TRL a GPU install resolves to)."""
     t = cfg.train
     v = t.vllm
     bf16 = cuda if t.bf16 is None else t.bf16
     checkpointing = cuda if t.gradient_checkpointing is None else t.gradient_checkpointing
-    return GRPOConfig(
+    return dict(
         output_dir=str(run_dir / CHECKPOINTS),
         run_name=run_dir.name,
         seed=t.seed,
         use_cpu=not cuda,
         bf16=bf16,
-        # transformers 5 name of gradient checkpointing (TRL reads the mirrored gradient_checkpointing)
-        activation_checkpointing=checkpointing,
-        model_init_kwargs={"dtype": "bfloat16" if bf16 else "float32"},
+        # The name every transformers 5 has and TRL's configs redefine (default on); transformers >= 5.23 keeps it
+        # as an alias of activation_checkpointing, which the pinned 5.17 lacks.
+        gradient_checkpointing=checkpointing,
         # The batch: one generation batch = one optimizer step = completions_per_step completions.
         per_device_train_batch_size=plan.per_device_batch_size,
         gradient_accumulation_steps=plan.gradient_accumulation_steps,
@@ -186,7 +195,7 @@ def grpo_config(cfg: RootConfig, run_dir: Path, plan: BatchPlan, cuda: bool):
         temperature=t.temperature,
         top_p=t.top_p,
         max_completion_length=t.max_completion_length,
-        chat_template_kwargs=t.chat_template_kwargs,
+        chat_template_kwargs=policy_template_kwargs(cfg),
         beta=t.beta,
         loss_type=t.loss_type,
         scale_rewards=t.scale_rewards,
@@ -212,7 +221,15 @@ def grpo_config(cfg: RootConfig, run_dir: Path, plan: BatchPlan, cuda: bool):
     )
 
 
-def lora_config(t: TrainConfig):
+def policy_template_kwargs(cfg: RootConfig) -> Optional[dict[str, Any]]:
+    """The policy's chat template arguments: train.chat_template_kwargs plus the weak solver's thinking switch (the
+    trained model is the weak solver, so generate, train and eval prompt it in one reasoning mode)."""
+    kwargs = template_kwargs(endpoint_for(cfg.models, "weak_solver").thinking, cfg.train.chat_template_kwargs)
+    return kwargs or None
+
+
+def lora_config(t: TrainConfig, exclude: Optional[str] = None):
+    """peft's LoraConfig; ``exclude`` (a module-name regex) keeps adapters off a frozen vision tower."""
     if not t.lora.enabled:
         return None
     from peft import LoraConfig
@@ -220,8 +237,10 @@ def lora_config(t: TrainConfig):
     targets: Any = t.lora.target_modules
     if list(targets) == ["all-linear"]:
         targets = "all-linear"
+    # exclude_modules is peft >= 0.14; only a vision-language policy passes it
+    extra = {"exclude_modules": exclude} if exclude else {}
     return LoraConfig(r=t.lora.r, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout, target_modules=targets,
-                      task_type="CAUSAL_LM")
+                      task_type="CAUSAL_LM", **extra)
 
 
 def refuse_foreign_data(cfg: RootConfig) -> None:
@@ -284,16 +303,26 @@ def _train(cfg: RootConfig, run_dir: Path, domain: Domain, data: TrainingData, p
         injection_guard=t.injection_guard, max_completion_length=t.max_completion_length,
         on_outcome=rewards_out.write, on_injection=injections_out.write, max_failed_batches=t.judge_down_batches,
     )
-    if model is None:
-        model = resolve_model(t.model)
+    # The policy goes to TRL as a model, not a path: load_policy keeps the class the checkpoint names and freezes
+    # a vision-language checkpoint's vision tower (Qwen3.5), so only the language model trains (training/policy.py
+    # says why: DDP, vLLM weight sync, and a final/ that vLLM and transformers load).
+    source = resolve_model(t.model) if model is None else model
+    if isinstance(source, str):
+        model = load_policy(source, "bfloat16" if args.bf16 else "float32")
+    else:
+        source = model.name_or_path
     if tokenizer is None:
-        tokenizer = AutoTokenizer.from_pretrained(model if isinstance(model, str) else model.name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(source)
     tokenizer.padding_side = "left"
+    # Qwen3.5's template opens <think> inside the prompt: TRL's completions then start mid-reasoning, and one cut
+    # off by max_completion_length has no closing tag. The reward reads them as opened (no answer, reward 0).
+    reward.prompt_opens_reasoning = template_opens_reasoning(tokenizer, policy_template_kwargs(cfg) or {})
     if cfg.logger == "wandb" and rank() == 0:
         start_wandb(cfg, run_dir, job_type="train")
     metrics = JsonlMetrics(run_dir / "metrics.jsonl")
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=data.to_dataset(),
-                          processing_class=tokenizer, callbacks=[metrics], peft_config=lora_config(t))
+                          processing_class=tokenizer, callbacks=[metrics],
+                          peft_config=lora_config(t, exclude=lora_exclude(model)))
     reward.eos_token_ids = list(trainer.eos_token_ids)
     try:
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -308,7 +337,7 @@ def _train(cfg: RootConfig, run_dir: Path, domain: Domain, data: TrainingData, p
         injections_out.close()
 
     final_dir = run_dir / FINAL
-    trainer.save_model(str(final_dir))
+    save_final(trainer, tokenizer, source, final_dir)
     summary = {
         "global_step": trainer.state.global_step,
         "resumed_from": str(resume_from) if resume_from else None,
@@ -325,7 +354,6 @@ def _train(cfg: RootConfig, run_dir: Path, domain: Domain, data: TrainingData, p
         "final_dir": str(final_dir),
     }
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(str(final_dir))
         write_model_card(final_dir, cfg, summary)
     if cfg.logger == "wandb" and rank() == 0:
         import wandb
