@@ -77,7 +77,7 @@ from typing import Any, Optional
 from autodata.config import ROLES, PlanRoleConfig, RootConfig, endpoint_for
 from autodata.domains import DOMAINS
 from autodata.hardware import DTYPE_BYTES, GPU_MEMORY_GB, Fit, default_dtype, fixes, known_params_b, weights_gb
-from autodata.rundir import input_conflicts
+from autodata.rundir import input_conflicts, write_json_atomic
 from autodata.validation import ConfigError, InputError, Problem
 
 log = logging.getLogger(__name__)
@@ -471,7 +471,7 @@ def run(cfg: RootConfig, run_dir: Path) -> None:
     pilot = read_pilot(cfg) if cfg.plan.pilot else None
     plan = make_plan(cfg, pilot)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "plan.json").write_text(json.dumps(plan, indent=2))
+    write_json_atomic(run_dir / "plan.json", plan)
     print_plan(plan, run_dir)
     from autodata.tracking import flatten, start_wandb
 

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from autodata.config import RootConfig, apply_eval_shortcuts, endpoint_for, model_roles
 from autodata.domains import DOMAINS
+from autodata.rundir import write_json_atomic
 from autodata.variants import protected_overrides
 
 log = logging.getLogger(__name__)
@@ -184,9 +185,9 @@ def report(cfg: RootConfig, run_dir: Path) -> list[Setting]:
     for text in problems:
         log.warning("WARNING: %s", text)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "recipe.json").write_text(json.dumps({
+    write_json_atomic(run_dir / "recipe.json", {
         "experiment": cfg.experiment.name,
         "warnings": problems,
         "settings": [{"key": s.key, "value": s.value, "default": s.default, "source": s.source} for s in settings],
-    }, indent=2, default=str))
+    }, default=str)
     return settings

@@ -10,9 +10,15 @@ stages receive a ``RootConfig`` and the run dir. A rejected config changes no
 file of the run dir (conf/config.yaml keeps Hydra from writing .hydra/ and
 delays its log file; config.yaml and recipe.json are written after validation).
 
+One process works in a run dir at a time: a valid start takes the run dir's lock
+(``<run dir>/.lock``, autodata/rundir.py ``lock_run_dir``; the ranks of one
+torchrun/accelerate launch share it) and a second start on it is refused, naming
+the holder, with nothing written.
+
 Exit codes: 0 done; 2 the config, or an input it names (the corpus), cannot be
-used; 3 an endpoint cannot serve (a stage's own errors, see its module); 4 the
-generated dataset is written but its push to the hub failed.
+used, or another process holds the run dir; 3 an endpoint cannot serve (a
+stage's own errors, see its module); 4 the generated dataset is written but its
+push to the hub failed.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from omegaconf import DictConfig
 from autodata import recipe, variants
 from autodata.config import register_configs, to_typed
 from autodata.domains import DOMAINS
-from autodata.rundir import mark_finished, write_provenance
+from autodata.rundir import RunDirBusy, lock_run_dir, mark_finished, write_provenance
 from autodata.stages import resolve_stage
 from autodata.validation import ConfigError, InputError, validate
 
@@ -53,6 +59,14 @@ def main(dcfg: DictConfig) -> None:
         validate(cfg, env=os.environ)
     except (ConfigError, ValueError) as err:
         # To the console only: the run dir of a rejected start (an existing run's, maybe) stays as it was.
+        detach_log_files()
+        log.error("%s", err)
+        sys.exit(2)
+    try:
+        # Held until this process exits; a stage reads other run dirs (its inputs) without their locks
+        lock_run_dir(run_dir)
+    except RunDirBusy as err:
+        # The run dir's log file is the holder's: the refusal goes to the console only
         detach_log_files()
         log.error("%s", err)
         sys.exit(2)

@@ -1,17 +1,23 @@
-"""What every run writes into its run dir besides its outputs (resolved config and provenance), and the JSONL
-helpers its outputs are written, read and resumed with."""
+"""What every run writes into its run dir besides its outputs (resolved config and provenance), the lock that
+keeps one process (or one multi-process launch) per run dir, the atomic writer of its small state files, and the
+JSONL helpers its outputs are written, read and resumed with."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, Mapping, Optional
 
 from omegaconf import OmegaConf
 
@@ -20,6 +26,217 @@ from autodata.config import RootConfig, endpoint_for, to_typed
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+LOCK_FILE = ".lock"
+# How long a start keeps trying before it is refused: a holder writes its details just after it takes the lock,
+# a launch's first rank turns the lock shared just after it takes it, and an earlier holder may be exiting
+LOCK_SETTLE_S = 2.0
+# flock refused by the filesystem (Lustre mounted without -o flock, some FUSE mounts)
+_NO_FLOCK = (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL)
+
+
+class RunDirBusy(RuntimeError):
+    """Another process, or another launch, works in the run dir; the message names it and says what to do."""
+
+
+@dataclass
+class RunDirLock:
+    path: Path
+    fd: int
+    holder: dict[str, Any]
+
+    def release(self) -> None:
+        """Give the lock back before the process ends (the end of the process gives it back anyway)."""
+        _HELD.pop(self.path.parent.resolve(), None)
+        os.close(self.fd)
+
+
+# The locks this process holds, by run dir: an open file is a held lock, so they stay open until the process ends
+_HELD: dict[Path, RunDirLock] = {}
+
+
+def launch_id(env: Mapping[str, str]) -> Optional[str]:
+    """The multi-process launch (torchrun, accelerate launch, deepspeed) this process is one rank of; None for a
+    process on its own.
+
+    Every rank of a launch sees the same rendezvous: MASTER_ADDR, MASTER_PORT and TORCHELASTIC_RUN_ID. A loopback
+    MASTER_ADDR (a one-node launch) gets the host name, so one-node launches on two hosts of a shared filesystem
+    are not taken for one.
+
+    >>> launch_id({"WORLD_SIZE": "16", "MASTER_ADDR": "n7", "MASTER_PORT": "29500", "TORCHELASTIC_RUN_ID": "42"})
+    'n7:29500/42'
+    >>> launch_id({"WORLD_SIZE": "1", "MASTER_ADDR": "n7", "MASTER_PORT": "29500"}) is None
+    True
+    """
+    addr, port = env.get("MASTER_ADDR"), env.get("MASTER_PORT")
+    if not addr or not port or not env.get("WORLD_SIZE", "1").isdigit() or int(env.get("WORLD_SIZE", "1")) < 2:
+        return None
+    if addr == "localhost" or addr == "::1" or addr.startswith("127."):
+        addr = f"{platform.node()}/{addr}"
+    return f"{addr}:{port}/{env.get('TORCHELASTIC_RUN_ID', '')}"
+
+
+def lock_run_dir(run_dir: Path, env: Optional[Mapping[str, str]] = None) -> Optional[RunDirLock]:
+    """Hold ``<run dir>/.lock`` for the rest of this process, or raise RunDirBusy naming its holder.
+
+    The lock is the kernel's (fcntl.flock), dropped when the process ends however it ends, kill -9 included, so a
+    resume after a crash needs no cleanup; the file stays, and what it says (the holder's pid, host, start time
+    and command) counts only while it is locked. A process on its own holds it exclusively. The ranks of one
+    launch (``launch_id``) hold it shared: the first to arrive takes it and records the launch, the others join
+    only a lock whose recorded launch is theirs, and it is held until the last of them exits. None, with a
+    warning, where the filesystem has no flock.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.resolve() in _HELD:
+        # Hydra's basic launcher runs a sweep's jobs in one process; two of them may name one dir
+        return _HELD[run_dir.resolve()]
+    env = os.environ if env is None else env
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_FILE
+    me = {"pid": os.getpid(), "host": platform.node(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+          "command": shlex.join(sys.orig_argv),
+          "launch": launch_id(env), "rank": env.get("RANK")}
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        held = _acquire(fd, path, me)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not held:
+        os.close(fd)
+        return None
+    _HELD[run_dir.resolve()] = RunDirLock(path, fd, me)
+    return _HELD[run_dir.resolve()]
+
+
+def _acquire(fd: int, path: Path, me: dict[str, Any]) -> bool:
+    deadline = time.monotonic() + LOCK_SETTLE_S
+    holder = None
+    while True:
+        try:
+            if _flock(fd, fcntl.LOCK_EX):
+                _write_holder(fd, me)
+                # A launch's first rank turns the lock shared, for the other ranks to join
+                if me["launch"] is None or _flock(fd, fcntl.LOCK_SH):
+                    return True
+            else:
+                holder = read_lock_holder(path)
+                if me["launch"] and holder and holder.get("launch") == me["launch"] and _flock(fd, fcntl.LOCK_SH):
+                    return True
+        except OSError as err:
+            if err.errno not in _NO_FLOCK:
+                raise
+            log.warning("%s: this filesystem refuses file locks (%s); nothing keeps a second process out of %s, "
+                        "so start one process per run dir", path, os.strerror(err.errno), path.parent)
+            return False
+        # Not yet: the holder may have taken it a moment ago and not written its details (what the file says is
+        # then an earlier holder's), a rank of this launch may be turning it shared, or the holder may be exiting
+        if time.monotonic() > deadline:
+            raise RunDirBusy(busy_message(path, holder))
+        time.sleep(0.02)
+
+
+def _flock(fd: int, operation: int) -> bool:
+    try:
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _write_holder(fd: int, holder: dict[str, Any]) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+    os.fsync(fd)
+
+
+def read_lock_holder(path: Path) -> Optional[dict[str, Any]]:
+    """What a run dir's lock file says about its holder; None when it says nothing readable."""
+    try:
+        holder = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) and "pid" in holder else None
+
+
+def busy_message(path: Path, holder: Optional[dict[str, Any]]) -> str:
+    run_dir = path.parent
+    if holder is None:
+        return (f"{run_dir} is in use by another process (its lock, {path}, is held, and the holder has not written "
+                f"who it is). Two processes in one run dir would write the same files, so this one stopped and "
+                f"changed nothing. Find the holder with `fuser -v {path}` on the machines that share this folder; "
+                f"wait for it to finish or stop it, then rerun this command; or give this run its own "
+                f"hydra.run.dir=...")
+    pid, host = holder.get("pid"), holder.get("host")
+    launch = f", rank {holder.get('rank')} of launch {holder['launch']}" if holder.get("launch") else ""
+    lines = [f"{run_dir} is in use by pid {pid} on host {host}{launch}, started {holder.get('started_at')}:",
+             f"  {holder.get('command')}",
+             "Two processes in one run dir would write the same files, so this one stopped and changed nothing."]
+    if host == platform.node() and not _alive(pid):
+        others = ("the other ranks of its launch (or a process it started) still hold" if launch else
+                  "a process it started (a worker it forked) still holds")
+        lines.append(f"pid {pid} has exited, but {others} {path}: find the holder with `fuser -v {path}`, stop it, "
+                     "then rerun this command to resume.")
+    else:
+        lines.append(f"Wait for it to finish, or stop it (`kill {pid}` on {host}) and rerun this command to resume "
+                     "the run; to run both at once, give this one its own hydra.run.dir=...")
+    return "\n".join(lines)
+
+
+def _alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError, TypeError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) in one step: a temporary file in the same folder, flushed and
+    fsynced, then renamed over it, so a kill at any moment leaves the old file or the new one, never a torn one.
+    For a run's small state files (run_info.json, stats.json, plan.json, ...); JSONL logs are appended instead."""
+    # Unique per process and call: the ranks of a launch, and threads, may write one file at once
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        # Created like write_text creates a file (mode 0o666 less the umask), not mkstemp's 0o600
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, obj: Any, **dumps: Any) -> None:
+    """``obj`` as indented JSON, written with ``write_text_atomic``; ``dumps`` go to json.dumps."""
+    write_text_atomic(path, json.dumps(obj, indent=2, **dumps))
+
+
+def read_json_state(path: Path, redone: str) -> Any:
+    """The JSON of one of a run's own state files; None when it is missing or unreadable.
+
+    An unreadable one (torn by a kill under a version that wrote it in place, or damaged) is moved to
+    ``<file>.corrupt`` next to it, and a warning names it and says what is redone (``redone``); the caller
+    rebuilds the file. Read another run's files with plain json instead: moving them is not this run's business.
+    """
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except ValueError as err:
+        side = path.with_name(path.name + ".corrupt")
+        try:
+            os.replace(path, side)
+        except FileNotFoundError:
+            # Another rank of this launch moved it first
+            pass
+        log.warning("%s is not valid JSON (%s: torn by a kill, or damaged); moved to %s, %s", path,
+                    type(err).__name__, side, redone)
+        return None
 
 
 def git_commit() -> dict[str, Any]:
@@ -38,7 +255,7 @@ def write_provenance(cfg: RootConfig, run_dir: Path, argv: list[str] | None = No
                      overrides: list[str] | None = None) -> None:
     """Resolved config and git commit; API keys never appear (only the names of their env vars)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     info = {
         "git": git_commit(),
         "argv": argv if argv is not None else sys.argv,
@@ -52,13 +269,9 @@ def write_provenance(cfg: RootConfig, run_dir: Path, argv: list[str] | None = No
     }
     # A resumed run keeps the history of its starts.
     path = run_dir / "run_info.json"
-    history = []
-    if path.exists():
-        try:
-            history = json.loads(path.read_text()).get("starts", [])
-        except (json.JSONDecodeError, AttributeError):
-            history = []
-    path.write_text(json.dumps({"starts": history + [info]}, indent=2))
+    earlier = read_json_state(path, "and the history of earlier starts begins again with this one")
+    history = earlier.get("starts", []) if isinstance(earlier, dict) else []
+    write_json_atomic(path, {"starts": history + [info]})
 
 
 def producer_config(path: Path) -> Optional[RootConfig]:
@@ -100,7 +313,7 @@ def mark_finished(run_dir: Path) -> None:
     path = run_dir / "run_info.json"
     info = json.loads(path.read_text())
     info["starts"][-1]["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    path.write_text(json.dumps(info, indent=2))
+    write_json_atomic(path, info)
 
 
 def finished(run_dir: Path) -> bool:

@@ -22,6 +22,8 @@ from typing import Mapping, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from autodata.rundir import write_text_atomic
+
 log = logging.getLogger(__name__)
 
 PRESETS = Path(__file__).resolve().parents[1] / "conf" / "hydra" / "launcher"
@@ -196,7 +198,7 @@ def recorded(run_dir: Path) -> list[str]:
 
 def record(run_dir: Path, ids: list[str]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / JOBS_FILE).write_text("".join(f"{i}\n" for i in ids))
+    write_text_atomic(run_dir / JOBS_FILE, "".join(f"{i}\n" for i in ids))
 
 
 def queued(run_dir: Path, jobs: Optional[dict[str, list[tuple[str, str]]]]) -> tuple[Optional[str], list[str]]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 from autodata.config import RootConfig
+from autodata.rundir import write_text_atomic
 
 ID_FILE = "wandb_id.txt"
 
@@ -32,8 +33,8 @@ def start_wandb(cfg: RootConfig, run_dir: Path, job_type: str) -> Optional[Any]:
     os.environ.setdefault("WANDB_MODE", "offline")
     run_dir.mkdir(parents=True, exist_ok=True)
     id_file = run_dir / ID_FILE
-    run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
-    id_file.write_text(run_id)
+    run_id = (id_file.read_text().strip() if id_file.exists() else "") or uuid.uuid4().hex[:12]
+    write_text_atomic(id_file, run_id)
     return wandb.init(project=os.environ.get("WANDB_PROJECT", "autodata"), dir=str(run_dir), name=run_dir.name,
                       id=run_id, job_type=job_type, resume="allow", group=run_group(cfg, os.environ),
                       tags=run_tags(cfg, job_type), config=OmegaConf.to_container(OmegaConf.structured(cfg)))

@@ -20,6 +20,7 @@ data with the same harness.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -134,14 +135,49 @@ def _coerce(value: Any, kind: type) -> Any:
 
 
 def apply_knobs(domain: DomainConfig, knobs: dict[str, Any]) -> DomainConfig:
-    return replace(domain, **{k: (list(v) if isinstance(v, list) else v) for k, v in knobs.items()})
+    """A deep copy of ``domain`` with ``knobs`` set: the copy shares no list with the config it came from."""
+    return replace(copy.deepcopy(domain), **{k: copy.deepcopy(v) for k, v in knobs.items()})
+
+
+def template_name_problem(name: Any, editable: tuple[str, ...], protected: tuple[str, ...] = ()) -> Optional[str]:
+    """Why ``name`` (from an edit, a variant folder's file or population.jsonl) is not an editable template's
+    name; None when it is one, exactly. Compared case-folded too, so "Judge" or "judge.J2" is named for the
+    protected template it would replace on a case-insensitive file system.
+
+    >>> template_name_problem("qv", ("qv",)) is None
+    True
+    >>> template_name_problem("../Judge", ("qv",), ("judge",))
+    "template '../Judge' is not an editable template (editable: qv)"
+    >>> template_name_problem("Judge", ("qv",), ("judge",))
+    "template 'Judge' is protected (it names judge.j2; editable: qv)"
+    """
+    if isinstance(name, str) and name in editable:
+        return None
+    hit = protected_match(str(name), protected)
+    if hit is not None:
+        return f"template {name!r} is protected (it names {hit}.j2; editable: {', '.join(editable)})"
+    return f"template {name!r} is not an editable template (editable: {', '.join(editable)})"
+
+
+def protected_match(name: str, protected: tuple[str, ...]) -> Optional[str]:
+    """The protected template ``name`` (a stem or a file name) names when case is ignored, else None.
+
+    >>> protected_match("Judge.J2", ("solver", "judge"))
+    'judge'
+    """
+    folded = name.casefold()
+    stem = folded[:-3] if folded.endswith(".j2") else folded
+    return next((p for p in protected if p.casefold() == stem), None)
 
 
 def protected_overrides(template_dir: Optional[str], editable: tuple[str, ...], protected: tuple[str, ...]) -> list[str]:
-    """Files of ``template_dir`` that replace a protected template (sorted names)."""
+    """Files of ``template_dir`` that replace a protected template (sorted names). Names are compared case-folded:
+    on a case-insensitive file system "Judge.J2" is judge.j2."""
     if not template_dir or not Path(template_dir).is_dir():
         return []
-    return sorted(p.name for p in Path(template_dir).glob("*.j2") if p.stem in protected and p.stem not in editable)
+    folded = {p.casefold() for p in protected} - {e.casefold() for e in editable}
+    return sorted(p.name for p in Path(template_dir).iterdir()
+                  if p.suffix.casefold() == ".j2" and p.stem.casefold() in folded)
 
 
 def write_folder(path: Path, domain: str, templates: dict[str, str], knobs: dict[str, Any],
@@ -154,6 +190,9 @@ def write_folder(path: Path, domain: str, templates: dict[str, str], knobs: dict
     try:
         (tmp / "templates").mkdir()
         for name, text in sorted(templates.items()):
+            if not name or Path(name).name != name or name.startswith("."):
+                raise VariantError(f"template name {name!r} is not a plain file name; a variant folder holds "
+                                   "templates/<name>.j2 only")
             (tmp / "templates" / f"{name}.j2").write_text(normalize(text), encoding="utf-8")
         (tmp / "knobs.yaml").write_text(yaml.safe_dump(knobs, sort_keys=False, allow_unicode=True), encoding="utf-8")
         meta = {"format": FORMAT, "domain": domain, **info}
@@ -166,7 +205,33 @@ def write_folder(path: Path, domain: str, templates: dict[str, str], knobs: dict
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def read_folder(path: str | Path, domain: str, editable: tuple[str, ...]) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
+def template_files(folder: Path, editable: tuple[str, ...],
+                   protected: tuple[str, ...] = ()) -> tuple[dict[str, str], list[str]]:
+    """(name -> text, problems) of a variant's templates/ folder: regular files named ``<editable>.j2`` exactly, no
+    symbolic link, nothing else (a name is compared case-folded with ``protected`` to say what it would replace).
+    A missing folder holds nothing."""
+    if folder.is_symlink():
+        return {}, ["templates/ is a symbolic link; a variant's templates are regular files in a real folder"]
+    templates: dict[str, str] = {}
+    problems = []
+    for file in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if file.is_symlink() or not file.is_file():
+            kind = "a symbolic link" if file.is_symlink() else "not a regular file"
+            problems.append(f"templates/{file.name} is {kind}; a variant's templates are regular files")
+            continue
+        if file.suffix != ".j2" or template_name_problem(file.stem, editable) is not None:
+            hit = protected_match(file.name, protected)
+            also = f" (it names the protected {hit}.j2 where case is ignored)" if hit else ""
+            problems.append(f"templates/{file.name} is not an editable template{also} (editable: "
+                            f"{', '.join(n + '.j2' for n in editable)}); the solver and judge prompts are protected "
+                            "and a variant may not replace them")
+            continue
+        templates[file.stem] = file.read_text(encoding="utf-8")
+    return templates, problems
+
+
+def read_folder(path: str | Path, domain: str, editable: tuple[str, ...],
+                protected: tuple[str, ...] = ()) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
     """(templates, knobs, info) of a variant folder, after checking its layout; VariantError names every problem."""
     path = Path(path)
     hint = ("a variant folder is what stage=meta_optimize exports (its run dir's best/, or variants/<id>/): "
@@ -174,6 +239,15 @@ def read_folder(path: str | Path, domain: str, editable: tuple[str, ...]) -> tup
     if not path.is_dir():
         raise VariantError(f"domain.variant={path}: no such folder; {hint}")
     problems = []
+    # What a run loads is regular files in a real folder, never a link to something else
+    for name in ("variant.json", "knobs.yaml", "templates"):
+        entry = path / name
+        if entry.is_symlink():
+            problems.append(f"{name} is a symbolic link; a variant folder holds regular files (and a templates/ "
+                            "folder) only")
+        elif entry.exists() and entry.is_dir() != (name == "templates"):
+            problems.append(f"{name} is {'a folder' if entry.is_dir() else 'not a folder'}; expected "
+                            f"{'a folder of .j2 files' if name == 'templates' else 'a regular file'}")
     info: dict[str, Any] = {}
     try:
         info = json.loads((path / "variant.json").read_text(encoding="utf-8"))
@@ -197,15 +271,8 @@ def read_folder(path: str | Path, domain: str, editable: tuple[str, ...]) -> tup
         problems.append("knobs.yaml is missing")
     except yaml.YAMLError as err:
         problems.append(f"knobs.yaml is not YAML ({err})")
-    templates: dict[str, str] = {}
-    folder = path / "templates"
-    for file in sorted(folder.glob("*")) if folder.is_dir() else []:
-        if file.suffix != ".j2" or file.stem not in editable:
-            problems.append(f"templates/{file.name} is not an editable template (editable: "
-                            f"{', '.join(n + '.j2' for n in editable)}); the solver and judge prompts are protected "
-                            "and a variant may not replace them")
-            continue
-        templates[file.stem] = file.read_text(encoding="utf-8")
+    templates, found = template_files(path / "templates", editable, protected)
+    problems += found
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise VariantError(f"domain.variant={path} cannot be used:\n{lines}\n({hint})")
@@ -217,5 +284,6 @@ def resolve(domain: DomainConfig, domain_cls: Any) -> DomainConfig:
     without ``domain.variant``. The templates are layered by the domain itself (``Domain.__init__``)."""
     if not domain.variant:
         return domain
-    _, knobs, _ = read_folder(domain.variant, domain.name, domain_cls.editable_templates)
+    _, knobs, _ = read_folder(domain.variant, domain.name, domain_cls.editable_templates,
+                              domain_cls.protected_templates)
     return apply_knobs(domain, knobs)

@@ -54,7 +54,12 @@ def load_samples(spec: str) -> tuple[dict[tuple[str, int], dict[str, Any]], str]
         dataset = sets[0]
     if not judge:
         metrics = run / "metrics.json"
-        primary = json.loads(metrics.read_text())["datasets"].get(dataset, {}) if metrics.exists() else {}
+        try:
+            primary = json.loads(metrics.read_text())["datasets"].get(dataset, {}) if metrics.exists() else {}
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise ReportError(f"report.flips: {metrics} is not an eval metrics file ({type(err).__name__}: {err}); "
+                              f"rerun stage=eval with hydra.run.dir={path_text} to rewrite it from samples.jsonl, "
+                              f"or name the judge as {spec}@JUDGE") from None
         judge = primary.get("primary_judge", "judge")
     out = {}
     for r in rows:

@@ -104,15 +104,22 @@ def quality_values(run_dir: Path) -> tuple[dict[str, tuple[Optional[float], Opti
     failure shares are missing when they are."""
     accepted = read_accepted(run_dir)
     stats_path = run_dir / "stats.json"
-    stats = json.loads(stats_path.read_text()) if stats_path.exists() else None
+    stats, unreadable = None, ""
+    if stats_path.exists():
+        try:
+            stats = json.loads(stats_path.read_text())
+        except ValueError as err:
+            # Torn by a kill (written in place by an older version) or damaged: the generate command writes it again
+            unreadable = (f"{stats_path} is not JSON ({type(err).__name__}); rerun the generate command with "
+                          f"hydra.run.dir={run_dir} to write it again (finished documents are not run again)")
     if accepted is None and stats is None:
-        return {}, (f"{run_dir} has neither accepted.jsonl nor stats.json "
-                    f"(run stage=generate with hydra.run.dir={run_dir})"), ""
+        return {}, unreadable or (f"{run_dir} has neither accepted.jsonl nor stats.json "
+                                  f"(run stage=generate with hydra.run.dir={run_dir})"), ""
     out: dict[str, tuple[Optional[float], Optional[float]]] = {}
     for metric, value_of in ACCEPTED_VALUES.items():
         xs = [float(v) for v in (value_of(r) for r in accepted or []) if v is not None]
         out[metric] = mean_stderr(xs)
-    shares_missing = f"{run_dir}: no stats.json"
+    shares_missing = unreadable or f"{run_dir}: no stats.json"
     if stats is not None:
         before = stats.get("rounds_before_acceptance")
         shares = stats.get("failure_reason_shares", {})

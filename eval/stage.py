@@ -26,7 +26,6 @@ prompt is sampled again.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -38,7 +37,7 @@ from autodata.config import EvalConfig, RootConfig, apply_eval_shortcuts, endpoi
 from autodata.domains import Domain, build_domain
 from autodata.guard import final_answer, injection_flags
 from autodata.llm import LLM
-from autodata.rundir import JsonlWriter, input_conflicts, rewrite_jsonl, salvage_jsonl
+from autodata.rundir import JsonlWriter, input_conflicts, rewrite_jsonl, salvage_jsonl, write_json_atomic
 from autodata.tracking import flatten, start_wandb
 from eval import metrics as M
 from eval.sets import EvalDataError, EvalItem, EvalSet, load_sets, local_paths
@@ -365,7 +364,7 @@ async def evaluate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
     result = compute_metrics(cfg, rows, sets)
     result["prompt_errors_this_run"] = counts["errors"]
     result["grades_redone_this_run"] = regraded
-    (run_dir / METRICS).write_text(json.dumps(result, indent=2))
+    write_json_atomic(run_dir / METRICS, result)
     if wandb_run is not None:
         log_to_wandb(wandb_run, result, rows)
     return result

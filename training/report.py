@@ -9,7 +9,6 @@ transformers integration adds, written the same way to ``metrics.jsonl``):
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -20,7 +19,7 @@ from transformers import TrainerCallback
 
 from autodata.config import RootConfig
 from autodata.domains import DOMAINS
-from autodata.rundir import JsonlWriter
+from autodata.rundir import JsonlWriter, write_json_atomic, write_text_atomic
 
 
 def metric_name(key: str) -> str:
@@ -128,10 +127,10 @@ def write_model_card(final_dir: Path, cfg: RootConfig, summary: dict[str, Any]) 
     ]
     final_dir.mkdir(parents=True, exist_ok=True)
     (final_dir / "README.md").write_text("\n".join(front + lines))
-    (final_dir / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_json_atomic(final_dir / "train_summary.json", summary, default=str)
     from omegaconf import OmegaConf
 
-    (final_dir / "autodata_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    write_text_atomic(final_dir / "autodata_config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
 
 
 def _fmt(value: Any) -> str:

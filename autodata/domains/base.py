@@ -22,7 +22,7 @@ from autodata.acceptance import GROUP_TITLES, AcceptancePolicy, build_policy
 from autodata.config import DomainConfig
 from autodata.domains import checks
 from autodata.domains.templating import PromptSet, shorten
-from autodata.variants import content_hash, knob_values, protected_overrides
+from autodata.variants import VariantError, content_hash, knob_values, protected_overrides, template_files
 
 
 @dataclass
@@ -313,6 +313,12 @@ class Domain:
         # stats.json records them
         self.protected_overrides = overridden
         overlays = (Path(cfg.variant) / "templates",) if cfg.variant else ()
+        for folder in overlays:
+            # A variant's overlay may hold editable templates only, as regular files: checked on every load, not
+            # only where run.py reads the folder (the meta-optimizer builds domains on its own variant folders)
+            _, problems = template_files(folder, self.editable_templates, self.protected_templates)
+            if problems:
+                raise VariantError(f"domain.variant={cfg.variant} cannot be used: " + "; ".join(problems))
         self.prompts = PromptSet(self.name, list(self.template_names), cfg.template_dir, overlays=overlays)
         self.challenger_schema: dict[str, Any] = self._challenger_schema()
         self.qv_schema: dict[str, Any] = QV_SCHEMA

@@ -266,6 +266,8 @@ class DocumentRunner:
             return False, "; ".join(problems), info
         if not self.gen.quality_verifier:
             return True, "", info
+        # The verifier's template (a variant may have rewritten it) renders on a deep copy of the task in an immutable
+        # sandbox (PromptSet.messages): the rubric the judge grades and the row stores is the one checked above
         result = await rec.chat_json("quality_verifier", step, self.domain.qv_messages(task, doc_text),
                                      schema=self.domain.qv_schema, parse=self.domain.parse_qv, schema_name="verdict")
         if not result.ok:

@@ -45,7 +45,7 @@ from autodata.generate.card import command_line, render_card, run_commands
 from autodata.generate.hub import push_dataset
 from autodata.generate.outputs import compute_stats, print_summary, stats_view, why_none_accepted, write_splits
 from autodata.recipe import leaves
-from autodata.rundir import finished, jsonl_lines, read_jsonl, rewrite_jsonl
+from autodata.rundir import finished, jsonl_lines, read_jsonl, rewrite_jsonl, write_json_atomic, write_text_atomic
 from autodata.validation import InputError
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,12 @@ def read_run(path: Path) -> tuple[Optional[RootConfig], Optional[str]]:
         return None, ("has not finished (the latest start in its run_info.json has no finished_at: still running, "
                       "killed, or it exited with an error); rerun that shard's command with the same hydra.run.dir "
                       "to resume it, then merge again")
+    try:
+        json.loads((path / "stats.json").read_text())
+    except ValueError as err:
+        return None, (f"has a stats.json that is not JSON ({type(err).__name__}: torn by a kill, or damaged); rerun "
+                      "that shard's command with the same hydra.run.dir to write it again (no model call), then "
+                      "merge again")
     return cfg, None
 
 
@@ -310,12 +316,12 @@ def merge(cfg: RootConfig, run_dir: Path) -> dict[str, Any]:
     if errors:
         log.warning("documents that ended in error are merged as such (%s); rerun those shards' commands to redo "
                     "them, then merge again", ", ".join(errors))
-    (run_dir / "stats.json").write_text(json.dumps(stats, indent=2))
+    write_json_atomic(run_dir / "stats.json", stats)
     commands = [c for s in shards for c in run_commands(s.run_dir)] + run_commands(run_dir)
     commands = [c for i, c in enumerate(commands) if c not in commands[:i]]
     (run_dir / "dataset" / "README.md").write_text(render_card(made, stats, commands), encoding="utf-8")
     # Last: train and eval read the data's producer (domain, models) from here (autodata/rundir.py input_conflicts)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(made)))
+    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(made)))
     return stats
 
 
@@ -331,7 +337,7 @@ def run(cfg: RootConfig, run_dir: Path) -> None:
         argv = sys.argv + ([] if any(a.startswith("hydra.run.dir=") for a in sys.argv[1:])
                            else [f"hydra.run.dir={run_dir}"])
         stats["hub"] = push_dataset(run_dir, repo_id, cfg.generate.hub_private, sizes, command_line(argv))
-        (run_dir / "stats.json").write_text(json.dumps(stats, indent=2))
+        write_json_atomic(run_dir / "stats.json", stats)
         if not stats["hub"]["pushed"]:
             log.error("the merged dataset is in %s but was not pushed to %s (exit code 4)", run_dir / "dataset",
                       repo_id)

@@ -19,7 +19,7 @@ from autodata.domains import Domain
 from autodata.generate.card import write_card
 from autodata.generate.documents import DocumentCap
 from autodata.llm import LLM
-from autodata.rundir import read_jsonl, rewrite_jsonl
+from autodata.rundir import read_json_state, read_jsonl, rewrite_jsonl, write_json_atomic
 # The one mean of the codebase; None for an empty list
 from autodata.scoring import mean_or_none as _mean
 
@@ -155,12 +155,10 @@ def finalize(cfg: RootConfig, run_dir: Path, docs: list[Document], skipped: dict
     stats = compute_stats(rounds, ledger, accepted, len(docs))
     target = cfg.generate.target_accepted
     previous = run_dir / "stats.json"
-    earlier: dict[str, Any] = {}
-    if previous.exists():
-        try:
-            earlier = json.loads(previous.read_text())
-        except (ValueError, json.JSONDecodeError):
-            earlier = {}
+    earlier = read_json_state(previous, "and it is written again from the run's JSONL files (without the wall "
+                                        "time, retry counts and document cap of earlier processes)")
+    if not isinstance(earlier, dict):
+        earlier = {}
     earlier_wall = float(earlier.get("wall_seconds_total", 0.0) or 0.0)
     # Faults the backends retried, by kind, over every process of the run (a resumed run adds to the earlier count)
     retries = Counter(earlier.get("retries") or {})
@@ -190,7 +188,7 @@ def finalize(cfg: RootConfig, run_dir: Path, docs: list[Document], skipped: dict
         # template a template_dir replaced (domain.allow_protected_templates)
         stats["variant"] = {"id": domain.variant_id, "path": cfg.domain.variant}
         stats["protected_template_overrides"] = domain.protected_overrides
-    previous.write_text(json.dumps(stats, indent=2))
+    write_json_atomic(previous, stats)
     if export:
         write_card(cfg, stats, run_dir)
     return stats

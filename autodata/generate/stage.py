@@ -30,7 +30,6 @@ error or a corpus that cannot be read.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 import time
@@ -50,7 +49,7 @@ from autodata.generate.loop import DocOutcome, DocumentRunner, challengers_per_r
 from autodata.generate.outputs import finalize, print_summary, target_status
 from autodata.generate.progress import Counts, Progress
 from autodata.llm import LLM
-from autodata.rundir import JsonlWriter, read_jsonl, rewrite_jsonl, salvage_jsonl
+from autodata.rundir import JsonlWriter, read_jsonl, rewrite_jsonl, salvage_jsonl, write_json_atomic
 from autodata.tracking import flatten, start_wandb
 
 log = logging.getLogger(__name__)
@@ -254,7 +253,7 @@ async def generate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None,
     if repo_id:
         sizes = {"train": stats["train_examples"], "heldout": stats["heldout_examples"]}
         stats["hub"] = push_dataset(run_dir, repo_id, cfg.generate.hub_private, sizes, retry_command(run_dir))
-        (run_dir / "stats.json").write_text(json.dumps(stats, indent=2))
+        write_json_atomic(run_dir / "stats.json", stats)
     return stats
 
 

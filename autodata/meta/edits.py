@@ -1,22 +1,28 @@
 """Edits to a harness variant, and the guards every edit passes before any model call.
 
 An edit is text: a new version (or a unified diff) of one editable template, and knob values. Nothing a model
-writes is ever executed. The guards reject an edit that
+writes is ever executed as Python: templates render in the guarded sandbox (``autodata.domains.sandbox``:
+Jinja's immutable sandbox on deep copies, with limits on operations, CPU time and size enforced while it
+renders). The guards reject an edit that
 
 - names a protected template (solver, judge, loop judge, macros) or a knob outside ``variants.KNOBS``;
 - leaves the domain config invalid (e.g. rubric_min above rubric_max);
-- fails to render in the sandboxed Jinja environment, or renders something huge;
-- drops a variable the parent's prompt showed (the document, the task, the earlier attempts);
-- takes a data fence away (text from outside, a document or a task, must stay inside its <tag> block).
-
-The last two are checked by rendering parent and child with probe values (``PROBES``) and comparing where
-each probe lands.
+- fails to compile, or to render within the sandbox's limits, with probe values or with real documents
+  (``sample_documents``, a short and a long one, and the run's shortest and longest training documents);
+- by its syntax tree (``autodata.meta.syntax``): no longer shows a data variable its parent shows (the document,
+  the task, the earlier attempts and their diagnoses, the rule that decided an outcome), shows it only under a
+  new condition or loop, uses the data in any expression its parent does not (a new test on the document, an
+  unfenced or truncated display), or uses a statement, filter, operator, name or call its parent's templates
+  do not use;
+- by its renders: shows a probe value or a real document less often than the parent, or outside its data fence.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
+import functools
 import re
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -26,8 +32,9 @@ from typing import Any, Callable, Optional
 from autodata.acceptance import FailureReason
 from autodata.config import DomainConfig, RootConfig
 from autodata.domains import DOMAINS, Criterion, Domain, FailedAttempt, Task
-from autodata.domains.templating import DATA_TAGS
-from autodata.variants import apply_knobs, check_knobs, normalize
+from autodata.domains.templating import DATA_TAGS, neutralize
+from autodata.meta.syntax import Reading, compare, read_template
+from autodata.variants import apply_knobs, check_knobs, normalize, template_name_problem
 
 # An edited template longer than this is refused (a prompt, not a document)
 MAX_TEMPLATE_CHARS = 20_000
@@ -193,23 +200,25 @@ PROBES = {
 }
 
 
-def probe_prompts(domain: Domain) -> dict[str, Callable[[], list[dict[str, str]]]]:
-    """Each editable entry template of ``domain``, rendered with probe values (``_rules`` renders inside the
-    challengers)."""
+def probe_prompts(domain: Domain, doc: str = PROBES["document"],
+                  size: int = 1) -> dict[str, Callable[[], list[dict[str, str]]]]:
+    """Each editable entry template of ``domain``, rendered with probe values and document ``doc`` (``_rules``
+    renders inside the challengers); ``size`` rubric criteria and earlier attempts, so loops run that often."""
     p = PROBES
     task = Task(question=p["the task's question"], context=p["the task's context"],
                 reference_answer=p["the reference answer"],
-                rubric=[Criterion(p["the rubric"], 5, "reasoning",
-                                  {"number": 1, "capability": "reasoning", "weight_class": "important"})],
+                rubric=[Criterion(f"{p['the rubric']} {i}", 5 - 2 * i, "reasoning",
+                                  {"number": i + 1, "capability": "reasoning", "weight_class": "important"})
+                        for i in range(size)],
                 question_type="prediction", tags=["reasoning"])
-    history = [FailedAttempt(1, FailureReason.TOO_EASY, p["the earlier attempts"], p["the diagnoses of earlier attempts"],
-                             0.9, 0.95)]
-    doc = p["document"]
+    reasons = (FailureReason.TOO_EASY, FailureReason.FAILED_QV, FailureReason.FAILED_ON_STRONG)
+    history = [FailedAttempt(i + 1, reasons[i % 3], p["the earlier attempts"], p["the diagnoses of earlier attempts"],
+                             0.9, 0.95) for i in range(size)]
     prompts: dict[str, Callable[[], list[dict[str, str]]]] = {
         "challenger": lambda: domain.challenger_messages(doc, history, "agentic"),
         "challenger_cot": lambda: domain.challenger_messages(doc, [], "cot"),
         "qv": lambda: domain.qv_messages(task, doc),
-        "feedback": lambda: domain.feedback_messages(task, FailureReason.TOO_EASY, [0.9], [0.95],
+        "feedback": lambda: domain.feedback_messages(task, FailureReason.TOO_EASY, [0.9] * size, [0.95] * size,
                                                      p["the rule that decided the outcome"]),
     }
     if domain.has_extractor:
@@ -217,58 +226,114 @@ def probe_prompts(domain: Domain) -> dict[str, Callable[[], list[dict[str, str]]
     return prompts
 
 
+@functools.lru_cache(maxsize=1)
+def sample_documents() -> tuple[str, ...]:
+    """Two real documents every edit is rendered with: the Python reference topics (the embedded corpus) nearest
+    500 and 20,000 characters long."""
+    from pydoc_data import topics
+
+    texts = sorted(t.strip() for t in topics.topics.values())
+    return tuple(min(texts, key=lambda t: abs(len(t) - n)) for n in (500, 20_000))
+
+
 _SPAN = re.compile(r"<(%s)>(.*?)</\1>" % "|".join(DATA_TAGS), re.DOTALL)
 
 
-def probe_places(text: str) -> dict[str, tuple[int, bool]]:
-    """Probe name -> (occurrences, every occurrence inside a data fence) in one rendered prompt.
+def probe_places(text: str, markers: Optional[dict[str, str]] = None) -> dict[str, tuple[int, bool]]:
+    """Probe name -> (occurrences, every occurrence inside a data fence) in one rendered prompt; ``markers``
+    (default ``PROBES``) are the texts looked for.
 
     >>> probe_places("<document>\\nPROBE-DOCUMENT-7c1e\\n</document>")["document"]
     (1, True)
     """
     spans = [(m.start(2), m.end(2)) for m in _SPAN.finditer(text)]
     out = {}
-    for name, marker in PROBES.items():
+    for name, marker in (markers or PROBES).items():
         found = [m.start() for m in re.finditer(re.escape(marker), text)]
         out[name] = (len(found), all(any(s <= i < e for s, e in spans) for i in found))
     return out
 
 
-def render_all(domain_cfg: DomainConfig, templates: dict[str, str]) -> dict[str, str]:
-    """Template -> its probe prompt as one text, with ``templates`` (name -> text) laid over the domain's own.
-    ValueError names the template that fails to render."""
+def _is_setting(value: Any) -> bool:
+    """A variable that is the run's own configuration (``cfg``, ``acceptance``), not data."""
+    return dataclasses.is_dataclass(value) and type(value).__module__ == DomainConfig.__module__
+
+
+@dataclass
+class Trial:
+    """One harness's editable templates, compiled and rendered the way the guards need them."""
+
+    # Sample ("probes", or a real document's label) -> entry template -> its prompt as one text
+    rendered: dict[str, dict[str, str]]
+    # Sample -> the texts looked for in its prompts (PROBES, the document replaced by the real one)
+    markers: dict[str, dict[str, str]]
+    # Entry template -> (file name, its data variables, all its variables)
+    entries: dict[str, tuple[str, set[str], set[str]]]
+    # Every template file the domain's search path resolves, by file name
+    sources: dict[str, str]
+
+    def reading(self, entry: str) -> Reading:
+        file, data, variables = self.entries[entry]
+        return read_template(file, self.sources.get, data, variables)
+
+
+def render_all(domain_cfg: DomainConfig, templates: dict[str, str], documents: tuple[str, ...] = ()) -> Trial:
+    """Compile ``templates`` (name -> text) laid over the domain's own, and render every entry template with the
+    probe values, then with each of ``documents``. Each render runs within the sandbox's limits
+    (``autodata.domains.sandbox``) on deep copies. ValueError names the template that fails."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "templates"
         folder.mkdir()
         for name, text in templates.items():
             (folder / f"{name}.j2").write_text(normalize(text), encoding="utf-8")
         try:
-            domain = DOMAINS[domain_cfg.name](replace(domain_cfg, variant=tmp))
+            # A deep copy: nothing of the run's own config reaches a template under trial
+            domain = DOMAINS[domain_cfg.name](replace(copy.deepcopy(domain_cfg), variant=tmp))
         except Exception as err:  # noqa: BLE001 - any template error (syntax, missing block) is the edit's fault
             raise ValueError(f"the templates do not compile: {err}") from None
-        rendered = {}
-        for name, render in probe_prompts(domain).items():
-            try:
-                messages = render()
-            except Exception as err:  # noqa: BLE001 - sandbox refusals, undefined variables, filters
-                raise ValueError(f"{name}.j2 fails to render: {type(err).__name__}: {err}"[:500]) from None
-            text = "\n".join(m["content"] for m in messages)
-            if len(text) > MAX_RENDERED_CHARS:
-                raise ValueError(f"{name}.j2 renders {len(text)} characters (more than {MAX_RENDERED_CHARS})")
-            rendered[name] = text
-        return rendered
+        prompts = domain.prompts
+        entries: dict[str, tuple[str, set[str], set[str]]] = {}
+        render_messages = prompts.messages
+
+        def recording(name: str, **variables: Any) -> list[dict[str, str]]:
+            entries[current] = (f"{name}.j2", {k for k, v in variables.items() if not _is_setting(v)}, set(variables))
+            return render_messages(name, **variables)
+
+        prompts.messages = recording  # type: ignore[method-assign]
+        samples = [("probes", PROBES["document"], 1)]
+        samples += [(f"real document {i} ({len(d)} characters)", d, 3)
+                    for i, d in enumerate(dict.fromkeys(documents), 1)]
+        rendered: dict[str, dict[str, str]] = {}
+        markers: dict[str, dict[str, str]] = {}
+        for label, doc, size in samples:
+            rendered[label] = {}
+            markers[label] = {**PROBES, "document": neutralize(doc)}
+            for current, render in probe_prompts(domain, doc, size).items():
+                try:
+                    messages = render()
+                except Exception as err:  # noqa: BLE001 - sandbox refusals and limits, undefined variables, filters
+                    where = "" if label == "probes" else f" with {label}"
+                    raise ValueError(f"{current}.j2 fails to render{where}: {type(err).__name__}: "
+                                     f"{err}"[:500]) from None
+                text = "\n".join(m["content"] for m in messages)
+                if label == "probes" and len(text) > MAX_RENDERED_CHARS:
+                    raise ValueError(f"{current}.j2 renders {len(text)} characters (more than {MAX_RENDERED_CHARS})")
+                rendered[label][current] = text
+        sources = {name: prompts.source(name[:-3]) or "" for name in prompts.env.list_templates(extensions=["j2"])}
+        return Trial(rendered, markers, entries, sources)
 
 
 def apply_edit(cfg: RootConfig, parent_templates: dict[str, str], parent_knobs: dict[str, Any],
-               edit: Edit, editable: tuple[str, ...], protected: tuple[str, ...]) -> tuple[dict[str, str], dict[str, Any]]:
+               edit: Edit, editable: tuple[str, ...], protected: tuple[str, ...],
+               documents: tuple[str, ...] = ()) -> tuple[dict[str, str], dict[str, Any]]:
     """The child's (templates, knobs) after ``edit``, both complete (every editable template's effective text,
-    every knob's value). Raises EditRejected before any model call when a guard refuses it."""
+    every knob's value). Raises EditRejected before any model call when a guard refuses it. ``documents`` (the
+    run's training documents) are rendered besides ``sample_documents()``."""
     templates = dict(parent_templates)
     if edit.template:
-        if edit.template in protected or edit.template not in editable:
-            kind = "protected" if edit.template in protected else "not an editable template"
-            raise EditRejected("guard", f"template {edit.template!r} is {kind} (editable: {', '.join(editable)}); "
-                                        "solver, judge and scoring prompts may not be edited")
+        problem = template_name_problem(edit.template, editable, protected)
+        if problem:
+            raise EditRejected("guard", f"{problem}; solver, judge and scoring prompts may not be edited")
         if edit.mode == "diff":
             try:
                 templates[edit.template] = apply_diff(parent_templates.get(edit.template, ""), edit.text)
@@ -280,9 +345,6 @@ def apply_edit(cfg: RootConfig, parent_templates: dict[str, str], parent_knobs: 
         if len(text) > MAX_TEMPLATE_CHARS:
             raise EditRejected("guard", f"{edit.template}.j2 would be {len(text)} characters (at most "
                                         f"{MAX_TEMPLATE_CHARS})")
-        if re.search(r"\brange\s*\(", text):
-            raise EditRejected("guard", f"{edit.template}.j2 uses range(): an edited prompt may not generate text "
-                                        "in loops")
     knobs, problems = check_knobs(edit.knobs)
     if problems:
         raise EditRejected("guard", "; ".join(problems))
@@ -292,24 +354,41 @@ def apply_edit(cfg: RootConfig, parent_templates: dict[str, str], parent_knobs: 
         raise EditRejected("guard", "the knobs leave the domain config invalid: " + "; ".join(problems))
     if normalize_all(templates) == normalize_all(parent_templates) and child_knobs == parent_knobs:
         raise EditRejected("invalid_edit", "the edit changes nothing (the child equals its parent)")
-    domain_cfg = apply_knobs(cfg.domain, child_knobs)
+    samples = (*sample_documents(), *documents)
     try:
-        before = render_all(apply_knobs(cfg.domain, parent_knobs), parent_templates)
+        before = render_all(apply_knobs(cfg.domain, parent_knobs), parent_templates, samples)
     except ValueError as err:
         raise EditRejected("invalid_edit", f"the parent itself does not render ({err})") from None
     try:
-        after = render_all(domain_cfg, templates)
+        after = render_all(apply_knobs(cfg.domain, child_knobs), templates, samples)
     except ValueError as err:
         raise EditRejected("guard", str(err)) from None
-    for name, text in after.items():
-        was, now = probe_places(before[name]), probe_places(text)
-        for probe, (count, fenced) in was.items():
-            if count and not now[probe][0]:
-                raise EditRejected("guard", f"{name}.j2 no longer shows {probe} (a variable the prompt needs)")
-            if count and fenced and not now[probe][1]:
-                raise EditRejected("guard", f"{name}.j2 shows {probe} outside its data fence (<tag> ... </tag>): "
-                                            "text from outside must stay fenced")
+    try:
+        problems = [p for entry in after.entries
+                    for p in compare(f"{entry}.j2", before.reading(entry), after.reading(entry))]
+    except Exception as err:  # noqa: BLE001 - a tree the reader cannot follow is refused, never waved through
+        problems = [f"the templates' syntax trees could not be read ({type(err).__name__}: {err})"]
+    if problems:
+        raise EditRejected("guard", _listed(problems))
+    for label, prompts in after.rendered.items():
+        where = "" if label == "probes" else f" with {label}"
+        markers = after.markers[label]
+        for name, text in prompts.items():
+            was, now = probe_places(before.rendered[label][name], markers), probe_places(text, markers)
+            for probe, (count, fenced) in was.items():
+                if count and not now[probe][0]:
+                    raise EditRejected("guard", f"{name}.j2 no longer shows {probe}{where} (a variable the prompt "
+                                                "needs)")
+                if count and fenced and not now[probe][1]:
+                    raise EditRejected("guard", f"{name}.j2 shows {probe} outside its data fence (<tag> ... </tag>)"
+                                                f"{where}: text from outside must stay fenced")
     return templates, child_knobs
+
+
+def _listed(problems: list[str], limit: int = 1500) -> str:
+    """Problems joined for history.jsonl, at most ``limit`` characters."""
+    text = "; ".join(problems)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def normalize_all(templates: dict[str, str]) -> dict[str, str]:

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from autodata.config import MetaConfig
+from autodata.rundir import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _rechecks(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def finish(run_dir: Path, baseline: Any, best: Any, history: list[dict[str, Any]], meta: MetaConfig,
            failed: int) -> dict[str, Any]:
     summary = summarize(history, baseline, best, meta, failed)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(run_dir / "summary.json", summary)
     try:
         plot_scores(history, baseline.score, run_dir / "score.png")
     except Exception as err:  # noqa: BLE001 - a plot must never cost the run its summary

@@ -24,7 +24,7 @@ from autodata.corpus import Document
 from autodata.meta.edits import apply_diff, make_diff
 from autodata.rundir import read_jsonl
 from autodata.scoring import mean_or_none
-from autodata.variants import FORMAT, apply_knobs, content_hash, normalize, write_folder
+from autodata.variants import FORMAT, apply_knobs, content_hash, normalize, template_name_problem, write_folder
 
 
 class PopulationError(ValueError):
@@ -58,8 +58,10 @@ def make_variant(templates: dict[str, str], knobs: dict[str, Any], **fields: Any
     return Variant(id=content_hash(templates, knobs), templates=templates, knobs=dict(knobs), **fields)
 
 
-def load_population(path: Path, domain: str, baseline: Variant) -> list[Variant]:
-    """The kept variants in file order; PopulationError when a row is of another format, domain or baseline."""
+def load_population(path: Path, domain: str, baseline: Variant, editable: tuple[str, ...],
+                    protected: tuple[str, ...] = ()) -> list[Variant]:
+    """The kept variants in file order; PopulationError when a row is of another format, domain or baseline, or
+    names a template that is not one of ``editable`` (exactly: "../judge", "Judge" and "judge.J2" are refused)."""
     out: list[Variant] = []
     for n, row in enumerate(read_jsonl(path), 1):
         where = f"{path} line {n}"
@@ -74,6 +76,11 @@ def load_population(path: Path, domain: str, baseline: Variant) -> list[Variant]
                 f"{where} was evolved from baseline {row.get('baseline')}, but this run's harness is {baseline.id} "
                 "(another version of the packaged templates, another domain.variant or template_dir, or other knob "
                 "values). Resume with the settings that started it, or start a new run dir")
+        diffs = row.get("diffs") or {}
+        named = [p for name in (diffs if isinstance(diffs, dict) else ["<diffs is not an object>"])
+                 if (p := template_name_problem(name, editable, protected))]
+        if named:
+            raise PopulationError(f"{where}: {'; '.join(named)}; the file was edited or damaged")
         try:
             templates = {name: apply_diff(baseline.templates.get(name, ""), diff)
                          for name, diff in (row.get("diffs") or {}).items()}

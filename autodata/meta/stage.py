@@ -7,10 +7,12 @@
 Each iteration draws a parent from the population (Boltzmann, P proportional to exp(score / meta.temperature)),
 runs it on a minibatch of training documents, lets the analyzer write a root-cause analysis of the
 trajectories (and the history of earlier iterations), lets the implementer turn it into an edit, checks the
-edit against the guards (``edits.py``: no protected template or knob, renders, keeps variables and data fences),
+edit against the guards (``edits.py``: no protected template or knob; renders within the sandbox's limits; by its
+syntax tree and its renders, keeps every data variable, fenced and unconditional, and adds no new construct),
 scores the child on the validation documents, and keeps it only if its score is strictly higher than the
 parent's and the sabotage monitor raised no flag (``meta.reject_flagged``). ``meta.concurrency`` iterations run
-at once on the same endpoints, limits and response cache.
+at once on the same endpoints, limits and response cache; two in flight that make the same child score it once
+(the later is recorded as a duplicate).
 
 Writes into the run dir: population.jsonl (kept variants), history.jsonl (every iteration, kept or not, with
 the analysis, the edit, the diff, the scores and the reason for a rejection), split.json (which documents
@@ -49,7 +51,7 @@ from autodata.meta.outputs import finish
 from autodata.meta.population import (PopulationError, Variant, load_population, make_variant, materialize,
                                       monitor_values, sabotage_flags, score_of, split_documents, variant_config)
 from autodata.meta.sampling import boltzmann_pick
-from autodata.rundir import JsonlWriter, read_jsonl
+from autodata.rundir import JsonlWriter, read_json_state, read_jsonl, write_json_atomic
 from autodata.validation import InputError
 from autodata.variants import FORMAT, knob_values
 
@@ -77,6 +79,9 @@ class MetaOptimizer:
         self.agents = Agents(domain.name, self.editable)
         self.population: list[Variant] = []
         self.history: list[dict[str, Any]] = []
+        self.guard_documents: tuple[str, ...] = ()
+        # The child each iteration in flight is scoring (iteration -> variant id), until its row is recorded
+        self.in_flight: dict[int, str] = {}
         self.failed = 0
 
     # ------------------------------------------------------------------ files
@@ -86,21 +91,26 @@ class MetaOptimizer:
         split = {"format": FORMAT, "domain": self.domain_name, "score": self.meta.score,
                  "train": [d.id for d in self.train], "validation": [d.id for d in self.validation]}
         path = self.run_dir / "split.json"
-        if path.exists():
-            old = json.loads(path.read_text())
+        old = read_json_state(path, "and it is written again from the corpus and meta.* settings")
+        if old is not None:
             if old != split:
-                changed = [k for k in split if old.get(k) != split[k]]
+                changed = [k for k in split if not isinstance(old, dict) or old.get(k) != split[k]]
                 raise PopulationError(
                     f"{path} records another setup ({', '.join(changed)} differ): the stored scores were measured "
                     "on other documents or with another score. Resume with the same corpus and meta.* settings, "
                     "or start a new run dir (hydra.run.dir=...)")
-        self.population = load_population(self.run_dir / "population.jsonl", self.domain_name, self.baseline)
+        self.population = load_population(self.run_dir / "population.jsonl", self.domain_name, self.baseline,
+                                          self.editable, self.protected)
+        # The guards render every edit with the shortest and the longest training document too (never a
+        # validation one: nothing of those reaches the agents or their edits' checks)
+        ranked = sorted(self.train, key=lambda d: len(d.text))
+        self.guard_documents = tuple(dict.fromkeys(d.text for d in ranked[:1] + ranked[-1:]))
         if self.population:
             # The baseline scored by an earlier process (load_population checked that it is this run's)
             self.baseline = self.population[0]
         self.history = [r for r in read_jsonl(self.run_dir / "history.jsonl") if r.get("format") == FORMAT]
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(split, indent=2))
+        write_json_atomic(path, split)
 
     def variant_dir(self, variant: Variant) -> Path:
         return self.run_dir / "variants" / variant.id
@@ -147,10 +157,9 @@ class MetaOptimizer:
     def plan(self, n: int) -> dict[str, Any]:
         """The iteration's parent, minibatch and visible history; stored, so a redone iteration repeats them."""
         path = self.run_dir / "iterations" / str(n) / "plan.json"
-        if path.exists():
-            plan = json.loads(path.read_text())
-            if any(v.id == plan["parent"] for v in self.population):
-                return plan
+        plan = read_json_state(path, f"and iteration {n} is planned again")
+        if isinstance(plan, dict) and any(v.id == plan.get("parent") for v in self.population):
+            return plan
         rng = random.Random(f"{self.meta.seed}:parent:{n}")
         parent = self.population[boltzmann_pick([v.score or 0.0 for v in self.population], self.meta.temperature, rng)]
         minibatch = random.Random(f"{self.meta.seed}:minibatch:{n}").sample(
@@ -158,7 +167,7 @@ class MetaOptimizer:
         plan = {"parent": parent.id, "minibatch": minibatch,
                 "history": [r["iteration"] for r in self.history if r.get("iteration")]}
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(plan, indent=2))
+        write_json_atomic(path, plan)
         return plan
 
     async def iterate(self, n: int) -> dict[str, Any]:
@@ -181,7 +190,16 @@ class MetaOptimizer:
             row["rejection"], row["reason"] = "duplicate", (f"the child is variant {twin.id} (iteration "
                                                             f"{twin.iteration}), already in the population")
             child = None
+        # Two iterations in flight that make the same child would score it into one folder at once: the later
+        # one is a duplicate of the earlier, as of a variant in the population
+        scorer = next((m for m, id_ in self.in_flight.items() if child is not None and id_ == child.id), None)
+        if scorer is not None:
+            row["child"] = child.id
+            row["rejection"], row["reason"] = "duplicate", (f"the child is variant {child.id}, which iteration "
+                                                            f"{scorer} (in flight) is scoring")
+            child = None
         if child is not None:
+            self.in_flight[n] = child.id
             row["child"] = child.id
             row["diff"] = "".join(make_diff(parent.templates.get(t, ""), child.templates[t], t)
                                   for t in sorted(child.templates))
@@ -228,16 +246,17 @@ class MetaOptimizer:
             if not result.ok:
                 row["rejection"], row["reason"] = "invalid_edit", f"implementer output is not a valid edit: {result.error}"
             else:
-                child = self.check(parent, result.value, n, row)
-        path = self.run_dir / "iterations" / str(n) / "agents.json"
-        path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
+                # Off the event loop: the guards render model-written templates (within the sandbox's limits), and
+                # the other iterations in flight go on meanwhile
+                child = await asyncio.to_thread(self.check, parent, result.value, n, row)
+        write_json_atomic(self.run_dir / "iterations" / str(n) / "agents.json", record, ensure_ascii=False)
         return child
 
     def check(self, parent: Variant, edit: Edit, n: int, row: dict[str, Any]) -> Optional[Variant]:
         row["edit"] = edit.row()
         try:
             templates, knobs = apply_edit(self.cfg, parent.templates, parent.knobs, edit, self.editable,
-                                          self.protected)
+                                          self.protected, self.guard_documents)
         except EditRejected as err:
             row["rejection"], row["reason"] = err.kind, err.reason
             return None
@@ -272,6 +291,10 @@ class MetaOptimizer:
                         self.failed += 1
                         log.error("iteration %d failed and is redone on resume: %s", n, err)
                         return
+                    finally:
+                        # Nothing awaits from here to the rows below: no other iteration sees the child as
+                        # neither in flight nor in the population
+                        self.in_flight.pop(n, None)
                 row, child = outcome["row"], outcome["child"]
                 if child is not None:
                     self.population.append(child)
@@ -321,7 +344,7 @@ class MetaOptimizer:
         info = json.loads((tmp / "variant.json").read_text())
         info.update({"score": best.score, "score_name": self.meta.score, "baseline": self.baseline.id,
                      "baseline_score": self.baseline.score})
-        (tmp / "variant.json").write_text(json.dumps(info, indent=2))
+        write_json_atomic(tmp / "variant.json", info)
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
 
