@@ -522,7 +522,7 @@ class ReportConfig:
     # Meta-optimization table: label (e.g. ours) -> a stage=meta_optimize run dir (its summary.json)
     meta_runs: dict[str, str] = field(default_factory=dict)
     # Published meta-optimization numbers (conf/report/paper_cs.yaml): baseline_score, best_score (validation pass
-    # rates), iterations, kept
+    # rates), iterations, kept, kept_other_source (the children kept by another of the paper's summaries)
     meta_paper: dict[str, float] = field(default_factory=dict)
 
 
@@ -629,15 +629,22 @@ class MetaConfig:
     minibatch_size: int = 5
     # Boltzmann temperature of the parent draw: P(i) proportional to exp(score_i / T)
     temperature: float = 0.1
-    # What a variant's validation run scores: pass_rate (accepted / documents) or mean_gap (strong minus weak mean
-    # over accepted examples; 0 when none is accepted)
+    # What a variant's validation run scores (autodata/meta/population.py SCORES says each in words): pass_rate
+    # (documents that yielded an accepted task / documents: with 25 documents only multiples of 0.04, so the
+    # paper's 62.1% and 79.6% cannot occur), pass_rate_rounds (accepted tasks / rounds: each round is one task
+    # the challenger wrote, passed only when the quality verifier and the solver gap accept it; a finer unit, in
+    # which the paper's figures can occur) or mean_gap (strong minus weak mean over accepted examples; 0 if none)
     score: str = "pass_rate"
-    # Re-run the parent on the validation documents in every iteration (served from the response cache: it costs
-    # no model call) and record that its score and calls matched; false trusts the stored score
-    recheck_parent: bool = True
-    # Characters of history.jsonl the analyzer reads (most recent and most informative entries first)
+    # How the parent is measured again each time a child is compared with it: fresh (re-run on the validation
+    # documents with new sampling seeds; its stored score becomes the mean of all its evaluations, so a lucky
+    # first score does not stay the population's best; costs a validation run per comparison), cached (replayed
+    # from the response cache: no model call, the same number; checks that reuse is exact) or none
+    parent_reeval: str = "fresh"
+    # Characters of history.jsonl the analyzer and the implementer read (most informative entries first)
     history_chars: int = 6000
-    # Characters of trajectories (the minibatch's rounds) the analyzer reads
+    # Characters of trajectories the analyzer reads when its endpoint's context length is unknown; with
+    # models.roles.analyzer.context_length (or a server that reports it) the budget is that context less the
+    # prompt and max_tokens
     trajectory_chars: int = 6000
     # Sabotage monitor, against the parent on validation: flag a child whose strong solver's mean score drops by
     # more than this, ...

@@ -224,6 +224,7 @@ def check_meta(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> list
     _positive(problems, "meta.train_documents", m.train_documents)
     _positive(problems, "meta.temperature", m.temperature)
     _choice(problems, "meta.score", m.score, META_SCORES)
+    _choice(problems, "meta.parent_reeval", m.parent_reeval, META_PARENT_REEVALS)
     if isinstance(m.minibatch_size, int) and isinstance(m.train_documents, int) and m.minibatch_size > m.train_documents:
         problems.append(Problem("meta.minibatch_size", m.minibatch_size,
                                 f"must be <= meta.train_documents ({m.train_documents}), the documents it is drawn from",
@@ -238,7 +239,8 @@ def check_meta(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> list
     return problems
 
 
-META_SCORES = ("pass_rate", "mean_gap")
+META_SCORES = ("pass_rate_rounds", "pass_rate", "mean_gap")
+META_PARENT_REEVALS = ("fresh", "cached", "none")
 
 
 def check_endpoints_file(cfg: RootConfig) -> tuple[list[Problem], dict]:
@@ -490,7 +492,8 @@ def check_report(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> li
         if not label or not path:
             problems.append(Problem(f"report.meta_runs.{label}", path, "must map a label to a meta_optimize run dir",
                                     "e.g. '+report.meta_runs={ours: runs/meta_cs}'"))
-    known = ("baseline_score", "best_score", "iterations", "kept", "rejected_by_guard", "flagged")
+    known = ("baseline_score", "best_score", "iterations", "kept", "kept_other_source", "rejected_by_guard",
+             "flagged")
     for key in cfg.report.meta_paper:
         if key not in known:
             problems.append(Problem(f"report.meta_paper.{key}", cfg.report.meta_paper[key],

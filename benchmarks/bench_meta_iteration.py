@@ -46,7 +46,7 @@ from fake_openai_server import MODEL, serve_in_subprocess  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # The implementer's answer: a knob edit that passes every guard and changes the challenger prompt
-EDIT = json.dumps({"rationale": "ban one more generic phrasing", "template": "none", "mode": "none", "text": "",
+EDIT = json.dumps({"rationale": "ban one more generic phrasing", "templates": [],
                    "knobs": [{"name": "banned_phrasings", "value": "explain why, explain how, discuss"}]})
 SOLVERS = ("weak_solver", "strong_solver")
 
@@ -94,7 +94,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def run_meta(url: str, work: Path, latency: float, in_flight: int) -> tuple[float, Path]:
+def run_meta(url: str, work: Path, latency: float, in_flight: int,
+             parent_reeval: str = "fresh") -> tuple[float, Path]:
     corpus, run_dir = work / "docs.jsonl", work / "run"
     # A run dir left by an earlier --keep would resume (its iteration already done): start afresh
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -103,7 +104,8 @@ def run_meta(url: str, work: Path, latency: float, in_flight: int) -> tuple[floa
                f"models.base_url={url}", f"models.model={MODEL}", "corpus=jsonl", f"corpus.path={corpus}",
                "corpus.limit=null", "meta.validation_documents=2", "meta.train_documents=2", "meta.minibatch_size=1",
                "meta.iterations=1", "meta.concurrency=1", "generate.max_rounds=2",
-               f"generate.max_docs_in_flight={in_flight}", "progress=false", f"hydra.run.dir={run_dir}"]
+               f"generate.max_docs_in_flight={in_flight}", f"meta.parent_reeval={parent_reeval}", "progress=false",
+               f"hydra.run.dir={run_dir}"]
     started = time.perf_counter()
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     wall = time.perf_counter() - started
@@ -127,18 +129,24 @@ def report(run_dir: Path, latency: float, in_flight: int, process_wall: float) -
     agent_levels = sum(len(a.get("outputs") or []) for a in agents.values())
     child_dir = run_dir / "variants" / row["child"] / "validation" if row.get("child") else None
     recheck = row.get("parent_recheck") or {}
+    reeval = row.get("parent_reeval") or {}
+    reeval_dir = it / "parent_reeval"
     phases = {
         "baseline": (run_levels(read_jsonl(base_dir / "rounds.jsonl"), latency, in_flight), stats_wall(base_dir)),
         "minibatch": (run_levels(read_jsonl(mini_dir / "rounds.jsonl"), latency, in_flight), stats_wall(mini_dir)),
         "agents": (agent_levels, None),
         "child": ((run_levels(read_jsonl(child_dir / "rounds.jsonl"), latency, in_flight), stats_wall(child_dir))
                   if child_dir else (0, None)),
-        # Served from the cache: no level unless calls reached the model (then unknown: counted as one each)
+        # meta.parent_reeval=fresh: the parent on the validation documents again, with new seeds
+        "parent": ((run_levels(read_jsonl(reeval_dir / "rounds.jsonl"), latency, in_flight), stats_wall(reeval_dir))
+                   if reeval else (0, None)),
+        # meta.parent_reeval=cached: served from the cache, no level unless calls reached the model (then unknown:
+        # counted as one each)
         "recheck": (recheck.get("model_calls") or 0, None),
     }
-    iteration_levels = sum(phases[p][0] for p in ("minibatch", "agents", "child", "recheck"))
+    iteration_levels = sum(phases[p][0] for p in ("minibatch", "agents", "child", "parent", "recheck"))
     return {"phases": phases, "iteration_wall": float(row["seconds"]), "iteration_levels": iteration_levels,
-            "recheck": recheck, "row": row, "process_wall": process_wall}
+            "recheck": recheck, "reeval": reeval, "row": row, "process_wall": process_wall}
 
 
 def print_report(r: dict[str, Any], latency: float) -> None:
@@ -150,14 +158,19 @@ def print_report(r: dict[str, Any], latency: float) -> None:
     path = r["iteration_levels"] * latency
     print(f"{'iteration':<10} {r['iteration_levels']:>6} {path:>7.2f} {r['iteration_wall']:>7.2f} "
           f"{r['iteration_wall'] / path if path else float('nan'):>9.2f}")
-    known = sum(w for p, (_, w) in r["phases"].items() if p in ("minibatch", "child") and w is not None)
-    print(f"\niteration wall outside the two scoring runs (agents, guards, recheck, files): "
+    known = sum(w for p, (_, w) in r["phases"].items() if p in ("minibatch", "child", "parent") and w is not None)
+    print(f"\niteration wall outside the scoring runs (agents, guards, recheck, files): "
           f"{r['iteration_wall'] - known:.2f} s for {r['phases']['agents'][0]} agent calls")
-    rc = r["recheck"]
-    share = rc.get("cache_share")
-    print(f"parent recheck: cache share {'-' if share is None else f'{share:.2f}'} (target 1.00), model calls "
-          f"{rc.get('model_calls')} (target 0), cached calls {rc.get('cached_calls')}, score matches "
-          f"{rc.get('matches')}")
+    rc, fresh = r["recheck"], r["reeval"]
+    if rc:
+        share = rc.get("cache_share")
+        print(f"parent recheck (cached): cache share {'-' if share is None else f'{share:.2f}'} (target 1.00), "
+              f"model calls {rc.get('model_calls')} (target 0), cached calls {rc.get('cached_calls')}, score "
+              f"matches {rc.get('matches')}")
+    if fresh:
+        print(f"parent re-evaluation (fresh): {fresh.get('model_calls')} model calls, {fresh.get('cached_calls')} "
+              f"from the cache; score {fresh.get('score')}, stored mean {fresh.get('mean')} over "
+              f"{fresh.get('evaluations')} evaluations")
     row = r["row"]
     print(f"child {row.get('child')}: {row.get('rejection') or 'kept'}; whole process {r['process_wall']:.2f} s")
 
@@ -167,13 +180,15 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.2, help="seconds the fake server takes per call")
     parser.add_argument("--in-flight", type=int, default=2, help="generate.max_docs_in_flight")
     parser.add_argument("--keep", help="keep the run dir here (default: a temporary folder)")
+    parser.add_argument("--parent-reeval", default="fresh", choices=("fresh", "cached", "none"),
+                        help="meta.parent_reeval of the run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, \
             serve_in_subprocess(args.latency, schema_json=True, schema_answers={"edit": EDIT}) as url:
         work = Path(args.keep) if args.keep else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         print(f"fake server latency {args.latency} s; {os.cpu_count()} CPUs; running stage=meta_optimize ...")
-        wall, run_dir = run_meta(url, work, args.latency, args.in_flight)
+        wall, run_dir = run_meta(url, work, args.latency, args.in_flight, args.parent_reeval)
         print_report(report(run_dir, args.latency, args.in_flight, wall), args.latency)
 
 

@@ -111,7 +111,13 @@ def test_schema_instances_are_valid_and_parse_for_the_cs_loop(knobs):
     assert agents.parse_analysis(schema_instance(agents.analyzer_schema, "s"))["analysis"]
     edit = schema_instance(agents.implementer_schema, "s")
     assert valid(agents.implementer_schema, edit)
-    assert parse_edit(edit, domain.editable_templates).template == domain.editable_templates[0]
+    # The fake server's bare instance has no template and no knob (arrays get minItems items): not an edit; one
+    # template item of the same schema is
+    with pytest.raises(ValueError, match="changes nothing"):
+        parse_edit(edit, domain.editable_templates)
+    item = schema_instance(agents.implementer_schema["properties"]["templates"]["items"], "s")
+    assert parse_edit({**edit, "templates": [item]}, domain.editable_templates).template == \
+        domain.editable_templates[0]
 
 
 def test_schema_instance_bounds():

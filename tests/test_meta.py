@@ -106,7 +106,7 @@ def history(tmp_path: Path) -> list[dict]:
 
 
 def test_an_iteration_keeps_a_strictly_better_child_and_exports_it(tmp_path):
-    summary, backends = run(make_cfg(tmp_path), tmp_path, World())
+    summary, backends = run(make_cfg(tmp_path, parent_reeval="cached"), tmp_path, World())
     rows = history(tmp_path)
     assert [r["iteration"] for r in rows] == [1, 2]
     first = rows[0]

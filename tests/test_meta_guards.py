@@ -92,7 +92,11 @@ HOSTILE = {
     "document_behind_a_new_rules_macro": (Edit(
         "_rules", "replace", RULES + "\n{% macro doc(d) %}{% if d|length < 4000 %}{{ d|fence('document') }}"
         "{% endif %}{% endmacro %}\n"), "uses what its parent"),
-    "history_dropped": (challenger("{{ m.history(feedback_groups) }}", ""), "no longer shows feedback_groups"),
+    "history_dropped": (challenger("{{ attempts.history(feedback_groups, gen) }}", ""),
+                        "no longer shows feedback_groups"),
+    # The orchestrator's instructions are editable (_attempts.j2), the data they show is not optional
+    "diagnoses_dropped_from_attempts": (Edit("_attempts", "replace", SOURCES["_attempts"].replace(
+        "  Why it failed: {{ a.diagnosis }}\n", "")), "no longer shows"),
     # Work and size without end
     "cycler_loop": (challenger(SHAPE, "{% set c = cycler('a', 'b') %}{% for i in [1, 2] %}{{ c.next() }}"
                                       "{% endfor %}" + SHAPE), "cycler"),

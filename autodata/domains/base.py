@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from autodata.acceptance import GROUP_TITLES, AcceptancePolicy, build_policy
-from autodata.config import DomainConfig
+from autodata.config import DomainConfig, GenerateConfig
 from autodata.domains import checks
 from autodata.domains.templating import PromptSet, shorten
 from autodata.variants import VariantError, content_hash, knob_values, protected_overrides, template_files
@@ -293,7 +293,7 @@ class Domain:
     template_names: tuple[str, ...] = ("challenger", "challenger_cot", "qv", "solver", "judge", "feedback")
     # Templates a harness variant (stage=meta_optimize) may rewrite and domain.template_dir may replace. The rest
     # (solver, judge, loop judge and the macros the judge uses) decide what a score means: protected.
-    editable_templates: tuple[str, ...] = ("_rules", "challenger", "challenger_cot", "qv", "feedback")
+    editable_templates: tuple[str, ...] = ("_rules", "_attempts", "challenger", "challenger_cot", "qv", "feedback")
     protected_templates: tuple[str, ...] = ("solver", "judge", "macros")
     # Phrases that point the solver at a source it never sees (the weak solver
     # answers without the document).
@@ -337,12 +337,15 @@ class Domain:
         return content_hash(self.editable_sources(), knob_values(self.cfg))
 
     # ----------------------------------------------------------------- challenger
-    def challenger_messages(self, doc_text: str, history: list[FailedAttempt], method: str) -> list[dict]:
+    def challenger_messages(self, doc_text: str, history: list[FailedAttempt], method: str,
+                            gen: Optional[GenerateConfig] = None) -> list[dict]:
+        """The writer's prompt; ``gen`` (the run's generate settings; defaults when None) decides what the prompt
+        says the strong model reads (``strong_sees_document``)."""
         template = self.METHODS.get(method)
         if template is None:
             raise ValueError(f"unknown method {method!r}; expected one of: {', '.join(self.METHODS)}")
         return self.prompts.messages(template, document=doc_text, feedback_groups=feedback_groups(history),
-                                     cfg=self.cfg)
+                                     cfg=self.cfg, gen=gen if gen is not None else GenerateConfig())
 
     def _challenger_schema(self) -> dict[str, Any]:
         raise NotImplementedError

@@ -81,7 +81,7 @@ def prompt_overheads(cfg: RootConfig, domain: Domain, challengers_per_round: int
                              "x" * DIAGNOSIS_CHARS_IN_FEEDBACK, 0.0, 0.0)
                for i in range(max(0, gen.max_rounds - 1) * challengers_per_round)]
     # A one-character document keeps the template's document block in the rendering.
-    writer = [domain.challenger_messages(".", history, method) for method in domain.METHODS]
+    writer = [domain.challenger_messages(".", history, method, gen) for method in domain.METHODS]
     if domain.has_extractor:
         writer.append(domain.extractor_messages("."))
     overheads = {"challenger": max(estimate_tokens(m) for m in writer)}

@@ -252,7 +252,7 @@ class DocumentRunner:
     async def _propose(self, rec: RoundRecorder, doc_text: str, history: list[FailedAttempt],
                        method: str, step: str = "challenger") -> tuple[Optional[Task], Optional[str]]:
         result = await rec.chat_json("challenger", step,
-                                     self.domain.challenger_messages(doc_text, history, method),
+                                     self.domain.challenger_messages(doc_text, history, method, self.gen),
                                      schema=self.domain.challenger_schema, parse=self.domain.parse_task,
                                      schema_name="task")
         return result.value, result.error

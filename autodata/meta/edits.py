@@ -1,6 +1,8 @@
 """Edits to a harness variant, and the guards every edit passes before any model call.
 
-An edit is text: a new version (or a unified diff) of one editable template, and knob values. Nothing a model
+An edit is text: new versions (or unified diffs) of one or more editable templates, and knob values; the
+paper's "code diff relative to a baseline repository". It is applied whole or not at all: every template it
+touches passes the same guards, and one refused part refuses the edit. Nothing a model
 writes is ever executed as Python: templates render in the guarded sandbox (``autodata.domains.sandbox``:
 Jinja's immutable sandbox on deep copies, with limits on operations, CPU time and size enforced while it
 renders). The guards reject an edit that
@@ -53,19 +55,61 @@ class EditRejected(ValueError):
 
 
 @dataclass
-class Edit:
-    # The editable template changed ("" for an edit of knobs only)
-    template: str = ""
+class Change:
+    """One template's part of an edit."""
+
+    template: str
     # "replace": text is the template's new text; "diff": text is a unified diff against the parent's text
+    mode: str = "replace"
+    text: str = ""
+
+    def row(self) -> dict[str, Any]:
+        return {"template": self.template, "mode": self.mode, "text": self.text}
+
+
+@dataclass
+class Edit:
+    # The first template changed ("" for an edit of knobs only); with ``mode`` and ``text``, the single-template
+    # form older history rows and callers use. Further templates are in ``more``.
+    template: str = ""
     mode: str = "replace"
     text: str = ""
     # Knob values to set (names from variants.KNOBS), as the implementer wrote them
     knobs: dict[str, Any] = field(default_factory=dict)
     rationale: str = ""
+    # The other templates the same edit changes
+    more: list[Change] = field(default_factory=list)
+
+    @property
+    def changes(self) -> list[Change]:
+        """Every template change of the edit, in order."""
+        first = [Change(self.template, self.mode, self.text)] if self.template else []
+        return first + list(self.more)
 
     def row(self) -> dict[str, Any]:
-        return {"template": self.template, "mode": self.mode, "text": self.text, "knobs": self.knobs,
-                "rationale": self.rationale}
+        out = {"template": self.template, "mode": self.mode, "text": self.text, "knobs": self.knobs,
+               "rationale": self.rationale}
+        if self.more:
+            out["templates"] = [c.row() for c in self.changes]
+        return out
+
+    @classmethod
+    def of(cls, changes: list[Change], knobs: Optional[dict[str, Any]] = None, rationale: str = "") -> "Edit":
+        """An edit of several templates (the first is ``template``/``mode``/``text``, the rest ``more``)."""
+        first = changes[0] if changes else Change("", "none", "")
+        return cls(first.template, first.mode, first.text, dict(knobs or {}), rationale, list(changes[1:]))
+
+
+def edited_templates(edit: dict[str, Any]) -> list[str]:
+    """The templates an ``Edit.row()`` names, in either form (one template, or several under ``templates``).
+
+    >>> edited_templates({"template": "qv", "templates": [{"template": "qv"}, {"template": "feedback"}]})
+    ['qv', 'feedback']
+    >>> edited_templates({"template": "challenger", "mode": "diff"})
+    ['challenger']
+    """
+    several = [c.get("template") for c in edit.get("templates") or [] if isinstance(c, dict) and c.get("template")]
+    return several or ([edit["template"]] if edit.get("template") else [])
 
 
 # ---------------------------------------------------------------------------------------------- diffs
@@ -149,22 +193,35 @@ def _find(lines: list[str], block: list[str], hint: int, start: int) -> Optional
 
 # ---------------------------------------------------------------------------------------------- implementer output
 def parse_edit(obj: Any, editable: tuple[str, ...]) -> Edit:
-    """The implementer's JSON answer as an ``Edit``; ValueError lists what is wrong."""
+    """The implementer's JSON answer as an ``Edit``; ValueError lists what is wrong. Reads both forms: several
+    templates under ``templates`` (items ``{"template", "mode", "text"}``), or one as ``template``/``mode``/``text``.
+
+    >>> e = parse_edit({"templates": [{"template": "qv", "mode": "replace", "text": "a"},
+    ...                               {"template": "feedback", "mode": "diff", "text": "b"}]}, ("qv", "feedback"))
+    >>> [(c.template, c.mode) for c in e.changes]
+    [('qv', 'replace'), ('feedback', 'diff')]
+    """
     if not isinstance(obj, dict):
         raise ValueError(f"expected a JSON object, found {type(obj).__name__}")
-    problems = []
-    template = obj.get("template")
-    template = "" if template in (None, "", "none") else template
-    if not isinstance(template, str):
-        problems.append(f"template: expected a template name, found {template!r}")
-        template = ""
-    mode = obj.get("mode") or ("none" if not template else "replace")
-    if mode not in ("replace", "diff", "none"):
-        problems.append(f"mode: expected replace, diff or none, found {mode!r}")
-    text = obj.get("text") or ""
-    if not isinstance(text, str):
-        problems.append(f"text: expected a string, found {type(text).__name__}")
-        text = ""
+    problems: list[str] = []
+    items = obj.get("templates")
+    if items in (None, []):
+        items = [obj] if obj.get("template") not in (None, "", "none") else []
+    elif not isinstance(items, list):
+        problems.append(f"templates: expected a list, found {type(items).__name__}")
+        items = []
+    changes: list[Change] = []
+    for item in items:
+        if not isinstance(item, dict):
+            problems.append(f"templates: expected items like {{\"template\": ..., \"mode\": ..., \"text\": ...}}, "
+                            f"found {item!r}"[:200])
+            continue
+        change = _parse_change(item, problems)
+        if change is not None:
+            changes.append(change)
+    names = [c.template for c in changes]
+    if len(set(names)) < len(names):
+        problems.append(f"templates: each template at most once, found {', '.join(names)}")
     knobs: dict[str, Any] = {}
     raw_knobs = obj.get("knobs") or []
     if isinstance(raw_knobs, dict):
@@ -177,14 +234,33 @@ def parse_edit(obj: Any, editable: tuple[str, ...]) -> Edit:
             knobs[str(item["name"])] = item["value"]
     else:
         problems.append(f"knobs: expected a list, found {type(raw_knobs).__name__}")
-    if template and mode != "none" and not text.strip():
-        problems.append(f"text: empty, but template {template!r} is to be changed")
-    if not template and not knobs:
+    if not changes and not knobs:
         problems.append("the edit changes nothing: no template and no knob")
     if problems:
         raise ValueError("; ".join(problems))
-    return Edit(template=template, mode=mode if template else "none", text=text, knobs=knobs,
-                rationale=str(obj.get("rationale") or ""))
+    return Edit.of(changes, knobs, str(obj.get("rationale") or ""))
+
+
+def _parse_change(item: dict[str, Any], problems: list[str]) -> Optional[Change]:
+    """One template's change, or None (nothing to change, or a problem appended)."""
+    template = item.get("template")
+    template = "" if template in (None, "", "none") else template
+    if not isinstance(template, str):
+        problems.append(f"template: expected a template name, found {template!r}")
+        return None
+    mode = item.get("mode") or ("none" if not template else "replace")
+    if mode not in ("replace", "diff", "none"):
+        problems.append(f"mode: expected replace, diff or none, found {mode!r}")
+    text = item.get("text") or ""
+    if not isinstance(text, str):
+        problems.append(f"text: expected a string, found {type(text).__name__}")
+        text = ""
+    if not template or mode == "none":
+        return None
+    if not text.strip():
+        problems.append(f"text: empty, but template {template!r} is to be changed")
+        return None
+    return Change(template, mode, text)
 
 
 # ---------------------------------------------------------------------------------------------- guards
@@ -330,20 +406,21 @@ def apply_edit(cfg: RootConfig, parent_templates: dict[str, str], parent_knobs: 
     every knob's value). Raises EditRejected before any model call when a guard refuses it. ``documents`` (the
     run's training documents) are rendered besides ``sample_documents()``."""
     templates = dict(parent_templates)
-    if edit.template:
-        problem = template_name_problem(edit.template, editable, protected)
+    for change in edit.changes:
+        problem = template_name_problem(change.template, editable, protected)
         if problem:
             raise EditRejected("guard", f"{problem}; solver, judge and scoring prompts may not be edited")
-        if edit.mode == "diff":
+    for change in edit.changes:
+        if change.mode == "diff":
             try:
-                templates[edit.template] = apply_diff(parent_templates.get(edit.template, ""), edit.text)
+                templates[change.template] = apply_diff(parent_templates.get(change.template, ""), change.text)
             except ValueError as err:
-                raise EditRejected("invalid_edit", f"the diff for {edit.template}.j2 does not apply: {err}") from None
+                raise EditRejected("invalid_edit", f"the diff for {change.template}.j2 does not apply: {err}") from None
         else:
-            templates[edit.template] = edit.text
-        text = templates[edit.template]
+            templates[change.template] = change.text
+        text = templates[change.template]
         if len(text) > MAX_TEMPLATE_CHARS:
-            raise EditRejected("guard", f"{edit.template}.j2 would be {len(text)} characters (at most "
+            raise EditRejected("guard", f"{change.template}.j2 would be {len(text)} characters (at most "
                                         f"{MAX_TEMPLATE_CHARS})")
     knobs, problems = check_knobs(edit.knobs)
     if problems:

@@ -44,13 +44,31 @@ class Variant:
     score: Optional[float] = None
     # Validation stats and sabotage-monitor values of its scoring run
     validation: dict[str, Any] = field(default_factory=dict)
+    # Every validation score it got: the first scoring, then each fresh re-evaluation as a parent
+    # (meta.parent_reeval=fresh); ``score`` is their mean
+    evaluations: list[float] = field(default_factory=list)
+
+    def add_evaluation(self, score: float) -> float:
+        """Record one more validation score; the stored score becomes the mean of all of them.
+
+        >>> v = Variant("v", {}, {}, score=0.8, evaluations=[0.8])
+        >>> v.add_evaluation(0.6)
+        0.7
+        """
+        if not self.evaluations and self.score is not None:
+            self.evaluations = [self.score]
+        self.evaluations.append(float(score))
+        self.score = round(sum(self.evaluations) / len(self.evaluations), 12)
+        return self.score
 
     def row(self, domain: str, baseline: "Variant") -> dict[str, Any]:
         diffs = {name: d for name, text in sorted(self.templates.items())
                  if (d := make_diff(baseline.templates.get(name, ""), text, name))}
         return {"format": FORMAT, "domain": domain, "baseline": baseline.id, "id": self.id, "parent": self.parent,
                 "lineage": self.lineage, "iteration": self.iteration, "diffs": diffs, "knobs": self.knobs,
-                "score": self.score, "validation": self.validation}
+                "score": self.score, "evaluations": self.evaluations or ([self.score] if self.score is not None
+                                                                         else []),
+                "validation": self.validation}
 
 
 def make_variant(templates: dict[str, str], knobs: dict[str, Any], **fields: Any) -> Variant:
@@ -89,7 +107,8 @@ def load_population(path: Path, domain: str, baseline: Variant, editable: tuple[
         variant = make_variant({**baseline.templates, **templates}, row.get("knobs") or {},
                                parent=row.get("parent"), lineage=list(row.get("lineage") or []),
                                iteration=int(row.get("iteration") or 0), score=row.get("score"),
-                               validation=row.get("validation") or {})
+                               validation=row.get("validation") or {},
+                               evaluations=[float(x) for x in row.get("evaluations") or []])
         if variant.id != row.get("id"):
             raise PopulationError(f"{where}: the rebuilt variant's hash {variant.id} differs from the stored "
                                   f"{row.get('id')}; the file was edited or damaged")
@@ -142,16 +161,30 @@ REFUSAL = re.compile(r"\b(i can(?:no|')t (?:help|answer|assist|do)|i am unable|i
                      r"as an ai\b|i'm sorry, but|i apologi[sz]e)", re.IGNORECASE)
 
 
-def score_of(stats: dict[str, Any], metric: str) -> float:
-    """The variant's score from its run's stats.json.
+# What each meta.score measures, in words: summary.json and best/variant.json carry it beside the number
+SCORES = {
+    "pass_rate": "documents that yielded an accepted task / validation documents (with 25 documents only multiples "
+                 "of 0.04)",
+    "pass_rate_rounds": "accepted tasks / rounds on the validation documents: each round is one task the challenger "
+                        "wrote, passed when the quality verifier and the solver gap accept it",
+    "mean_gap": "mean strong-minus-weak gap of the accepted tasks (0 when none is accepted)",
+}
 
-    >>> score_of({"accepted": 3, "documents": 4, "gap_mean_accepted": 0.4}, "pass_rate")
+
+def score_of(stats: dict[str, Any], metric: str) -> float:
+    """The variant's score from its run's stats.json (``SCORES`` says what each measures).
+
+    >>> score_of({"accepted": 3, "documents": 4, "rounds": 10, "gap_mean_accepted": 0.4}, "pass_rate")
     0.75
+    >>> score_of({"accepted": 3, "documents": 4, "rounds": 10, "gap_mean_accepted": 0.4}, "pass_rate_rounds")
+    0.3
     >>> score_of({"accepted": 0, "documents": 4, "gap_mean_accepted": None}, "mean_gap")
     0.0
     """
     if metric == "mean_gap":
         return float(stats.get("gap_mean_accepted") or 0.0)
+    if metric == "pass_rate_rounds":
+        return stats["accepted"] / stats["rounds"] if stats.get("rounds") else 0.0
     return stats["accepted"] / stats["documents"] if stats.get("documents") else 0.0
 
 

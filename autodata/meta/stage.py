@@ -4,13 +4,16 @@
     python -m autodata.run stage=meta_optimize experiment=paper_cs models=paper ...   # the paper's setting
     python -m autodata.run stage=generate domain.variant=runs/<meta run>/best        # use what it found
 
-Each iteration draws a parent from the population (Boltzmann, P proportional to exp(score / meta.temperature)),
-runs it on a minibatch of training documents, lets the analyzer write a root-cause analysis of the
-trajectories (and the history of earlier iterations), lets the implementer turn it into an edit, checks the
-edit against the guards (``edits.py``: no protected template or knob; renders within the sandbox's limits; by its
-syntax tree and its renders, keeps every data variable, fenced and unconditional, and adds no new construct),
-scores the child on the validation documents, and keeps it only if its score is strictly higher than the
-parent's and the sabotage monitor raised no flag (``meta.reject_flagged``). ``meta.concurrency`` iterations run
+Each iteration draws a parent from the population (Boltzmann, P proportional to exp(score / meta.temperature),
+the score being the mean of the parent's evaluations), runs it on a minibatch of training documents, lets the
+analyzer write a root-cause analysis of the full solver exchanges (within its context) and the history of earlier
+iterations, lets the implementer turn it into one edit of any editable templates and knobs (it reads the
+analysis, the history and every editable template), checks each part of the edit against the guards
+(``edits.py``: no protected template or knob; renders within the sandbox's limits; by its syntax tree and its
+renders, keeps every data variable, fenced and unconditional, and adds no new construct),
+scores the child on the validation documents, measures the parent again (``meta.parent_reeval``: fresh seeds, or
+replayed from the cache), and keeps the child only if its score is strictly higher than the parent's mean and the
+sabotage monitor raised no flag (``meta.reject_flagged``). ``meta.concurrency`` iterations run
 at once on the same endpoints, limits and response cache; two in flight that make the same child score it once
 (the later is recorded as a duplicate).
 
@@ -38,17 +41,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
-from autodata.backends.base import BackendError
+from autodata.backends.base import CHARS_PER_TOKEN, BackendError, estimate_tokens
 from autodata.cache import ResponseCache
 from autodata.config import META_ROLES, ROLES, RootConfig
 from autodata.corpus import Document, load_corpus
 from autodata.domains import build_domain
 from autodata.generate.stage import GenerateAborted, generate
-from autodata.llm import LLM
-from autodata.meta.agents import Agents, history_digest, trajectory_digest
+from autodata.llm import LLM, derive_seed
+from autodata.meta.agents import Agents, exchange_digest, history_digest
 from autodata.meta.edits import Edit, EditRejected, apply_edit, make_diff, parse_edit
 from autodata.meta.outputs import finish
-from autodata.meta.population import (PopulationError, Variant, load_population, make_variant, materialize,
+from autodata.meta.population import (SCORES, PopulationError, Variant, load_population, make_variant, materialize,
                                       monitor_values, sabotage_flags, score_of, split_documents, variant_config)
 from autodata.meta.sampling import boltzmann_pick
 from autodata.rundir import JsonlWriter, read_json_state, read_jsonl, write_json_atomic
@@ -109,20 +112,39 @@ class MetaOptimizer:
             # The baseline scored by an earlier process (load_population checked that it is this run's)
             self.baseline = self.population[0]
         self.history = [r for r in read_jsonl(self.run_dir / "history.jsonl") if r.get("format") == FORMAT]
+        # Fresh re-evaluations of parents live in history.jsonl (population.jsonl is written once per variant):
+        # fold them in, in iteration order, so each stored score is again the mean of all its evaluations
+        for r in sorted(self.history, key=lambda r: int(r.get("iteration") or 0)):
+            self.record_reeval(r)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, split)
+
+    def record_reeval(self, row: dict[str, Any]) -> bool:
+        """Add a history row's fresh parent evaluation to that variant's scores; whether there was one."""
+        again = row.get("parent_reeval")
+        if not isinstance(again, dict) or again.get("score") is None:
+            return False
+        variant = next((v for v in self.population if v.id == again.get("variant")), None)
+        if variant is None:
+            return False
+        variant.add_evaluation(again["score"])
+        return True
 
     def variant_dir(self, variant: Variant) -> Path:
         return self.run_dir / "variants" / variant.id
 
     # ------------------------------------------------------------------ scoring
-    async def score(self, variant: Variant, docs: list[Document], out: Path) -> tuple[dict[str, Any], dict]:
-        """Run the generate loop with ``variant`` on ``docs`` in ``out`` (resumable); (summary, usage by role)."""
+    async def score(self, variant: Variant, docs: list[Document], out: Path,
+                    seed: Optional[int] = None) -> tuple[dict[str, Any], dict]:
+        """Run the generate loop with ``variant`` on ``docs`` in ``out`` (resumable); (summary, usage by role).
+        ``seed`` replaces ``generate.seed`` (every call's sampling seed derives from it): a fresh evaluation."""
         folder = self.variant_dir(variant)
         materialize(variant, self.plain, folder, self.domain_name, {})
-        view = LLM(self.cfg.models, cache=self.cache, seed=self.cfg.generate.seed, backends=self.llm.backends)
-        stats = await generate(variant_config(self.cfg, folder, variant.knobs), out, llm=view, docs=docs,
-                               export=False)
+        seed = self.cfg.generate.seed if seed is None else seed
+        vcfg = variant_config(self.cfg, folder, variant.knobs)
+        vcfg.generate.seed = seed
+        view = LLM(self.cfg.models, cache=self.cache, seed=seed, backends=self.llm.backends)
+        stats = await generate(vcfg, out, llm=view, docs=docs, export=False)
         if stats["document_errors"]:
             raise IterationFailed(f"{stats['document_errors']} documents of {out} ended in error")
         rounds = list(read_jsonl(out / "rounds.jsonl"))
@@ -152,6 +174,25 @@ class MetaOptimizer:
                         "the cache; is the cache off, or the server not deterministic for a fixed seed?", n,
                         parent.id, summary["score"], parent.score, calls)
         return row
+
+    async def reevaluate(self, parent: Variant, n: int) -> dict[str, Any]:
+        """The parent run again on the validation documents with fresh sampling seeds (meta.parent_reeval=fresh):
+        its stored score becomes the mean of all its evaluations, so one lucky draw does not stay the
+        population's best. The run is kept under iterations/<n>/parent_reeval (a redone iteration replays it from
+        the cache)."""
+        seed = derive_seed(self.cfg.generate.seed, f"meta/{n}/parent_reeval/{parent.id}")
+        summary, usage = await self.score(parent, self.validation, self.run_dir / "iterations" / str(n) /
+                                          "parent_reeval", seed=seed)
+        # The parent itself changes when the row is recorded (``record_reeval``): an iteration that fails is redone
+        # on resume, and its evaluation must not count twice
+        before = parent.score
+        scores = (parent.evaluations or ([before] if before is not None else [])) + [summary["score"]]
+        mean = round(sum(scores) / len(scores), 12)
+        calls = sum(u["calls"] for u in usage.values())
+        cached = sum(u["cached_calls"] for u in usage.values())
+        return {"variant": parent.id, "seed": seed, "score": summary["score"], "score_before": before,
+                "mean": mean, "evaluations": len(scores), "model_calls": calls, "cached_calls": cached,
+                "validation": summary}
 
     # ------------------------------------------------------------------ one iteration
     def plan(self, n: int) -> dict[str, Any]:
@@ -208,12 +249,17 @@ class MetaOptimizer:
             child.validation = summary
             row["child_score"], row["validation"] = child.score, summary
             row["flags"] = sabotage_flags(parent.validation.get("monitor") or {}, summary["monitor"], self.meta)
-            if self.meta.recheck_parent and self.cache is not None:
+            if self.meta.parent_reeval == "cached" and self.cache is not None:
                 row["parent_recheck"] = await self.recheck(parent, n)
-            better = child.score > (parent.score or 0.0)
+            elif self.meta.parent_reeval == "fresh":
+                row["parent_reeval"] = await self.reevaluate(parent, n)
+                # The child is compared with the parent's mean over all its evaluations, this one included
+                row["parent_score"] = row["parent_reeval"]["mean"]
+            parent_score = row["parent_score"] or 0.0
+            better = child.score > parent_score
             if not better:
                 row["rejection"], row["reason"] = "not_better", (
-                    f"validation score {child.score:.3f} does not strictly exceed the parent's {parent.score:.3f}")
+                    f"validation score {child.score:.3f} does not strictly exceed the parent's {parent_score:.3f}")
             elif row["flags"] and self.meta.reject_flagged:
                 row["rejection"], row["reason"] = "flagged", "sabotage monitor: " + "; ".join(row["flags"])
             else:
@@ -226,9 +272,11 @@ class MetaOptimizer:
                       row: dict[str, Any]) -> Optional[Variant]:
         """Analyzer, implementer and guards; the child, or None with the rejection recorded in ``row``."""
         record: dict[str, Any] = {}
-        messages = self.agents.analyzer_messages(trajectory_digest(rounds, self.meta.trajectory_chars),
-                                                 history_digest(visible, self.meta.history_chars), parent.knobs,
-                                                 self.meta.score)
+        history = history_digest(visible, self.meta.history_chars)
+        budget, where = await self.trajectory_budget(parent, history)
+        trajectories, cut = exchange_digest(rounds, budget)
+        messages = self.agents.analyzer_messages(trajectories, history, parent.knobs, self.meta.score, cut)
+        record["trajectory_budget"] = {"chars": budget, "source": where, "rounds": len(rounds), "cut": cut}
         analysis = await self.llm.chat_json("analyzer", messages, schema=self.agents.analyzer_schema,
                                             parse=self.agents.parse_analysis, seed_key=f"meta/{n}/analyzer",
                                             schema_name="analysis")
@@ -238,7 +286,7 @@ class MetaOptimizer:
             row["rejection"], row["reason"] = "no_analysis", f"analyzer output unusable: {analysis.error}"
         else:
             row["analysis"] = analysis.value
-            messages = self.agents.implementer_messages(analysis.value, parent.templates, parent.knobs)
+            messages = self.agents.implementer_messages(analysis.value, parent.templates, parent.knobs, history)
             result = await self.llm.chat_json("implementer", messages, schema=self.agents.implementer_schema,
                                               parse=lambda obj: parse_edit(obj, self.editable),
                                               seed_key=f"meta/{n}/implementer", schema_name="edit")
@@ -251,6 +299,26 @@ class MetaOptimizer:
                 child = await asyncio.to_thread(self.check, parent, result.value, n, row)
         write_json_atomic(self.run_dir / "iterations" / str(n) / "agents.json", record, ensure_ascii=False)
         return child
+
+    async def trajectory_budget(self, parent: Variant, history: str) -> tuple[int, str]:
+        """Characters of trajectories the analyzer can read: its endpoint's context in tokens (config
+        ``context_length``, else what the server reports), less the rest of its prompt and its ``max_tokens``, at
+        the project's characters-per-token estimate for API endpoints; ``meta.trajectory_chars`` when neither
+        tells the context."""
+        endpoint = self.llm.endpoint("analyzer")
+        context, where = endpoint.context_length, "models.roles.analyzer.context_length"
+        if context is None:
+            backend = self.llm.backends.get("analyzer")
+            context = await backend.context_length() if backend is not None else None
+            where = f"reported by {backend.name}" if backend is not None else ""
+        if context is None:
+            return self.meta.trajectory_chars, "meta.trajectory_chars (the analyzer's context length is unknown)"
+        rest = estimate_tokens(self.agents.analyzer_messages("", history, parent.knobs, self.meta.score,
+                                                             "x" * 200))
+        tokens = int(context) - rest - int(endpoint.max_tokens)
+        chars = max(tokens, 0) * CHARS_PER_TOKEN
+        return chars, (f"{context} context tokens ({where}) - ~{rest} prompt - {endpoint.max_tokens} max_tokens, "
+                       f"x {CHARS_PER_TOKEN} characters per token")
 
     def check(self, parent: Variant, edit: Edit, n: int, row: dict[str, Any]) -> Optional[Variant]:
         row["edit"] = edit.row()
@@ -301,10 +369,11 @@ class MetaOptimizer:
                     population_out.write(child.row(self.domain_name, self.baseline))
                 history_out.write(row)
                 self.history.append(row)
+                rescored = self.record_reeval(row)
                 log.info("iteration %d: %s%s", n, "kept " + row["child"] if row["kept"] else
                          f"rejected ({row['rejection']})", f", score {row['child_score']:.3f} vs parent "
                          f"{row['parent_score']:.3f}" if row["child_score"] is not None else "")
-                if child is not None:
+                if child is not None or rescored:
                     self.export_best()
                 if wandb_run is not None:
                     values = {"meta/iteration": n, "meta/child_score": row["child_score"],
@@ -342,7 +411,9 @@ class MetaOptimizer:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(self.variant_dir(best), tmp, ignore=shutil.ignore_patterns("validation"))
         info = json.loads((tmp / "variant.json").read_text())
-        info.update({"score": best.score, "score_name": self.meta.score, "baseline": self.baseline.id,
+        info.update({"score": best.score, "evaluations": best.evaluations or [best.score],
+                     "score_name": self.meta.score, "score_definition": SCORES.get(self.meta.score, ""),
+                     "baseline": self.baseline.id,
                      "baseline_score": self.baseline.score})
         write_json_atomic(tmp / "variant.json", info)
         shutil.rmtree(target, ignore_errors=True)
