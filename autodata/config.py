@@ -422,6 +422,11 @@ class TrainConfig:
     # Stop (saving nothing new; resume with train.resume=true) after this many consecutive reward batches in
     # which every judge call failed: the steps would carry no reward. 0: never stop
     judge_down_batches: int = 3
+    # Reward of a completion the judge failed to grade after retries and the repair (e.g. an answer too long for the
+    # judge's context even after the backend shrinks it). 0.0: the policy gains nothing by making the judge fail.
+    # null (train.judge_failure_reward=null): reward None, which TRL 1.16 leaves out of the group baseline with
+    # advantage 0 (the exclusion used before this setting). Must lie in [0, 1]; rewards.jsonl keeps status "failure"
+    judge_failure_reward: Optional[float] = 0.0
     # Save a checkpoint every this many optimizer steps (into <run dir>/checkpoints)
     save_steps: int = 50
     # Checkpoints kept on disk (older ones are deleted)

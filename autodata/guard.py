@@ -74,11 +74,13 @@ _SPACED = re.compile(r"(?<!\w)[^\W\d_](?:[ .\-*·•|]{1,4}[^\W\d_](?!\w)){3,}")
 _PERCENT_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2}){3,}")
 
 
-def _visible(c: str) -> bool:
+def visible(c: str, controls: str = "\n\t") -> bool:
+    """Whether ``c`` shows: not a format character (zero-width, soft hyphen, direction marks), not another invisible
+    one, and not a control character other than those in ``controls``."""
     category = unicodedata.category(c)
     if category == "Cf" or c in _INVISIBLE:
         return False
-    return category != "Cc" or c in "\n\t\r"
+    return category != "Cc" or c in controls
 
 
 def _latin(word: re.Match[str]) -> str:
@@ -99,7 +101,7 @@ def _clean(text: str) -> str:
     text = html.unescape(text)
     text = _PERCENT_RUN.sub(lambda m: urllib.parse.unquote(m.group()), text)
     text = unicodedata.normalize("NFKC", text)
-    text = "".join(c for c in text if _visible(c))
+    text = "".join(c for c in text if visible(c, "\n\t\r"))
     return _LETTER_RUN.sub(_latin, text)
 
 
@@ -291,7 +293,7 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     # Closing a data fence and writing after it (the fence neutralises it; the attempt is still an attack).
     # The tags are the fence's (templating.DATA_TAGS, a test checks each) and other names of "the answer".
     "fence_escape": re.compile(
-        r"</\s*(question|reference_answer|context|document|task|weak_answer|strong_answer)\s*>"
+        r"</\s*(question|reference_answer|context|document|task|weak_answer|strong_answer|rubric|attempt)\s*>"
         r"|</\s*(answer|response|submission|student_answer|output)\s*>\s*\S"
         r"|^\W*(end\s+of\s+(the\s+)?(student'?s?\s+)?(answer|response|submission)|begin\s+(grader|system|evaluator)"
         r"\s+instructions)\W*$", _I),

@@ -374,6 +374,13 @@ def check_train(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> lis
                 "num_iterations", "save_steps", "save_total_limit", "logging_steps"):
         _positive(problems, f"train.{key}", getattr(t, key))
     _positive(problems, "train.judge_down_batches", t.judge_down_batches, allow_zero=True)
+    failure = t.judge_failure_reward
+    if failure is not None and (isinstance(failure, bool) or not isinstance(failure, (int, float))
+                                or not 0.0 <= failure <= 1.0):
+        problems.append(Problem(
+            "train.judge_failure_reward", failure,
+            "must lie in [0, 1] like every judge reward, or be null (TRL then leaves the completion out)",
+            "set train.judge_failure_reward=0.0 (the policy gains nothing by making the judge fail) or =null"))
     _positive(problems, "train.beta", t.beta, allow_zero=True)
     _positive(problems, "train.epsilon", t.epsilon)
     if t.max_steps is not None:

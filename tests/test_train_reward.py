@@ -1,4 +1,4 @@
-"""The GRPO reward, driven by a scripted judge: scores from verdicts, concurrency, None on failure,
+"""The GRPO reward, driven by a scripted judge: scores from verdicts, concurrency, the judge-failure reward,
 the injection guard, reasoning stripping, the verifiable (equivalence) reward, TRL's calling convention."""
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def test_sequential_mode_is_k_times_slower():
     assert result.seconds >= k * latency
 
 
-def test_a_failed_judge_call_is_none_and_counted_never_zero(caplog):
+def test_a_failed_judge_call_is_none_when_excluded_and_counted(caplog):
     def flaky(role, request, call):
         answer = answer_of(request)
         if "crash" in answer:
@@ -119,7 +119,7 @@ def test_a_failed_judge_call_is_none_and_counted_never_zero(caplog):
             return "I think it is fine."  # not JSON, also after the repair
         return by_content(role, request, call)
 
-    reward, judge = make_reward(flaky)
+    reward, judge = make_reward(flaky, failure_reward=None)
     with caplog.at_level(logging.WARNING):
         result = asyncio.run(reward.score([TASK] * 3, ["a good answer", "crash now", "garbage please"]))
     assert result.rewards == [1.0, None, None]
@@ -130,6 +130,55 @@ def test_a_failed_judge_call_is_none_and_counted_never_zero(caplog):
     # The unparseable answer got its one repair round: 2 calls for it, 1 for each of the others.
     assert len(judge.requests) == 4
     assert "reward None" in caplog.text
+
+
+def context_exceeded(role, request, call):
+    """A judge whose context an over-long answer overflows, also after the backend shrank max_tokens."""
+    if len(answer_of(request)) > 2000:
+        raise BackendError("POST judge-host:8000/v1/chat/completions answered 400: This model's maximum context "
+                           "length is 4096 tokens (again after max_tokens was lowered to 16)")
+    return by_content(role, request, call)
+
+
+# {} is the default (train.judge_failure_reward=0.0)
+@pytest.mark.parametrize("kwargs,expected", [({}, 0.0), ({"failure_reward": 0.25}, 0.25)])
+def test_an_answer_too_long_for_the_judge_earns_the_failure_reward(kwargs, expected):
+    rows = []
+    reward, judge = make_reward(context_exceeded, on_outcome=rows.append, **kwargs)
+    long_answer = "a good answer, padded " + "x" * 5000
+    result = asyncio.run(reward.score([TASK] * 2, ["a good answer", long_answer]))
+    # Making the judge fail pays no more than the configured value (by default that of a wrong answer)
+    assert result.rewards == [1.0, expected]
+    assert [o.status for o in result.outcomes] == ["graded", "failure"]
+    assert "maximum context length" in result.outcomes[1].error
+    assert result.metrics()["judge/failures"] == 1
+    assert reward.totals["failure"] == 1
+    # rewards.jsonl keeps the failure apart from a graded 0
+    assert [(r["status"], r["reward"]) for r in rows] == [("graded", 1.0), ("failure", expected)]
+
+
+def test_an_answer_too_long_for_the_judge_is_excluded_when_configured_so():
+    rows = []
+    reward, _ = make_reward(context_exceeded, on_outcome=rows.append, failure_reward=None)
+    batch = {"prompts": ["p"] * 2, "completions": ["a good answer", "a good answer " + "y" * 5000],
+             "task": [json.dumps(TASK.to_dict())] * 2}
+    assert asyncio.run(reward(**batch)) == [1.0, None]
+    assert [(r["status"], r["reward"]) for r in rows] == [("graded", 1.0), ("failure", None)]
+    assert reward.totals["failure"] == 1
+
+
+@pytest.mark.parametrize("value,ok", [(0.0, True), (1.0, True), (0.5, True), (None, True), (-0.1, False),
+                                      (1.5, False), (True, False)])
+def test_validation_keeps_the_failure_reward_in_the_unit_interval(value, ok):
+    from autodata.config import RootConfig
+    from autodata.validation import check_train
+
+    cfg = RootConfig()
+    cfg.train.judge_failure_reward = value
+    problems = [p for p in check_train(cfg) if p.key == "train.judge_failure_reward"]
+    assert (not problems) == ok, problems
+    if not ok:
+        assert "[0, 1]" in str(problems[0]) and "null" in str(problems[0])
 
 
 @pytest.mark.parametrize("attack,flag", [
@@ -256,7 +305,7 @@ def test_a_judge_down_for_several_batches_stops_training():
     reward, _ = make_reward(judge, max_failed_batches=2)
     batch = {"prompts": ["p"] * 2, "completions": ["a good answer", "another good answer"],
              "task": [json.dumps(TASK.to_dict())] * 2}
-    assert asyncio.run(reward(**batch)) == [None, None]
+    assert asyncio.run(reward(**batch)) == [0.0, 0.0]
     # A batch with one graded completion says the judge is up: the count starts again.
     state["down"] = False
     assert asyncio.run(reward(**batch)) == [1.0, 1.0]
@@ -270,4 +319,4 @@ def test_a_judge_down_for_several_batches_stops_training():
 
     never, _ = make_reward(judge, max_failed_batches=0)
     for _ in range(5):
-        assert asyncio.run(never(**batch)) == [None, None]
+        assert asyncio.run(never(**batch)) == [0.0, 0.0]

@@ -15,9 +15,13 @@ Per completion, in order:
    no answer: reward 0;
 2. the injection guard (``autodata.guard``): an attempt to instruct the judge
    gets reward 0 with no judge call, and is logged;
-3. the judge call. A failure after retries and the repair is reward ``None``:
-   TRL then leaves the completion out of the group baseline and gives it zero
-   advantage. It is counted, never turned into a fake 0.
+3. the judge call. A failure after retries and the repair (an answer too long
+   for the judge's context even after the backend shrinks it, say) gets
+   ``failure_reward`` (``train.judge_failure_reward``, default 0.0), so a policy
+   gains nothing by making the judge fail. ``None`` keeps the old exclusion:
+   TRL 1.16 turns it into NaN, leaves it out of the group baseline and gives it
+   zero advantage. Either way its status stays "failure" (counted in
+   ``judge/failures`` and rewards.jsonl), apart from a graded 0.
 
 TRL awaits ``JudgeReward.__call__`` (an async reward function); all judge calls
 of a step run at once with ``asyncio.gather``, so a step's reward time is about
@@ -79,7 +83,7 @@ class JudgeLoop:
 class Outcome:
     """The grade of one completion."""
 
-    # None: the judge failed after retries (TRL excludes the completion)
+    # On a judge failure: the configured failure reward (None: TRL excludes the completion)
     reward: Optional[float]
     # graded | failure | injection | empty
     status: str
@@ -166,6 +170,7 @@ class JudgeReward:
         on_outcome: Optional[Callable[[dict[str, Any]], None]] = None,
         on_injection: Optional[Callable[[dict[str, Any]], None]] = None,
         max_failed_batches: int = 0,
+        failure_reward: Optional[float] = 0.0,
     ):
         self.domain = domain
         self.llm = llm
@@ -181,6 +186,8 @@ class JudgeReward:
         # Raise JudgeDown after this many consecutive batches whose judge calls all failed (0: never)
         self.max_failed_batches = max_failed_batches
         self.failed_batches = 0
+        # The reward of a completion the judge failed to grade (None: TRL leaves it out, advantage 0)
+        self.failure_reward = failure_reward
         # TRL names the reward's metrics (rewards/<name>/mean) after this
         # (the domain class says how it grades: rubric_judge or equivalence_judge)
         self.__name__ = f"{domain.grading}_judge"
@@ -282,13 +289,14 @@ class JudgeReward:
             )
         except Exception as err:  # noqa: BLE001 - a judge failure must never stop training
             latency = time.perf_counter() - started
-            log.warning("judge call failed for example %s after retries (reward None): %s", example_id, err)
-            return Outcome(None, "failure", latency_s=latency, error=f"{type(err).__name__}: {err}")
+            log.warning("judge call failed for example %s after retries (reward %s): %s", example_id,
+                        self.failure_reward, err)
+            return Outcome(self.failure_reward, "failure", latency_s=latency, error=f"{type(err).__name__}: {err}")
         latency = time.perf_counter() - started
         if not result.ok:
-            log.warning("judge output unusable for example %s after one repair (reward None): %s", example_id,
-                        result.error)
-            return Outcome(None, "failure", latency_s=latency, error=result.error)
+            log.warning("judge output unusable for example %s after one repair (reward %s): %s", example_id,
+                        self.failure_reward, result.error)
+            return Outcome(self.failure_reward, "failure", latency_s=latency, error=result.error)
         grade = result.value
         return Outcome(grade.score, "graded", met=grade.met, correct=grade.correct, latency_s=latency)
 

@@ -302,6 +302,7 @@ def _train(cfg: RootConfig, run_dir: Path, domain: Domain, data: TrainingData, p
         domain, judge.llm, loop=judge.loop, strip_reasoning=t.strip_reasoning,
         injection_guard=t.injection_guard, max_completion_length=t.max_completion_length,
         on_outcome=rewards_out.write, on_injection=injections_out.write, max_failed_batches=t.judge_down_batches,
+        failure_reward=t.judge_failure_reward,
     )
     # The policy goes to TRL as a model, not a path: load_policy keeps the class the checkpoint names and freezes
     # a vision-language checkpoint's vision tower (Qwen3.5), so only the language model trains (training/policy.py

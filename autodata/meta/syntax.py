@@ -5,7 +5,8 @@ inlining every macro it calls) and lists each *use* of a data variable: the expr
 (loop variables, ``set`` names and macro parameters replaced by what they stand for, so
 ``{% for g in groups %}{{ g.title }}`` called with ``feedback_groups`` reads ``feedback_groups[].title``), what
 kind of use it is (shown, tested by an ``if`` or a conditional, looped over), which data variables it reads
-outside a ``fence`` filter, and the conditions and loops around it. It also lists the template's vocabulary:
+outside a ``fence`` filter (what a ``{% filter ... | fence(tag) %}`` block shows is inside one), and the conditions
+and loops around it. It also lists the template's vocabulary:
 the statements, filters, tests, operators, imports, global names and non-macro calls its files use.
 
 ``compare`` holds a child to its parent, entry by entry. The child must
@@ -104,6 +105,8 @@ class _Reader:
         self.stack: list[str] = []
         self.captures = 0
         self.steps = 0
+        # Depth of ``{% filter fence(...) %}`` blocks around the statement being read: what they show is fenced
+        self.fencing = 0
 
     # ------------------------------------------------------------------ files
     def tree(self, name: str) -> Optional[nodes.Template]:
@@ -236,7 +239,8 @@ class _Reader:
     def use(self, kind: str, node: nodes.Node, env: dict, where: tuple) -> str:
         value = self.val(node, env)
         if value.roots:
-            self.reading.uses.append(Use(kind, value.text, value.roots, value.unfenced, where, value.plain))
+            unfenced = _NONE if kind == "show" and self.fencing else value.unfenced
+            self.reading.uses.append(Use(kind, value.text, value.roots, unfenced, where, value.plain))
         return value.text
 
     def show(self, node: nodes.Expr, env: dict, where: tuple) -> None:
@@ -322,7 +326,11 @@ class _Reader:
                 self.assign(target, self.val(value, env), inner)
             self.walk(node.body, inner, where)
         elif isinstance(node, nodes.FilterBlock):
+            # A block whose last filter is the fence puts all it shows inside one data fence (QV's <task> block)
+            fenced = isinstance(node.filter, nodes.Filter) and node.filter.name == FENCE
+            self.fencing += fenced
             self.walk(node.body, dict(env), (*where, f"filter block {self.val(node.filter, env).text}"))
+            self.fencing -= fenced
         elif isinstance(node, nodes.CallBlock):
             self.use("show", node.call, env, where)
             self.walk(node.body, dict(env), (*where, "call block"))
@@ -451,12 +459,13 @@ def read_template(entry: str, source_of: Callable[[str], Optional[str]], data: s
 def compare(name: str, parent: Reading, child: Reading) -> list[str]:
     """Why the child's ``name`` template may not replace the parent's (empty when it may)."""
     problems = [f"{name} {p}" for p in child.problems if p not in parent.problems]
-    made = {(u.kind, u.expr) for u in parent.uses}
+    # An expression the parent shows inside a fence block and the child outside it is not the same use
+    made = {(u.kind, u.expr, u.unfenced) for u in parent.uses}
     shown = {r for u in parent.uses if u.kind == "show" for r in u.roots}
     fenced = shown - {r for u in parent.uses if u.kind == "show" for r in u.unfenced}
     verbs = {"show": "shows", "test": "decides on", "loop": "loops over", "other": "uses"}
     for use in child.uses:
-        if (use.kind, use.expr) in made:
+        if (use.kind, use.expr, use.unfenced) in made:
             continue
         outside = sorted(use.unfenced & fenced)
         if use.kind == "show" and use.plain and outside:
