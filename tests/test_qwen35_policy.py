@@ -22,20 +22,12 @@ from pathlib import Path
 import pytest
 
 from autodata.rundir import read_jsonl
+from tests.test_train_smoke import load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("tiny_qwen35", ROOT / "scripts" / "tiny_qwen35.py")
 tiny = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tiny)
-
-
-def load_weights(folder: Path) -> dict:
-    from safetensors.torch import load_file
-
-    weights: dict = {}
-    for file in sorted(folder.glob("*.safetensors")):
-        weights.update(load_file(str(file)))
-    return weights
 
 
 @pytest.fixture(scope="module")
