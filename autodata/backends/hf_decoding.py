@@ -137,7 +137,7 @@ class GrammarMask(LogitsProcessor):
                 continue
             if generated > self.opened_at[i]:
                 accepted = matcher.accept_token(int(input_ids[i, -1]))
-                if not accepted or matcher.is_terminated() or generated >= self.max_new[i]:
+                if not accepted or matcher.is_terminated():
                     self.alive[i] = False
                     continue
             matcher.fill_next_token_bitmask(self.bitmask, i)
