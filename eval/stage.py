@@ -141,7 +141,8 @@ async def grade_row(llm: LLM, domain: Domain, item: EvalItem, row: dict[str, Any
     """
     answer = answer_of(row["completion"], cfg.strip_reasoning)
     row["empty_answer"] = not answer.strip()
-    row["injection_flags"] = injection_flags(answer) if cfg.injection_guard and answer.strip() else []
+    guarded = cfg.injection_guard and answer.strip()
+    row["injection_flags"] = injection_flags(answer, item.task.rubric, item.task.question) if guarded else []
     missing = [j for j in cfg.judges if needs_grade(row, j)]
     if row["injection_flags"]:
         row["grades"].update({j: {"score": 0.0, "verdicts": None, "correct": None, "judge_error": None}

@@ -176,7 +176,7 @@ class DocumentRunner:
         answer = final_answer(answer)
         if not answer:
             return Grade(0.0), None, []
-        flags = injection_flags(answer) if self.gen.injection_guard else []
+        flags = injection_flags(answer, task.rubric, task.question) if self.gen.injection_guard else []
         if flags:
             return Grade(0.0), None, flags
         grade, error = await self._judge(rec, task, answer, step)
