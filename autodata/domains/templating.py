@@ -51,9 +51,11 @@ DATA_TAGS = ("document", "answer", "weak_answer", "strong_answer", "reference_an
 # Tags of the meta-optimizer's agent prompts (autodata/meta/templates): trajectories, history and a template's text
 # are data to them. Kept apart from DATA_TAGS, which the injection guard looks for in solver answers.
 AGENT_TAGS = ("trajectories", "history", "analysis", "template")
-_TAG_OPENER = re.compile(r"<(?=\s*/?\s*(?:%s)\b)" % "|".join(DATA_TAGS + AGENT_TAGS), re.IGNORECASE)
+# A data tag, or a chat-template control token ("<|im_start|>", "<|eot_id|>"): a server that renders the judge's
+# prompt would read the token as a real turn boundary, so inside a fence it is escaped like a tag
+_TAG_OPENER = re.compile(r"<(?=\s*/?\s*(?:%s)\b|\|\w+\|>)" % "|".join(DATA_TAGS + AGENT_TAGS), re.IGNORECASE)
 # The same in the folded view (neutralize): an opening or closing data tag, spaces around its slash allowed
-_FOLDED_TAG = re.compile(r"<\s*/?\s*(?:%s)(?![A-Za-z0-9_])" % "|".join(DATA_TAGS + AGENT_TAGS), re.IGNORECASE)
+_FOLDED_TAG = re.compile(r"<\s*/?\s*(?:%s)(?![A-Za-z0-9_])|<\|(?=\w+\|>)" % "|".join(DATA_TAGS + AGENT_TAGS), re.IGNORECASE)
 # What the folded view decodes: HTML entities, percent-, \u- and \x-escapes, an escaped bracket or slash, and any
 # character outside ASCII (NFKC, look-alikes)
 _FOLDABLE = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});?"
