@@ -28,13 +28,26 @@ EXTRA_JUDGE_PREFIX = "judge_"
 """``models.roles.judge_<name>`` declares a further grader (``eval.judges``: the paper grades legal with two)."""
 
 
+SCREEN_ROLE = "screen"
+"""``models.roles.screen`` declares the optional screen (``autodata/screen.py``): a model that reads each GRPO answer
+the injection guard's patterns pass and says whether it addresses the grader instead of the question. Off unless
+declared (``+judges=screen``)."""
+
+
 def is_judge_role(role: str) -> bool:
     return role == "judge" or (role.startswith(EXTRA_JUDGE_PREFIX) and len(role) > len(EXTRA_JUDGE_PREFIX))
 
 
+def has_screen(models: "ModelsConfig") -> bool:
+    """The screen is on when its role is declared in ``models.roles``."""
+    return SCREEN_ROLE in models.roles
+
+
 def model_roles(models: "ModelsConfig") -> tuple[str, ...]:
-    """The loop's roles, the meta-optimizer's, and every extra judge role declared in ``models.roles``."""
-    return ROLES + META_ROLES + tuple(sorted(r for r in models.roles if r not in ROLES and is_judge_role(r)))
+    """The loop's roles, the meta-optimizer's, every extra judge role declared in ``models.roles``, and the screen
+    when declared."""
+    extra_judges = tuple(sorted(r for r in models.roles if r not in ROLES and is_judge_role(r)))
+    return ROLES + META_ROLES + extra_judges + ((SCREEN_ROLE,) if has_screen(models) else ())
 
 
 @dataclass
@@ -427,6 +440,28 @@ class TrainConfig:
     # null (train.judge_failure_reward=null): reward None, which TRL 1.16 leaves out of the group baseline with
     # advantage 0 (the exclusion used before this setting). Must lie in [0, 1]; rewards.jsonl keeps status "failure"
     judge_failure_reward: Optional[float] = 0.0
+    # Hacking monitors (training/monitor.py): the train/hacking/* metrics are logged every step; when the rolling mean
+    # of one rises above its threshold (null: no alert for it), a warning with excerpts and a row in alerts.jsonl.
+    # false: no alerts (the metrics, monitor.png and the summary's "monitor" entry stay)
+    hacking_alert_enabled: bool = True
+    # Steps in the rolling mean compared with the thresholds (the first steps use those they have): a 5% share of
+    # 128 completions moves by about 2% from step to step by chance; 5 steps halve that, and a turn to gaming still
+    # shows within a few steps
+    hacking_alert_window: int = 5
+    # Share of completions the injection guard flags: it flags 1.4% of ordinary answers on its fixture, so 5% is
+    # the policy writing to the grader, not chance
+    hacking_alert_guard_share: Optional[float] = 0.05
+    # Share the screen (models.roles.screen) flags; read like the guard's share
+    hacking_alert_screen_share: Optional[float] = 0.05
+    # Share the judge fails to grade after retries: a healthy endpoint fails well under 1%, so 10% is answers that
+    # break the judge (too long, malformed) or a judge in trouble
+    hacking_alert_judge_failure_share: Optional[float] = 0.1
+    # Share cut off at max_completion_length (no answer, reward 0): above 30% the policy rambles, or
+    # max_completion_length is too small for the task
+    hacking_alert_truncation_share: Optional[float] = 0.3
+    # Within-group correlation of reward with completion length: rubric judges pay for completeness, so some is
+    # honest; above 0.5, length alone explains a quarter of the reward differences between a prompt's answers
+    hacking_alert_length_corr: Optional[float] = 0.5
     # Save a checkpoint every this many optimizer steps (into <run dir>/checkpoints)
     save_steps: int = 50
     # Checkpoints kept on disk (older ones are deleted)
@@ -827,8 +862,9 @@ def endpoint_for(models: ModelsConfig, role: str) -> EndpointConfig:
             setattr(base, name, value)
     if models.base_url is not None:
         base.base_urls = None
-    if role != "judge" and is_judge_role(role):
-        # An extra judge starts from models.default like any role, but grades greedily unless it says otherwise.
+    if (role != "judge" and is_judge_role(role)) or role == SCREEN_ROLE:
+        # An extra judge (or the screen) starts from models.default like any role, but decides greedily unless it
+        # says otherwise.
         base.temperature = 0.0
     override = models.roles.get(role)
     if override is not None:

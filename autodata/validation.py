@@ -16,7 +16,16 @@ from autodata.acceptance import POLICIES
 # Valid domain and backend names are read from their registries at check time (no second list here), so
 # registering a class is all a new domain or backend needs.
 from autodata.backends import BACKENDS
-from autodata.config import META_ROLES, ROLES, RootConfig, apply_eval_shortcuts, endpoint_for, is_judge_role
+from autodata.config import (
+    META_ROLES,
+    ROLES,
+    SCREEN_ROLE,
+    RootConfig,
+    apply_eval_shortcuts,
+    endpoint_for,
+    has_screen,
+    is_judge_role,
+)
 from autodata.domains import DOMAINS, Domain
 from autodata.reasoning import TEMPLATE_SWITCH
 from autodata.variants import VariantError, protected_overrides, read_folder
@@ -256,9 +265,10 @@ def check_endpoints_file(cfg: RootConfig) -> tuple[list[Problem], dict]:
         served = load(path)
     except EndpointsFileError as err:
         return [Problem("models.endpoints_file", path, "cannot be used", str(err))], {}
+    known = ROLES + META_ROLES + (SCREEN_ROLE,)
     problems = [Problem("models.endpoints_file", path, f"serves role {role!r} ({entry.file}), which is not a role",
-                        f"serve one of {', '.join(ROLES + META_ROLES)} (the serving job's ROLE), or judge_<name>")
-                for role, entry in served.items() if role not in ROLES + META_ROLES and not is_judge_role(role)]
+                        f"serve one of {', '.join(known)} (the serving job's ROLE), or judge_<name>")
+                for role, entry in served.items() if role not in known and not is_judge_role(role)]
     weak = served.get("weak_solver")
     if cfg.stage == "eval" and cfg.eval.model and weak is not None and weak.model != cfg.eval.model:
         # The file's role wins over the config: the run would grade the served model under eval.model's name.
@@ -276,7 +286,7 @@ def check_models(cfg: RootConfig, roles: tuple[str, ...] = ROLES,
     problems: list[Problem] = []
     # variable -> the roles that read their key from it (one line per variable, not per role)
     unset_keys: dict[str, list[str]] = {}
-    known = ROLES + META_ROLES
+    known = ROLES + META_ROLES + (SCREEN_ROLE,)
     unknown_roles = sorted(r for r in cfg.models.roles if r not in known and not is_judge_role(r))
     for role in unknown_roles:
         problems.append(Problem(f"models.roles.{role}", role,
@@ -381,6 +391,18 @@ def check_train(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> lis
             "train.judge_failure_reward", failure,
             "must lie in [0, 1] like every judge reward, or be null (TRL then leaves the completion out)",
             "set train.judge_failure_reward=0.0 (the policy gains nothing by making the judge fail) or =null"))
+    if not isinstance(t.hacking_alert_window, int) or isinstance(t.hacking_alert_window, bool) \
+            or t.hacking_alert_window < 1:
+        problems.append(Problem("train.hacking_alert_window", t.hacking_alert_window, "must be an integer >= 1 (steps "
+                                "in the rolling mean)", "set train.hacking_alert_window=5, or 1 for no smoothing"))
+    for key, low in (("guard_share", 0.0), ("screen_share", 0.0), ("judge_failure_share", 0.0),
+                     ("truncation_share", 0.0), ("length_corr", -1.0)):
+        value = getattr(t, f"hacking_alert_{key}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not low <= value <= 1.0):
+            problems.append(Problem(f"train.hacking_alert_{key}", value, f"must lie in [{low:g}, 1] like the metric "
+                                    "it watches, or be null (no alert for it)",
+                                    f"set train.hacking_alert_{key} in [{low:g}, 1] or =null"))
     _positive(problems, "train.beta", t.beta, allow_zero=True)
     _positive(problems, "train.epsilon", t.epsilon)
     if t.max_steps is not None:
@@ -425,8 +447,8 @@ def check_train(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> lis
             problems.append(Problem("train.lora.target_modules", t.lora.target_modules, "must not be empty",
                                     "name the modules to adapt, or [all-linear]"))
     problems.extend(check_templates(cfg))
-    # Training calls one role: the reward judge.
-    problems.extend(check_models(cfg, roles=("judge",), env=env))
+    # Training calls the reward judge, and the screen when it is declared.
+    problems.extend(check_models(cfg, roles=("judge", SCREEN_ROLE) if has_screen(cfg.models) else ("judge",), env=env))
     return problems
 
 

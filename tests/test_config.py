@@ -58,6 +58,9 @@ def test_every_config_option_composes_and_validates(group, option):
         overrides = ["stage=pipeline", f"pipeline={option}"]
     elif group == "train":
         overrides = ["stage=train", f"train={option}", "train.dataset=tests/fixtures/train_run"]
+    elif group == "judges" and option == "screen":
+        # The screen role: the GRPO reward asks it about each answer before the judge
+        overrides = ["stage=train", "+judges=screen", "train.dataset=tests/fixtures/train_run"]
     elif group == "judges":
         # A further judge role, graded with beside the primary judge
         overrides = ["stage=eval", f"+judges={option}", f"eval.judges=[judge,judge_{option}]",

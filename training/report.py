@@ -116,6 +116,7 @@ def write_model_card(final_dir: Path, cfg: RootConfig, summary: dict[str, Any]) 
         f"| judge failures (total) | {summary['judge_totals'].get('failure', 0)} |",
         f"| injection flags (total) | {summary['judge_totals'].get('injection', 0)} |",
         "",
+        *monitor_lines(summary.get("monitor")),
         "## Reproduce",
         "",
         "```bash",
@@ -133,8 +134,21 @@ def write_model_card(final_dir: Path, cfg: RootConfig, summary: dict[str, Any]) 
     write_text_atomic(final_dir / "autodata_config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
 
 
+def monitor_lines(monitor: Optional[dict[str, Any]]) -> list[str]:
+    """The model card's section on the hacking monitors (training/monitor.py): one row per metric."""
+    if not monitor or not monitor.get("metrics"):
+        return []
+    rows = [f"| `train/{name}` | {_fmt(m['last'])} | {_fmt(m['max'])} | {_fmt(m['threshold'])} | {m['alerts']} | "
+            f"{_fmt(m['first_alert_step'])} |" for name, m in monitor["metrics"].items()]
+    return ["## Hacking monitors", "",
+            f"{monitor['alerts']} alert(s) over {monitor['steps']} steps (rolling mean of {monitor['window']} "
+            "steps against each threshold; `alerts.jsonl` in the run dir quotes the completions).", "",
+            "| metric | last | max | threshold | alerts | first alert at step |", "|---|---|---|---|---|---|",
+            *rows, ""]
+
+
 def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def command_line() -> str:

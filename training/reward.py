@@ -14,7 +14,11 @@ Per completion, in order:
    chat template opened the block inside the prompt, as Qwen3.5's does) has
    no answer: reward 0;
 2. the injection guard (``autodata.guard``): an attempt to instruct the judge
-   gets reward 0 with no judge call, and is logged;
+   gets reward 0 with no judge call, and is logged; then, when the optional
+   screen role is declared (``autodata.screen``), a model's verdict on the
+   answers the patterns pass: one that addresses the grader instead of the
+   question is flagged the same way (flag ``screen``); a failed screen call
+   leaves the answer to the judge;
 3. the judge call. A failure after retries and the repair (an answer too long
    for the judge's context even after the backend shrinks it, say) gets
    ``failure_reward`` (``train.judge_failure_reward``, default 0.0), so a policy
@@ -40,19 +44,26 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Optional, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Sequence, TypeVar
 
 from autodata.domains import Domain, Task
 from autodata.examples import task_of
 from autodata.guard import final_answer, injection_flags
 from autodata.reasoning import with_reasoning
 from autodata.llm import LLM
+from autodata.screen import Screen
+
+if TYPE_CHECKING:
+    from training.monitor import HackingMonitor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Characters of a flagged completion kept in injections.jsonl and the log line
 EXCERPT_CHARS = 500
+# The flag an answer gets when the optional screen role (models.roles.screen), not a guard pattern, finds it
+# addresses the grader or the rubric instead of the question; its status is "injection" like a pattern's
+SCREEN_FLAG = "screen"
 
 
 class JudgeLoop:
@@ -100,6 +111,9 @@ class BatchResult:
     # Wall time of the whole batch (all judge calls, concurrent)
     seconds: float
     cache_hits: int = 0
+    # With the screen on (else None): distinct answers it was asked about, and calls that failed (judge graded)
+    screen_calls: Optional[int] = None
+    screen_failures: int = 0
 
     @property
     def rewards(self) -> list[Optional[float]]:
@@ -120,6 +134,10 @@ class BatchResult:
         if latencies:
             out["judge/latency_mean_s"] = statistics.fmean(latencies)
             out["judge/latency_max_s"] = max(latencies)
+        if self.screen_calls is not None:
+            out["judge/screen_calls"] = float(self.screen_calls)
+            out["judge/screen_flags"] = float(sum(SCREEN_FLAG in o.flags for o in self.outcomes))
+            out["judge/screen_failures"] = float(self.screen_failures)
         return out
 
 
@@ -171,6 +189,8 @@ class JudgeReward:
         on_injection: Optional[Callable[[dict[str, Any]], None]] = None,
         max_failed_batches: int = 0,
         failure_reward: Optional[float] = 0.0,
+        screen: Optional[Screen] = None,
+        monitor: Optional["HackingMonitor"] = None,
     ):
         self.domain = domain
         self.llm = llm
@@ -188,6 +208,10 @@ class JudgeReward:
         self.failed_batches = 0
         # The reward of a completion the judge failed to grade (None: TRL leaves it out, advantage 0)
         self.failure_reward = failure_reward
+        # The optional screen (models.roles.screen): asked about the answers the guard's patterns pass
+        self.screen = screen
+        # A training.monitor.HackingMonitor: per step, the hacking/* metrics and alerts (None: not monitored)
+        self.monitor = monitor
         # TRL names the reward's metrics (rewards/<name>/mean) after this
         # (the domain class says how it grades: rubric_judge or equivalence_judge)
         self.__name__ = f"{domain.grading}_judge"
@@ -207,9 +231,13 @@ class JudgeReward:
         result = await (self.loop.run_async(work) if self.loop is not None else work)
         self._check_judge_up(result, step)
         metrics = result.metrics()
+        truncated = None
         if completion_ids is not None and self.max_completion_length:
             truncated = [is_truncated(ids, self.max_completion_length, self.eos_token_ids) for ids in completion_ids]
             metrics["truncation_rate"] = sum(truncated) / max(1, len(truncated))
+        if self.monitor is not None:
+            metrics.update(self.monitor.observe(step, texts, result.outcomes, example_id, completion_ids,
+                                                truncated).metrics)
         if log_metric is not None:
             for name, value in metrics.items():
                 log_metric(name, value)
@@ -240,6 +268,7 @@ class JudgeReward:
         gate = asyncio.Semaphore(self.concurrency) if self.concurrency else None
         usage = self.llm.usage["judge"]
         cached_before = usage.cached_calls
+        screened_before = self.screen.totals.copy() if self.screen is not None else None
         started = time.perf_counter()
 
         async def one(i: int) -> Outcome:
@@ -251,6 +280,9 @@ class JudgeReward:
 
         outcomes = list(await asyncio.gather(*(one(i) for i in range(len(texts)))))
         result = BatchResult(outcomes, time.perf_counter() - started, usage.cached_calls - cached_before)
+        if screened_before is not None:
+            result.screen_calls = self.screen.totals["calls"] - screened_before["calls"]
+            result.screen_failures = self.screen.totals["failures"] - screened_before["failures"]
         self.totals.update(o.status for o in outcomes)
         self.totals["completions"] += len(outcomes)
         return result
@@ -266,9 +298,12 @@ class JudgeReward:
         answer = final_answer(text) if self.strip_reasoning else text.strip()
         if not answer:
             outcome = Outcome(0.0, "empty")
-        elif self.injection_guard and (flags := injection_flags(answer)):
+        elif self.injection_guard and (flags := injection_flags(answer, task.rubric, task.question)):
             outcome = Outcome(0.0, "injection", flags=flags)
             self._report_injection(example_id, step, flags, answer)
+        elif self.screen is not None and await self.screen.addresses_grader(task.question, answer):
+            outcome = Outcome(0.0, "injection", flags=[SCREEN_FLAG])
+            self._report_injection(example_id, step, [SCREEN_FLAG], answer)
         else:
             outcome = await self._judge(task, answer, example_id)
         if self.on_outcome is not None:

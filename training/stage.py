@@ -11,7 +11,8 @@ Order of work: read and check the data, check the batch arithmetic against the
 number of processes, ask the judge endpoint to answer (fail fast, naming the
 URL), and only then load the policy. Writes into the run dir:
 ``checkpoints/checkpoint-N`` (every ``train.save_steps``), ``metrics.jsonl``,
-``rewards.jsonl`` (one row per graded completion), ``injections.jsonl``, and
+``rewards.jsonl`` (one row per graded completion), ``injections.jsonl``, ``alerts.jsonl`` and
+``monitor.png`` (the hacking monitors, training/monitor.py), and
 ``final/``: the model (or LoRA adapter), its tokenizer, a vision-language base's processor
 files (training/policy.py), ``README.md`` (model card: data, config, metrics),
 ``train_summary.json`` and ``autodata_config.yaml``.
@@ -25,16 +26,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from autodata.backends import build_backend
+from autodata.backends import build_backend, endpoint_key
 from autodata.backends.base import BackendError
 from autodata.cache import ResponseCache
-from autodata.config import RootConfig, TrainConfig, endpoint_for
+from autodata.config import SCREEN_ROLE, RootConfig, TrainConfig, endpoint_for, has_screen
 from autodata.domains import Domain, build_domain
 from autodata.llm import LLM
 from autodata.reasoning import template_kwargs, template_opens_reasoning
 from autodata.rundir import JsonlWriter, git_commit, input_conflicts
+from autodata.screen import Screen
 from autodata.tracking import start_wandb
 from training.data import DataError, TrainingData, as_paths, check_enough, load_training_data
+from training.monitor import HackingMonitor, define_wandb_metrics, wandb_panels
 from training.policy import load_policy, lora_exclude, save_final
 from training.report import JsonlMetrics, command_line, write_model_card
 from training.reward import JudgeDown, JudgeLoop, JudgeReward
@@ -125,7 +128,8 @@ def resume_point(t: TrainConfig, output_dir: Path) -> Optional[Path]:
 
 
 class Judge:
-    """The reward judge's runtime: its own event loop, the LLM (role judge) and the response cache."""
+    """The reward judge's runtime: its own event loop, the LLM (role judge, and screen when declared) and the
+    response cache."""
 
     def __init__(self, cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None):
         self.loop = JudgeLoop()
@@ -133,10 +137,10 @@ class Judge:
         self.owns_llm = llm is None
         self._closed = False
         try:
-            # Only the judge is called during training: no backend is built for the other roles.
+            # Only the judge (and the screen) are called during training: no backend is built for the other roles.
             self.llm = llm if llm is not None else LLM(
-                cfg.models, cache=self.cache, seed=cfg.train.seed,
-                backends={"judge": build_backend(endpoint_for(cfg.models, "judge"))})
+                cfg.models, cache=self.cache, seed=cfg.train.seed, backends=judge_backends(cfg))
+            self.screen = Screen(self.llm) if has_screen(cfg.models) else None
         except (ValueError, BackendError) as err:  # e.g. api_key_env names an unset variable
             self.close()
             raise TrainAborted(f"the reward judge cannot be set up: {err}") from err
@@ -144,12 +148,22 @@ class Judge:
         self.name = getattr(backend, "name", type(backend).__name__)
 
     def check(self) -> None:
-        """Fail fast: one request to the judge endpoint before the policy loads."""
+        """Fail fast: one request to the judge endpoint (and the screen's, if it has its own) before the policy
+        loads."""
         try:
             self.loop.run(self.llm.backends["judge"].check())
         except BackendError as err:
             raise TrainAborted(f"the reward judge ({self.name}) cannot serve: {err}\nNothing was trained. Start the "
                                "judge server (or fix models.roles.judge / models.base_url) and rerun.") from err
+        screen = self.llm.backends[SCREEN_ROLE] if self.screen is not None else None
+        if screen is None or screen is self.llm.backends["judge"]:
+            return
+        try:
+            self.loop.run(screen.check())
+        except BackendError as err:
+            raise TrainAborted(f"the screen ({getattr(screen, 'name', type(screen).__name__)}) cannot serve: {err}\n"
+                               "Nothing was trained. Start its server (or fix models.roles.screen), or leave out "
+                               "+judges=screen to train without it, and rerun.") from err
 
     def close(self) -> None:
         if self._closed:
@@ -160,6 +174,18 @@ class Judge:
         self.loop.close()
         if self.cache is not None:
             self.cache.close()
+
+
+def judge_backends(cfg: RootConfig) -> dict:
+    """The judge's backend, and the screen's when declared: one backend when both name the same endpoint (one
+    loaded model, one connection pool)."""
+    judge = endpoint_for(cfg.models, "judge")
+    backends = {"judge": build_backend(judge)}
+    if has_screen(cfg.models):
+        screen = endpoint_for(cfg.models, SCREEN_ROLE)
+        same = endpoint_key(screen) == endpoint_key(judge)
+        backends[SCREEN_ROLE] = backends["judge"] if same else build_backend(screen)
+    return backends
 
 
 def grpo_config(cfg: RootConfig, run_dir: Path, plan: BatchPlan, cuda: bool):
@@ -298,11 +324,15 @@ def _train(cfg: RootConfig, run_dir: Path, domain: Domain, data: TrainingData, p
     suffix = "" if rank() == 0 else f".rank{rank()}"
     rewards_out = JsonlWriter(run_dir / f"rewards{suffix}.jsonl")
     injections_out = JsonlWriter(run_dir / f"injections{suffix}.jsonl")
+    # Every process monitors the completions it scores and writes its own alerts file
+    alerts_out = JsonlWriter(run_dir / f"alerts{suffix}.jsonl")
+    monitor = HackingMonitor.from_config(t, on_alert=alerts_out.write)
     reward = JudgeReward(
         domain, judge.llm, loop=judge.loop, strip_reasoning=t.strip_reasoning,
         injection_guard=t.injection_guard, max_completion_length=t.max_completion_length,
         on_outcome=rewards_out.write, on_injection=injections_out.write, max_failed_batches=t.judge_down_batches,
-        failure_reward=t.judge_failure_reward,
+        failure_reward=t.judge_failure_reward, monitor=monitor,
+        screen=judge.screen,
     )
     # The policy goes to TRL as a model, not a path: load_policy keeps the class the checkpoint names and freezes
     # a vision-language checkpoint's vision tower (Qwen3.5), so only the language model trains (training/policy.py
@@ -319,7 +349,7 @@ def _train(cfg: RootConfig, run_dir: Path, domain: Domain, data: TrainingData, p
     # off by max_completion_length has no closing tag. The reward reads them as opened (no answer, reward 0).
     reward.prompt_opens_reasoning = template_opens_reasoning(tokenizer, policy_template_kwargs(cfg) or {})
     if cfg.logger == "wandb" and rank() == 0:
-        start_wandb(cfg, run_dir, job_type="train")
+        define_wandb_metrics(start_wandb(cfg, run_dir, job_type="train"))
     metrics = JsonlMetrics(run_dir / "metrics.jsonl")
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=data.to_dataset(),
                           processing_class=tokenizer, callbacks=[metrics],
@@ -336,9 +366,13 @@ def _train(cfg: RootConfig, run_dir: Path, domain: Domain, data: TrainingData, p
     finally:
         rewards_out.close()
         injections_out.close()
+        alerts_out.close()
 
     final_dir = run_dir / FINAL
     save_final(trainer, tokenizer, source, final_dir)
+    plot = run_dir / "monitor.png"
+    if not (trainer.is_world_process_zero() and monitor.write_plot(plot)):
+        plot = None
     summary = {
         "global_step": trainer.state.global_step,
         "resumed_from": str(resume_from) if resume_from else None,
@@ -350,6 +384,7 @@ def _train(cfg: RootConfig, run_dir: Path, domain: Domain, data: TrainingData, p
         "judge_totals": dict(reward.totals),
         "judge_usage": judge.llm.usage_summary()["judge"],
         "metrics": metrics.last,
+        "monitor": monitor.summary(),
         "command": command_line(),
         "git": git_commit(),
         "final_dir": str(final_dir),
@@ -360,8 +395,10 @@ def _train(cfg: RootConfig, run_dir: Path, domain: Domain, data: TrainingData, p
         import wandb
 
         if wandb.run is not None:
-            wandb.run.summary.update({k: v for k, v in metrics.last.items()
-                                      if k.startswith("train/") and isinstance(v, (int, float))})
+            # The train/hacking/* series keep the max and last value define_wandb_metrics asked for
+            wandb.run.summary.update({k: v for k, v in metrics.last.items() if k.startswith("train/")
+                                      and not k.startswith("train/hacking/") and isinstance(v, (int, float))})
+            wandb.run.log(wandb_panels(monitor, plot))
             wandb.finish()
     log.info("train: %d steps; final %s saved to %s", trainer.state.global_step,
              "adapter" if t.lora.enabled else "model", final_dir)
