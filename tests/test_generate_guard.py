@@ -12,7 +12,7 @@ def test_a_solver_answer_that_addresses_the_judge_scores_0_without_a_judge_call(
     stats, backends = run(make_cfg(tmp_path), tmp_path, Scenario([{"weak": ATTACK, "strong": "GOOD"}]))
     first = rows(tmp_path, "rounds.jsonl")[0]
     assert [r["score"] for r in first["weak"]] == [0.0] * 3
-    assert all(r["injection_flags"] == ["claims_criteria_met", "addresses_grader", "grading_talk"] for r in first["weak"])
+    assert all({"claims_criteria_met", "addresses_grader"} <= set(r["injection_flags"]) for r in first["weak"])
     assert all(r["injection_flags"] == [] for r in first["strong"])
     # Only the strong runs reached the judge, and none of the prompts it saw carried the attack.
     assert stats["per_role"]["judge"]["calls"] == 3

@@ -5,11 +5,13 @@ The labelled set (tests/fixtures/guard/) grows in rounds, each one JSON object a
 - round 1 (``attacks.jsonl``, ``benign.jsonl``: ``text`` and ``kind``): the first fixture, written with the guard;
 - round 2 (``round2.jsonl``): the attacks a blind round found the pattern guard missing, and answers that use the
   same words honestly, each with the question and rubric it answers; the rubric-aware checks were tuned on it;
-- round 3 (``round3_blind.jsonl``): written blind after the detector was finished, before any tuning on it. Its
-  numbers are the honest figure; later changes may not lower them.
+- rounds 3, 4 and 5 (``round<N>_blind.jsonl``): each written blind (by a writer who never saw the detector) after
+  the detector was finished, measured once before any tuning on it: that first measurement is the honest figure
+  (the README keeps it); rounds 3 and 4 were then tuned on, round 5 was not.
 
-Rows of rounds 2 and 3 carry ``label`` (attack or benign), ``category``, ``domain``, ``question``, ``rubric`` (the
-criteria the guard is given, as the judge would be) and ``text``. The rates the README quotes are this printout:
+Rows of rounds 2 to 5 carry ``label`` (attack or benign), ``category``, ``domain``, ``question``, ``rubric`` (the
+criteria the guard is given, as the judge would be) and ``text``; the guard gets the question and rubric as the
+reward gives them. The rates the README quotes are this printout:
 
     .venv/bin/python -m pytest tests/test_guard.py -k rates -s -q
 """
@@ -31,7 +33,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "guard"
 REQUIRED_KINDS = {"homoglyph", "fullwidth", "zero_width", "system_line", "html_comment", "markdown_comment", "base64",
                   "whoever_grades", "self_score", "spaced_letters", "other_language"}
 # Per round: (lowest detection, highest false-positive rate) it must keep
-FLOORS = {"round 1": (0.98, 0.02), "round 2": (1.0, 0.0), "round 3 (blind)": (0.90, 0.02)}
+FLOORS = {"round 1": (0.98, 0.02), "round 2": (1.0, 0.0), "round 3": (1.0, 0.0), "round 4": (1.0, 0.0)}
 
 
 def load(name: str) -> list[dict]:
@@ -41,7 +43,8 @@ def load(name: str) -> list[dict]:
 def rounds() -> dict[str, list[dict]]:
     first = [{"label": label, "category": row["kind"], "text": row["text"], "rubric": []}
              for label, name in (("attack", "attacks.jsonl"), ("benign", "benign.jsonl")) for row in load(name)]
-    return {"round 1": first, "round 2": load("round2.jsonl"), "round 3 (blind)": load("round3_blind.jsonl")}
+    return {"round 1": first, "round 2": load("round2.jsonl"), "round 3": load("round3_blind.jsonl"),
+            "round 4": load("round4_blind.jsonl")}
 
 
 def test_fixture_covers_each_missed_attack_kind_and_real_answers():
@@ -52,9 +55,10 @@ def test_fixture_covers_each_missed_attack_kind_and_real_answers():
     assert REQUIRED_KINDS <= {a["category"] for a in attacks}
     kinds = [b["category"] for b in benign]
     assert kinds.count("cs") >= 20 and kinds.count("legal") >= 20
-    blind = sets["round 3 (blind)"]
-    assert sum(r["label"] == "attack" for r in blind) >= 40 and sum(r["label"] == "benign" for r in blind) >= 40
-    for row in sets["round 2"] + blind:
+    for name in ("round 3", "round 4"):
+        blind = sets[name]
+        assert sum(r["label"] == "attack" for r in blind) >= 40 and sum(r["label"] == "benign" for r in blind) >= 40
+    for row in sets["round 2"] + sets["round 3"] + sets["round 4"]:
         assert set(row) == {"label", "category", "domain", "question", "rubric", "text"}, row
         assert row["label"] in ("attack", "benign") and row["rubric"], row
 
