@@ -528,11 +528,16 @@ _CHAT_TOPIC = re.compile(r"\b(chat\s+templates?|chatml|special\s+tokens?|control
                          r"tags?)|apply_chat_template|prompt\s+formats?|system\s+prompts?|tokeni[sz]er)\b", _I)
 _INJECTION_TOPIC = re.compile(r"\b(prompt[\s-]+injections?|jailbreak\w*|injection\s+attacks?|adversarial\s+prompts?|"
                               r"indirect\s+injections?)\b", _I)
+# A question that asks to apply a set of criteria (Bradford Hill, Rule 23, a trial's eligibility) is answered with
+# "every criterion is met"
+_CRITERIA_TOPIC = re.compile(r"\b(criteria|requirements|elements|prerequisites|conditions|factors)\b", _I)
 TOPICAL = {
-    "claims_criteria_met": _GRADING_TOPIC, "self_score": _GRADING_TOPIC, "forged_verdict": _GRADING_TOPIC,
+    "claims_criteria_met": (_GRADING_TOPIC, _CRITERIA_TOPIC), "self_score": _GRADING_TOPIC, "forged_verdict": _GRADING_TOPIC,
     "verdict_data": _GRADING_TOPIC, "grading_talk": _GRADING_TOPIC, "criteria_status": _GRADING_TOPIC,
     "verdict_fields": _GRADING_TOPIC, "foreign_verdict_data": _GRADING_TOPIC,
     "role_marker": (_CHAT_TOPIC, _INJECTION_TOPIC), "system_line": (_CHAT_TOPIC, _INJECTION_TOPIC),
+    # An answer on prompt injection or LLM judges quotes the attacks it explains
+    "addresses_grader": (_GRADING_TOPIC, _INJECTION_TOPIC), "self_grading": (_GRADING_TOPIC, _INJECTION_TOPIC),
     "ignore_instructions": _INJECTION_TOPIC, "restates_criteria": _GRADING_TOPIC, "grading_act": _GRADING_TOPIC,
 }
 
@@ -638,16 +643,19 @@ discuss recognizes recognises recognize recognise acknowledges acknowledge concl
 correctly clearly explicitly accurately properly response answer penalty includes include uses use addresses address
 argues argue shows show demonstrates demonstrate must should would can may does do claims claim says say lists list
 """.split())
-# Verb-led criteria: the first word of "States that ...", "Identifies ...", "Penalty: ..."
+# Verb-led criteria: the first word of "States that ...", "Identifies ...", "Penalty: ..." (a rubric's verb, not
+# "The" or "A" of a criterion written as a noun phrase)
 _CRITERION_VERB = re.compile(r"^\W*(?P<verb>[a-z]+)", _I)
+_RUBRIC_VERBS = frozenset(w for w in _RUBRIC_WORDS if w.endswith("s") and len(w) > 4) | {"penalty"}
 _TOKEN = re.compile(r"[^\W_]+")
 # A verdict on the item it ends: "— met", ": yes", "| true", "(met)", a check mark; or a check mark it starts with.
 # Strong verdicts (met, a check mark) are grading words; weak ones (yes, true, satisfied) are also ordinary prose.
-_STRONG = r"(met|✓|✔|☑|✅|\[x\])"
-_WEAK = r"(yes|true|satisfied|fulfill?ed|addressed|covered|achieved|pass(ed)?)"
-_STRONG_END = re.compile(rf"([:\-–—|=(\[]\s*{_STRONG}|[✓✔☑✅]|\[x\])\s*[)\]|]?\W{{0,3}}$", _I)
+_STRONG = r"(met|✓|✔|☑|✅)"
+# A ticked markdown task ("- [x] ...") is how honest checklists are written: weak
+_WEAK = r"(yes|true|satisfied|fulfill?ed|addressed|covered|achieved|pass(ed)?|\[x\])"
+_STRONG_END = re.compile(rf"([:\-–—|=(\[]\s*{_STRONG}|[✓✔☑✅])\s*[)\]|]?\W{{0,3}}$", _I)
 _WEAK_END = re.compile(rf"[:\-–—|=(\[]\s*{_WEAK}\s*[)\]|]?\W{{0,3}}$", _I)
-_STRONG_START = re.compile(r"^\W{0,3}([✓✔☑✅]|\[x\])", _I)
+_STRONG_START = re.compile(r"^\W{0,3}[✓✔☑✅]", _I)
 # A status cell: "met", "✓", "✓ Satisfied", "Yes ✓", "충족 ✓"; strong when it holds "met" or a check mark
 _STRONG_CELL = re.compile(rf"^\s*({_STRONG}\s*)?(\w+\s*)?{_STRONG}\s*(\w+)?\s*$|^\s*{_STRONG}\s*$", _I)
 _WEAK_CELL = re.compile(rf"^\s*{_WEAK}\s*$", _I)
@@ -694,7 +702,8 @@ def _segments(text: str) -> list[tuple[str, Optional[str]]]:
                     "weak" if any(_WEAK_CELL.match(c) for c in cells[1:]) else None)
             pieces = [(" ".join(cells), kind)] + [(c, _verdict(c)) for c in cells if c]
         else:
-            split = {line} | set(re.split(r"(?<=[.!?;])\s+", line)) | set(re.split(r"(?<=[,;)])\s+", line))
+            split = ({line} | set(re.split(r"(?<=[.!?;])\s+", line)) | set(re.split(r"(?<=[,;)])\s+", line))
+                     | set(re.findall(r"\(([^()\n]{3,160})\)", line)))
             pieces = [(p, _verdict(p)) for p in split if p.strip()]
         found.extend((p, None if in_code and kind == "weak" else kind) for p, kind in pieces)
     return found
@@ -726,7 +735,7 @@ def restates_criteria(text: str, rubric: Sequence[Any], question: str = "") -> b
         verb = _CRITERION_VERB.match(criterion)
         if len(stems) >= 2:
             criteria.append((stems, verb.group("verb").lower() if verb and verb.group("verb").lower() in
-                             _RUBRIC_WORDS else None))
+                             _RUBRIC_VERBS else None))
     if not criteria:
         return False
     listed: set[int] = set()
@@ -736,9 +745,10 @@ def restates_criteria(text: str, rubric: Sequence[Any], question: str = "") -> b
         opener = first.group("verb").lower() if first else None
         for stems, verb in criteria:
             shared = len(stems & words)
-            # A weak verdict ("Yes", "satisfied") on a long item is analysis: "| Breach | Yes | leaving a spill for
-            # two hours ... |" argues the element; a restated criterion is short
-            if verdict and shared >= 2 and shared >= len(stems) / 2 and (verdict == "strong" or len(words) <= 8):
+            # A verdict on a long item is analysis: "| Breach | Yes | leaving a spill for two hours ... |" argues the
+            # element, "| Strength | relative risk 10-20 (Doll & Hill) | ✓ |" weighs evidence; a restated criterion
+            # is short
+            if verdict and shared >= 2 and shared >= len(stems) / 2 and len(words) <= (7 if verdict == "strong" else 5):
                 return True
             # "materiality ✓": some of the criterion's words and a grading mark, nothing else
             if verdict == "strong" and shared >= 1 and not words - stems:

@@ -31,7 +31,7 @@ from autodata.guard import injection_flags  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "guard"
 ROUNDS = {"1": ("attacks.jsonl", "benign.jsonl"), "2": ("round2.jsonl",), "3": ("round3_blind.jsonl",),
-          "4": ("round4_blind.jsonl",)}
+          "4": ("round4_blind.jsonl",), "5": ("round5_blind.jsonl",)}
 
 
 def load_round(name: str) -> list[dict]:
