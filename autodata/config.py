@@ -324,6 +324,15 @@ class GenerateConfig:
     push_to_hub: Optional[str] = None
     # Create the hub repo private (only applies when the push creates it)
     hub_private: bool = True
+    # The dataset card's license, a hub license id (apache-2.0, cc-by-4.0, ... as the hub lists them). "unknown"
+    # until you set it: the data's terms follow the source corpus and the models' terms. "other" needs
+    # license_name and license_link
+    license: str = "unknown"
+    # license=other: the license's short name (lowercase, dashes) and where its text is (a URL, or a file in the repo)
+    license_name: Optional[str] = None
+    license_link: Optional[str] = None
+    # The data's languages on the card (ISO 639 codes)
+    language: list[str] = field(default_factory=lambda: ["en"])
     # A document that still fails after the backend's retries gets a ledger row with status "error" and is redone
     # on resume; the run exits 5 when any did. true: exit 0 anyway (the count stays in stats.json)
     allow_document_errors: bool = False
@@ -475,6 +484,16 @@ class TrainConfig:
     seed: int = 0
     lora: LoraConfig = field(default_factory=LoraConfig)
     vllm: RolloutVLLMConfig = field(default_factory=RolloutVLLMConfig)
+    # Further fields of TRL's GRPOConfig, passed as given: +train.grpo.epsilon_high=0.28 on the command line, or
+    # `grpo: {epsilon_high: 0.28, max_grad_norm: 1.0}` under train: in a file. TRL's name of a renamed setting
+    # above sets that setting (num_generations: group_size); a field a setting above or the stage already sets is
+    # refused, naming the setting (autodata/grpo.py has the table)
+    grpo: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from autodata.grpo import apply_aliases
+
+        apply_aliases(self)
 
     @property
     def completions_per_step(self) -> int:
@@ -536,7 +555,10 @@ class ReportConfig:
     titles: dict[str, str] = field(default_factory=dict)
     # Metrics shown in every cell, in order
     metrics: list[str] = field(default_factory=lambda: ["mean_at_3", "best_at_3"])
+    # What the table measures; report.md's title adds the models our runs trained and evaluated (eval/report_header.py)
     title: str = "Evaluation"
+    # The paper's models in one line, shown under the title beside ours (conf/report/paper_*.yaml); "" shows none
+    paper_models: str = ""
     # Row id whose values the metrics in delta_metrics are differences from (paper science: avg@8 over base)
     delta_from: str = ""
     # Metrics shown as ours minus the delta_from row's value in the same column (empty: none)
@@ -636,7 +658,7 @@ class PipelineConfig:
     # Overrides added to every step of one stage (stage -> overrides), e.g. where trained models are evaluated
     stage_overrides: dict[str, list[str]] = field(default_factory=dict)
     # Command that starts every step of one stage instead of `python` (stage -> command), e.g.
-    # {train: "accelerate launch --config_file conf/accelerate/multi_gpu.yaml"}
+    # {train: "accelerate launch --config_file launch/accelerate/multi_gpu.yaml"}
     launchers: dict[str, str] = field(default_factory=dict)
     # Run only these steps, by step name or by stage (e.g. [eval, report]); empty runs every step
     only: list[str] = field(default_factory=list)
@@ -797,6 +819,15 @@ class PlanConfig:
 
 
 @dataclass
+class RecipeConfig:
+    """How a run shows its recipe at start (autodata/recipe.py); recipe.json in the run dir always holds all of it."""
+
+    # List each value the stage reads that differs from the defaults, with the file or override that set it;
+    # false prints one line (the list is logged at DEBUG: hydra.verbose=autodata.recipe)
+    print: bool = False
+
+
+@dataclass
 class RootConfig:
     # Which stage to run: see autodata.stages.STAGES
     stage: str = MISSING
@@ -821,6 +852,7 @@ class RootConfig:
     logger: str = "none"
     # Shown progress bar (off in CI logs)
     progress: bool = True
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
 
 
 def register_configs() -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autodata.dataset_schema import from_record
 from autodata.domains import Domain, Task
 
 # Fields every example needs, and the ones rubric-graded domains add.
@@ -57,7 +58,9 @@ def field_problems(source: Source, domain: Domain, optional: tuple[str, ...] = (
 
 def to_example(row: dict[str, Any], domain: Domain, source_name: str = "") -> dict[str, Any]:
     """One TRL row: the policy's chat prompt and the task the judge grades against (a multi-turn eval row's
-    ``earlier_messages`` become real turns of the prompt; generate rows have none)."""
+    ``earlier_messages`` become real turns of the prompt; generate rows have none). ``row`` may be a record of
+    the datasets export too (its JSON-string fields are decoded)."""
+    row = from_record(row)
     task = Task.from_dict({"context": row.get("context") or "", **{k: row[k] for k in (
         "question", "reference_answer", "rubric", "question_type", "tags", "extra", "earlier_messages")
         if row.get(k) is not None}})

@@ -1,7 +1,8 @@
 """Where each setting of a run came from: the effective recipe, and warnings about recipes that cannot be right.
 
-Every run prints, and writes to ``recipe.json`` in its run dir, the values that differ from the dataclass
-defaults (``autodata/config.py``), each with the config file or command-line override that set it last.
+Every run writes to ``recipe.json`` in its run dir the values that differ from the dataclass defaults
+(``autodata/config.py``), each with the config file or command-line override that set it last, and prints one line
+that counts those of the groups its stage reads (``recipe.print=true`` lists them; so does DEBUG logging).
 Sources are found the way Hydra composed the config: its defaults list, in order, with each file's package,
 then the command line.
 
@@ -22,13 +23,16 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from autodata.config import RootConfig, apply_eval_shortcuts, endpoint_for, model_roles
 from autodata.domains import DOMAINS
+from autodata.grpo import ALIASES
 from autodata.rundir import write_json_atomic
+from autodata.stages import reads
 from autodata.variants import protected_overrides
 
 log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 DEFAULT_SOURCE = "dataclass default"
+DERIVED = "derived (interpolation or eval shortcut)"
 # A budget below this share of the experiment's answer_tokens is "far below"
 FAR_BELOW = 0.25
 
@@ -96,7 +100,7 @@ def source_of(key: str, files: dict[str, str], overrides: dict[str, str]) -> str
             if probe in table:
                 return table[probe]
             probe = probe.rpartition(".")[0]
-    return "derived (interpolation or eval shortcut)"
+    return DERIVED
 
 
 def effective(cfg: RootConfig, files: dict[str, str], overrides: dict[str, str]) -> list[Setting]:
@@ -112,6 +116,12 @@ def effective(cfg: RootConfig, files: dict[str, str], overrides: dict[str, str])
         if key.startswith("pipeline.") and cfg.stage != "pipeline":
             continue
         settings.append(Setting(key, value, default, source_of(key, files, overrides)))
+    # A renamed train setting given under TRL's name in train.grpo takes that entry's source
+    by_alias = {f"train.{path}": name for name, path in ALIASES.items() if name in cfg.train.grpo}
+    for s in settings:
+        if s.key in by_alias and s.source == DERIVED:
+            alias = f"train.grpo.{by_alias[s.key]}"
+            s.source = f"{alias} ({source_of(alias, files, overrides)})"
     return settings
 
 
@@ -172,22 +182,30 @@ def warnings(cfg: RootConfig) -> list[str]:
 
 
 def report(cfg: RootConfig, run_dir: Path) -> list[Setting]:
-    """Print the effective recipe and its warnings; write both to ``recipe.json`` in the run dir."""
+    """Log one line of the effective recipe (the list with ``recipe.print=true``, else at DEBUG) and every warning;
+    write all of it to ``recipe.json`` in the run dir. The console shows only the groups the stage reads
+    (autodata/stages.py); recipe.json keeps every value."""
     files, overrides = hydra_sources()
     settings = effective(cfg, files, overrides)
     problems = warnings(cfg)
-    lines = [f"recipe of stage={cfg.stage}, experiment={cfg.experiment.name or '(none)'}: "
-             f"{len(settings)} values differ from the defaults in autodata/config.py"]
-    width = max((len(s.key) for s in settings), default=0)
-    for s in settings:
-        lines.append(f"  {s.key:<{width}} = {json.dumps(s.value, default=str)}   ({s.source})")
-    log.info("%s", "\n".join(lines))
+    shown = [s for s in settings if reads(cfg.stage, s.key)]
+    head = (f"recipe: {len(shown)} values differ from the defaults (stage={cfg.stage}, experiment="
+            f"{cfg.experiment.name or '(none)'}); see {run_dir / 'recipe.json'}")
+    width = max((len(s.key) for s in shown), default=0)
+    listed = [f"  {s.key:<{width}} = {json.dumps(s.value, default=str)}   ({s.source})" for s in shown]
+    if cfg.recipe.print:
+        log.info("%s", "\n".join([head + ":", *listed]))
+    else:
+        log.info("%s (recipe.print=true lists them)", head)
+        log.debug("%s", "\n".join(["recipe:", *listed]))
     for text in problems:
         log.warning("WARNING: %s", text)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "recipe.json", {
         "experiment": cfg.experiment.name,
+        "stage": cfg.stage,
         "warnings": problems,
-        "settings": [{"key": s.key, "value": s.value, "default": s.default, "source": s.source} for s in settings],
+        "settings": [{"key": s.key, "value": s.value, "default": s.default, "source": s.source,
+                      "read_by_stage": reads(cfg.stage, s.key)} for s in settings],
     }, default=str)
     return settings

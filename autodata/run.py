@@ -1,9 +1,14 @@
-"""The one entry point: ``python -m autodata.run stage=<name> [overrides...]``.
+"""The one entry point: ``autodata stage=<name> [overrides...]``, the same as ``python -m autodata.run ...``.
 
-    python -m autodata.run stage=generate                       # embedded model, embedded corpus
-    python -m autodata.run stage=generate method=cot            # CoT Self-Instruct baseline
-    python -m autodata.run stage=generate models=openai models.base_url=http://localhost:8000/v1 models.model=Qwen/Qwen3.5-4B
-    python -m autodata.run stage=generate hydra.run.dir=runs/cs_agentic   # same dir again = resume
+    autodata --help                                       # the stages, the experiments, examples
+    autodata stage=generate                               # embedded model, embedded corpus
+    autodata stage=generate method=cot                    # CoT Self-Instruct baseline
+    autodata stage=generate models=openai models.base_url=http://localhost:8000/v1 models.model=Qwen/Qwen3.5-4B
+    autodata stage=generate hydra.run.dir=runs/cs_agentic   # same dir again = resume
+
+``--help`` is answered here, from the stage registry and conf/experiment/, before Hydra composes anything (a
+stage is required to compose); every other flag is Hydra's: ``--hydra-help``, ``--cfg job``, ``-m`` (sweeps),
+``--shell-completion`` (``eval "$(autodata -sc install=bash)"``).
 
 The composed config is converted to typed objects and validated once here;
 stages receive a ``RootConfig`` and the run dir. A rejected config changes no
@@ -36,7 +41,7 @@ from autodata import recipe, variants
 from autodata.config import register_configs, to_typed
 from autodata.domains import DOMAINS
 from autodata.rundir import RunDirBusy, lock_run_dir, mark_finished, write_provenance
-from autodata.stages import resolve_stage
+from autodata.stages import STAGES, resolve_stage
 from autodata.validation import ConfigError, InputError, validate
 
 log = logging.getLogger("autodata")
@@ -47,8 +52,19 @@ for _noisy in ("httpx", "httpx2", "urllib3"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="config")
-def main(dcfg: DictConfig) -> None:
+def main() -> None:
+    """The console script ``autodata`` and ``python -m autodata.run``: ``-h``/``--help`` prints the CLI's help,
+    anything else goes to Hydra."""
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+        print(help_text())
+        return
+    compose_and_run()
+
+
+# An absolute path: the console script imports this module by name, where Hydra would read a relative path as a
+# package (pkg://conf), and conf/ is no package.
+@hydra.main(version_base=None, config_path=str(recipe.CONF_DIR), config_name="config")
+def compose_and_run(dcfg: DictConfig) -> None:
     cfg = to_typed(dcfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
@@ -78,6 +94,44 @@ def main(dcfg: DictConfig) -> None:
         log.error("%s", err)
         sys.exit(2)
     mark_finished(run_dir)
+
+
+# (command, what it does) shown by --help
+EXAMPLES = [
+    ("autodata stage=generate", "the default run: every role on the embedded 135M model, about 10 min on 2 cores"),
+    ("autodata stage=pipeline experiment=cpu_mini", "the CS table end to end on a CPU (numbers meaningless)"),
+    ("autodata stage=train experiment=smoke", "two GRPO steps on a CPU"),
+    ("autodata stage=generate method=cot hydra.run.dir=runs/cs_cot", "the CoT baseline into a named run dir (the "
+     "same command again resumes it)"),
+    ("autodata stage=pipeline experiment=paper_cs pipeline.dry_run=true", "print every command of a paper table"),
+    ("autodata stage=generate --cfg job", "print the composed config; run nothing"),
+    ("autodata -m stage=generate method=cot,agentic", "a sweep: one run per point, in multirun/"),
+]
+
+
+def help_text(conf_dir: Path = recipe.CONF_DIR) -> str:
+    """The CLI's help: stages from the registry, experiments from conf/experiment/ with their descriptions."""
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.to_container(OmegaConf.load(conf_dir / "config.yaml"))["defaults"]
+    default_experiment = next((d["experiment"] for d in defaults if isinstance(d, dict) and "experiment" in d), None)
+    experiments = {}
+    for path in sorted((conf_dir / "experiment").glob("*.yaml")):
+        described = OmegaConf.select(OmegaConf.load(path), "experiment.description", default="")
+        experiments[path.stem] = described or ""
+    width = max(map(len, [*STAGES, *experiments]))
+    lines = ["autodata: synthetic training data at the right difficulty (Agentic Self-Instruct), GRPO training and "
+             "evaluation.", "",
+             "usage: autodata stage=<stage> [experiment=<experiment>] [key=value ...]",
+             "       python -m autodata.run ... is the same command", "", "stages (stage=<name>):"]
+    lines += [f"  {name:<{width}}  {stage.summary}" for name, stage in STAGES.items()]
+    lines += ["", f"experiments (experiment=<name>; default {default_experiment}):"]
+    lines += [f"  {name:<{width}}  {text}" for name, text in experiments.items()]
+    lines += ["", "examples:"]
+    lines += [f"  {command}\n      {what}" for command, what in EXAMPLES]
+    lines += ["", "Every default lives in autodata/config.py; conf/ holds the options (README.md, \"Experiments\").",
+              "Hydra's own flags: autodata --hydra-help. Tab completion (bash): eval \"$(autodata -sc install=bash)\""]
+    return "\n".join(lines)
 
 
 def detach_log_files() -> None:

@@ -7,7 +7,9 @@ uploads an offline run.
 
 Every stage of one experiment logs into one W&B group, ``experiment.name`` (``WANDB_RUN_GROUP`` wins when set, so
 a sweep can put its runs in a group of its own), with ``job_type`` = the stage and tags [stage, domain, method]:
-the project's runs page groups by experiment, then by job type.
+the project's runs page groups by experiment, then by job type. A run is named ``<experiment>/<stage>``, followed
+by the point's swept values in a Hydra sweep (``cpu/generate/min_gap=0.1,method=cot``) or by the run dir's name
+when ``hydra.run.dir`` names it (the pipeline's steps: ``paper_cs/train/train_cot``).
 """
 
 from __future__ import annotations
@@ -35,9 +37,67 @@ def start_wandb(cfg: RootConfig, run_dir: Path, job_type: str) -> Optional[Any]:
     id_file = run_dir / ID_FILE
     run_id = (id_file.read_text().strip() if id_file.exists() else "") or uuid.uuid4().hex[:12]
     write_text_atomic(id_file, run_id)
-    return wandb.init(project=os.environ.get("WANDB_PROJECT", "autodata"), dir=str(run_dir), name=run_dir.name,
-                      id=run_id, job_type=job_type, resume="allow", group=run_group(cfg, os.environ),
+    return wandb.init(project=os.environ.get("WANDB_PROJECT", "autodata"), dir=str(run_dir),
+                      name=run_name(cfg, job_type, run_dir), id=run_id, job_type=job_type, resume="allow",
+                      group=run_group(cfg, os.environ),
                       tags=run_tags(cfg, job_type), config=OmegaConf.to_container(OmegaConf.structured(cfg)))
+
+
+def run_name(cfg: RootConfig, stage: str, run_dir: Path) -> str:
+    """``<experiment>/<stage>[/<swept values> | /<run dir name>]``: short, and the same on every resume.
+
+    >>> cfg = RootConfig(stage="eval"); cfg.experiment.name = "paper_cs"
+    >>> run_name(cfg, "eval", Path("outputs/eval/2026-01-01_00-00-00"))  # outside Hydra: no suffix
+    'paper_cs/eval'
+    """
+    parts = [cfg.experiment.name, stage, hydra_label(stage, run_dir)]
+    return "/".join(p for p in parts if p)
+
+
+def hydra_label(stage: str, run_dir: Path) -> str:
+    """What tells this run apart from its siblings: in a sweep the point's swept values, for a run dir named with
+    hydra.run.dir its name; "" otherwise (a timestamped run dir, or no Hydra app)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return ""
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:
+        return sweep_label(list(hc.overrides.task), swept_keys(Path(hc.sweep.dir) / "multirun.yaml"))
+    named = any(o.partition("=")[0].lstrip("+") == "hydra.run.dir" for o in hc.overrides.hydra)
+    return run_dir.name if named and run_dir.name != stage else ""
+
+
+def swept_keys(multirun_yaml: Path) -> Optional[set[str]]:
+    """Keys the sweep varies, read from the sweep's own record (Hydra writes multirun.yaml before any job starts,
+    with the command line's overrides unexpanded); None when it cannot be read."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    try:
+        record = OmegaConf.load(multirun_yaml)
+        task = list(record.hydra.overrides.task)
+        params = dict(OmegaConf.select(record, "hydra.sweeper.params", default=None) or {})
+    except Exception:  # a missing or foreign file: the caller falls back to every override
+        return None
+    texts = task + [f"{k}={v}" for k, v in params.items()]
+    return {o.get_key_element() for o in OverridesParser.create().parse_overrides(texts) if o.is_sweep_override()}
+
+
+def sweep_label(task: list[str], swept: Optional[set[str]]) -> str:
+    """The point's swept overrides in command-line order, each key cut to its last part where that stays unique;
+    every override when the swept keys are unknown.
+
+    >>> sweep_label(["stage=generate", "domain.acceptance.min_gap=0.1", "method=cot", "corpus.limit=1"],
+    ...             {"domain.acceptance.min_gap", "method"})
+    'min_gap=0.1,method=cot'
+    """
+    chosen = [o for o in task if swept is None or o.partition("=")[0].lstrip("+~") in swept]
+    keys = [o.partition("=")[0].lstrip("+~") for o in chosen]
+    leaves = [k.rpartition(".")[2] for k in keys]
+    short = [leaf if leaves.count(leaf) == 1 else key for key, leaf in zip(keys, leaves)]
+    return ",".join(f"{s}={o.partition('=')[2]}" for s, o in zip(short, chosen))
 
 
 def run_group(cfg: RootConfig, env: Mapping[str, str]) -> Optional[str]:

@@ -8,10 +8,13 @@ Each line names the key path, the value found, the rule, and the fix:
 from __future__ import annotations
 
 import copy
+import dataclasses
+import difflib
 import re
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional
 
+from autodata import grpo
 from autodata.acceptance import POLICIES
 # Valid domain and backend names are read from their registries at check time (no second list here), so
 # registering a class is all a new domain or backend needs.
@@ -20,7 +23,9 @@ from autodata.config import (
     META_ROLES,
     ROLES,
     SCREEN_ROLE,
+    GenerateConfig,
     RootConfig,
+    TrainConfig,
     apply_eval_shortcuts,
     endpoint_for,
     has_screen,
@@ -80,6 +85,16 @@ def _choice(problems: list[Problem], key: str, value: object, known: tuple[str, 
 def _domains_where(has: Callable[[type[Domain]], bool]) -> list[str]:
     """Registered domain names whose class has a property, for hints that name the alternatives."""
     return [name for name, cls in sorted(DOMAINS.items()) if has(cls)]
+
+
+def _card_license(problems: list[Problem], gen: GenerateConfig) -> None:
+    """The dataset card's license: the hub wants a name and the license's text for ``other``."""
+    if gen.license == "other":
+        for key in ("license_name", "license_link"):
+            if not getattr(gen, key):
+                problems.append(Problem(f"generate.{key}", getattr(gen, key), "is required with generate.license=other",
+                                        f"set generate.{key} (name: lowercase with dashes; link: a URL or LICENSE in "
+                                        "the repo), or use a hub license id such as generate.license=cc-by-4.0"))
 
 
 def _positive(problems: list[Problem], key: str, value: object, allow_zero: bool = False) -> None:
@@ -188,6 +203,7 @@ def check_generate(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> 
         if repo_id_problem(gen.push_to_hub):
             problems.append(Problem("generate.push_to_hub", gen.push_to_hub, "must be a hub repo id ORG/NAME",
                                     "set generate.push_to_hub=my-org/my-dataset"))
+    _card_license(problems, gen)
     if cfg.corpus.limit is not None:
         _positive(problems, "corpus.limit", cfg.corpus.limit)
     problems.extend(check_shards(cfg))
@@ -446,9 +462,47 @@ def check_train(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> lis
         if not t.lora.target_modules:
             problems.append(Problem("train.lora.target_modules", t.lora.target_modules, "must not be empty",
                                     "name the modules to adapt, or [all-linear]"))
+    problems.extend(check_grpo(t))
     problems.extend(check_templates(cfg))
     # Training calls the reward judge, and the screen when it is declared.
     problems.extend(check_models(cfg, roles=("judge", SCREEN_ROLE) if has_screen(cfg.models) else ("judge",), env=env))
+    return problems
+
+
+def check_grpo(t: TrainConfig, fields: Optional[Callable[[], list[str]]] = None) -> list[Problem]:
+    """Each train.grpo key must be a GRPOConfig field no setting already sets; TRL's name of a renamed setting
+    must agree with it. ``fields`` lists GRPOConfig's fields (default: the installed TRL's, imported only when a
+    key is none of the stage's)."""
+    problems: list[Problem] = []
+    unknown = []
+    for key, value in t.grpo.items():
+        where = f"train.grpo.{key}"
+        if key in grpo.ALIASES:
+            path = grpo.ALIASES[key]
+            if grpo.setting(t, path) != value:
+                problems.append(Problem(where, value, f"is TRL's name for train.{path}, which is "
+                                        f"{grpo.setting(t, path)!r} here: two values for one setting",
+                                        f"keep one: drop {where}, or set train.{path}={value} in its place"))
+        elif key in grpo.SETTINGS:
+            problems.append(Problem(where, value, f"duplicates the setting train.{key}",
+                                    f"set train.{key}={value} instead"))
+        elif key in grpo.STAGE_SET:
+            problems.append(Problem(where, value, f"is set by the stage from {grpo.STAGE_SET[key]}",
+                                    "drop it and change that instead"))
+        else:
+            unknown.append((key, value))
+    if unknown:
+        known = (fields or grpo.config_fields)()
+        for key, value in unknown:
+            if key in known:
+                continue
+            near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            named = key in {f.name for f in dataclasses.fields(TrainConfig)}
+            fix = (f"set train.{key} (a train setting, not a GRPOConfig field)" if named
+                   else f"did you mean train.grpo.{near[0]}?" if near
+                   else "use a field name of TRL's GRPOConfig (python -c \"from trl import GRPOConfig; "
+                        "help(GRPOConfig)\")")
+            problems.append(Problem(f"train.grpo.{key}", value, "is not a field of TRL's GRPOConfig", fix))
     return problems
 
 
@@ -614,6 +668,7 @@ def check_merge(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> lis
         if repo_id_problem(cfg.generate.push_to_hub):
             problems.append(Problem("generate.push_to_hub", cfg.generate.push_to_hub, "must be a hub repo id ORG/NAME",
                                     "set generate.push_to_hub=my-org/my-dataset"))
+    _card_license(problems, cfg.generate)
     return problems
 
 

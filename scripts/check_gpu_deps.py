@@ -8,7 +8,8 @@
 What it checks, on the set pip resolves for `pip install '.[gpu]'` on this platform:
   1. every keyword argument training/stage.py:grpo_kwargs passes to TRL's GRPOConfig, for every
      conf/train/*.yaml and conf/experiment/*.yaml with and without CUDA, is a field of that TRL's
-     GRPOConfig or of that transformers' TrainingArguments;
+     GRPOConfig or of that transformers' TrainingArguments: those it derives, those it copies from named
+     settings (autodata/grpo.py SETTINGS) and the train.grpo entries a config passes through;
   2. the resolved vLLM lies in the range the resolved TRL declares as supported;
   3. the environment running this script (CI's CPU .venv) has the same transformers and TRL, so the
      tests exercise the versions the cluster runs.
@@ -354,6 +355,19 @@ def key_sites(func: Callable, root: Path = ROOT) -> dict[str, str]:
     return sites
 
 
+def table_sites(root: Path = ROOT, path: str = "autodata/grpo.py", table: str = "SETTINGS") -> dict[str, str]:
+    """`path:line (SETTINGS: train.<setting>)` of each GRPOConfig field the table copies from a named setting."""
+    tree = ast.parse((Path(root) / path).read_text())
+    sites = {}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == table
+                and isinstance(node.value, ast.Dict)):
+            for key, value in zip(node.value.keys, node.value.values):
+                if isinstance(key, ast.Constant) and isinstance(value, ast.Constant):
+                    sites[key.value] = f"{path}:{key.lineno} ({table}: train.{value.value})"
+    return sites
+
+
 # ---- the checks -------------------------------------------------------------------------------------------------
 
 def missing_names(keys: Mapping[str, list[str]], accepted: Mapping[str, str], sites: Mapping[str, str],
@@ -368,7 +382,7 @@ def missing_names(keys: Mapping[str, list[str]], accepted: Mapping[str, str], si
                 else f"for {', '.join(keys[key][:3])}{' ...' if len(keys[key]) > 3 else ''}")
         problems.append(
             f"GRPOConfig of trl {versions.get('trl', '?')} with transformers {versions.get('transformers', '?')} "
-            f"has no field `{key}`, which {sites.get(key, 'training/stage.py (grpo_kwargs)')} passes {when}; "
+            f"has no field `{key}`, which {sites.get(key, 'train.grpo (passed through by grpo_kwargs)')} passes {when}; "
             f"{hint}, or pin versions that have it in {PINNED_IN}")
     return problems
 
@@ -467,7 +481,8 @@ def check(report: Mapping, cache: Path, root: Path = ROOT) -> dict:
                 "scripts/check_gpu_deps.py" for u in dict.fromkeys(args.unresolved + grpo.unresolved)]
     keys = passed_keys(root)
     if not problems:
-        problems += missing_names(keys, grpo.fields, key_sites(grpo_kwargs, root), versions)
+        sites = {**key_sites(grpo_kwargs, root), **table_sites(root)}
+        problems += missing_names(keys, grpo.fields, sites, versions)
     ranges = trl_vllm_ranges(files)
     warnings = [] if ranges or "vllm" not in versions else [
         f"found no supported vLLM range in trl {versions['trl']} (import_utils.py, METADATA); vllm not checked"]

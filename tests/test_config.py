@@ -21,17 +21,12 @@ def compose_typed(overrides: list[str]) -> RootConfig:
         return to_typed(compose(config_name="config", overrides=overrides))
 
 
-# Folders under conf/ that are not Hydra groups: accelerate launcher configs (tests/test_train_config.py
-# loads them with accelerate's own parser).
-NOT_HYDRA_GROUPS = ("accelerate",)
-
-
 def group_options() -> list[tuple[str, str]]:
     """Every (group, option) under conf/, found recursively (hydra/ excluded: launcher plugins)."""
     options = []
     for path in sorted(CONF.rglob("*.yaml")):
         rel = path.relative_to(CONF)
-        if len(rel.parts) < 2 or rel.parts[0] == "hydra" or rel.parts[0] in NOT_HYDRA_GROUPS:
+        if len(rel.parts) < 2 or rel.parts[0] == "hydra":
             continue
         options.append(("/".join(rel.parts[:-1]), path.stem))
     return options

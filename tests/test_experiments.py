@@ -21,7 +21,7 @@ register_configs()
 
 STAGE_INPUTS = {"train": ["train.dataset=tests/fixtures/train_run"]}
 # Folders under conf/ that are not Hydra groups, or whose files may write several groups
-NOT_GROUPS = ("accelerate", "deepspeed", "hydra", "experiment")
+NOT_GROUPS = ("hydra", "experiment")
 # A group whose files write under another key: further judge roles are declarations of models.roles
 GROUP_KEY = {"judges": "models"}
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

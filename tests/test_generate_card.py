@@ -34,7 +34,8 @@ def test_card_states_method_models_rule_counts_corpus_and_command(tmp_path, monk
     stats, _ = run(cfg, tmp_path, ACCEPT)
 
     meta, body = read_card(tmp_path)
-    assert meta["license"] == "other" and meta["tags"] == ["synthetic", "autodata", "agentic", "cs"]
+    assert meta["license"] == "unknown" and meta["tags"] == ["synthetic", "autodata", "agentic", "cs"]
+    assert meta["language"] == ["en"] and meta["source_datasets"] == ["original"]
     # Two accepted examples: one held out (at most half), one to train on.
     assert meta["dataset_info"]["splits"] == [{"name": "train", "num_examples": 1},
                                               {"name": "heldout", "num_examples": 1}]
@@ -46,8 +47,9 @@ def test_card_states_method_models_rule_counts_corpus_and_command(tmp_path, monk
                 "| heldout split | 1 |", "| mean rounds per accepted example | 1.000 |",
                 "| weak solver mean (accepted) | 0.000 |", "| gap mean (accepted) | 1.000 |"):
         assert row in body
-    assert f"source `folder`, path `{tmp_path / 'docs'}`, every document" in body
-    assert "python -m autodata.run stage=generate corpus=folder hydra.run.dir=runs/cs" in body
+    assert "a local `folder` corpus (its path is not published), every document" in body
+    assert str(tmp_path) not in body
+    assert "python -m autodata.run stage=generate corpus=folder 'hydra.run.dir=<path>'" in body
     assert "sk-do-not-leak" not in body and "private-node" not in body and "SECRET_KEY_ENV" not in body
 
 
@@ -176,7 +178,7 @@ def test_card_is_valid_for_huggingface_hub(tmp_path):
 
     run(make_cfg(tmp_path, n_docs=2), tmp_path, ACCEPT)
     card = DatasetCard.load(tmp_path / "run" / "dataset" / "README.md")
-    assert card.data.license == "other" and card.data.task_categories == ["question-answering", "text-generation"]
+    assert card.data.license == "unknown" and card.data.task_categories == ["question-answering", "text-generation"]
     assert card.data.size_categories == ["n<1K"] and card.text.lstrip().startswith("# autodata agentic / cs")
 
 

@@ -196,7 +196,9 @@ def test_the_whole_check_on_a_report_and_local_wheels(tmp_path, monkeypatch, cap
     assert deps.main(["--report", str(report), "--cache", str(tmp_path), "--json"]) == 1
     result = json.loads(capsys.readouterr().out)
     assert len(result["problems"]) == 2
-    assert "`num_generations`" in result["problems"][0] and "training/stage.py:" in result["problems"][0]
+    # A field copied from a named setting is traced to its row of the table (autodata/grpo.py SETTINGS)
+    assert "`num_generations`" in result["problems"][0] and "autodata/grpo.py:" in result["problems"][0]
+    assert "train.group_size" in result["problems"][0]
     assert "vllm 0.33.0 is outside" in result["problems"][1]
     assert result["resolved"]["vllm"] == "0.33.0"
     assert {"train=paper_cs", "experiment=smoke"} <= set(result["configs"])

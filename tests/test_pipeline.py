@@ -117,13 +117,21 @@ def test_an_experiment_without_steps_names_one_that_has_them(tmp_path):
 
 # ---------------------------------------------------------------- the README's commands
 def readme_pipeline_commands() -> list[list[str]]:
-    """Every `python -m autodata.run stage=pipeline ...` command in the README's code blocks."""
+    """Every `autodata stage=pipeline ...` command in the README's code blocks (the console script, or
+    `python -m autodata.run`), as the arguments after the program."""
     text = (ROOT / "README.md").read_text().replace("\\\n", " ")
     blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
     lines = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
     # Shell variables stand for job ids sbatch printed earlier in the block (pipeline.slurm.serve_jobs=[$WEAK,...])
     lines = [re.sub(r"\$[A-Z][A-Z_]*", "4242", line) for line in lines]
-    return [shlex.split(line) for line in lines if "stage=pipeline" in line and "autodata.run" in line]
+    commands = []
+    for line in lines:
+        argv = shlex.split(line) if "stage=pipeline" in line else []
+        program = next((i for i, a in enumerate(argv) if a == "autodata.run" or a.rsplit("/", 1)[-1] == "autodata"),
+                       None)
+        if program is not None:
+            commands.append(argv[program + 1:])
+    return commands
 
 
 def test_the_readme_shows_one_command_per_table():
@@ -135,7 +143,7 @@ def test_the_readme_shows_one_command_per_table():
 @pytest.mark.parametrize("argv", readme_pipeline_commands(), ids=lambda a: next(
     (x for x in a if x.startswith("experiment=")), "default"))
 def test_readme_pipeline_commands_dry_run_with_the_paper_budgets(argv, tmp_path):
-    overrides = argv[argv.index("autodata.run") + 1:]
+    overrides = argv
     proc = subprocess.run([sys.executable, "-m", "autodata.run", *overrides, "pipeline.dry_run=true",
                            f"hydra.run.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

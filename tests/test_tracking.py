@@ -54,7 +54,7 @@ def test_generate_logs_into_the_experiment_group_with_histograms_and_a_table(tmp
 
     run_dir = tmp_path / "run"
     assert read_run_info(run_dir) == {"group": "paper_cs", "job_type": "generate",
-                                      "tags": ["generate", "cs", "agentic"], "name": "run"}
+                                      "tags": ["generate", "cs", "agentic"], "name": "paper_cs/generate"}
     _, history = read_run(run_dir)
     (logged,) = [h for h in history if "generate/accepted_examples/_type" in h]
     # Two accepted examples in each histogram: weak means 0.0, strong means 1.0, gaps 1.0, 2 rounds each
@@ -83,3 +83,39 @@ def test_the_plan_joins_the_same_group_and_a_sweep_may_rename_it(tmp_path, offli
     monkeypatch.setenv("WANDB_RUN_GROUP", "sweep_7")
     plan_run(cfg, tmp_path / "plan_sweep")
     assert read_run_info(tmp_path / "plan_sweep")["group"] == "sweep_7"
+
+
+def test_sweep_points_and_named_run_dirs_get_their_own_names(tmp_path):
+    """`<experiment>/<stage>/<swept values>` for each point of a Hydra sweep (read back from the offline runs);
+    `<experiment>/<stage>/<run dir>` when hydra.run.dir names the run dir (the pipeline's steps)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true")
+    env.pop("WANDB_RUN_GROUP", None)
+    sweep = subprocess.run([sys.executable, "-m", "autodata.run", "-m", "stage=plan", "plan.target=100,200",
+                            "generate.seed=3", "logger=wandb", "progress=false",
+                            f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                           cwd=root, capture_output=True, text=True, timeout=180, env=env)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    names = [read_run_info(tmp_path / "sweep" / n)["name"] for n in ("0", "1")]
+    # Only the swept key, cut to its last part; the fixed override (generate.seed) stays out
+    assert names == ["cpu/plan/target=100", "cpu/plan/target=200"]
+
+    named = subprocess.run([sys.executable, "-m", "autodata.run", "stage=plan", "plan.target=100", "logger=wandb",
+                            "progress=false", f"hydra.run.dir={tmp_path / 'plan_cs'}"],
+                           cwd=root, capture_output=True, text=True, timeout=180, env=env)
+    assert named.returncode == 0, named.stderr[-3000:]
+    assert read_run_info(tmp_path / "plan_cs")["name"] == "cpu/plan/plan_cs"
+
+
+def test_a_sweep_label_keeps_keys_whole_where_their_last_parts_collide():
+    from autodata.tracking import sweep_label
+
+    task = ["stage=eval", "models.roles.judge.temperature=0.5", "eval.temperature=0.7", "eval.n=3"]
+    assert sweep_label(task, {"models.roles.judge.temperature", "eval.temperature"}) == \
+        "models.roles.judge.temperature=0.5,eval.temperature=0.7"
+    # Swept keys unknown (no multirun.yaml): every override, in order
+    assert sweep_label(["stage=eval", "eval.n=3"], None) == "stage=eval,n=3"

@@ -16,6 +16,8 @@ from training.stage import BatchPlan, TrainAborted, batch_plan, grpo_config, lor
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
+# accelerate's and DeepSpeed's launch files: outside conf/, Hydra's search path
+LAUNCH = ROOT / "launch"
 DATA = "train.dataset=tests/fixtures/train_run"
 register_configs()
 
@@ -145,15 +147,15 @@ def test_accelerate_configs_pass_accelerates_own_launch_validation(name):
     from accelerate.commands.config.config_args import load_config_from_file
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 
-    path = CONF / "accelerate" / f"{name}.yaml"
-    assert path.read_text().startswith("# accelerate launch --config_file conf/accelerate/")
+    path = LAUNCH / "accelerate" / f"{name}.yaml"
+    assert path.read_text().startswith("# accelerate launch --config_file launch/accelerate/")
     config = load_config_from_file(str(path))
     assert config.num_processes == 8
     args = launch_command_parser().parse_args(["--config_file", str(path), "-m", "autodata.run", "stage=train"])
     args, defaults, _ = _validate_launch_command(args)
     assert args.num_processes == 8 and args.module
     if name == "zero3":
-        assert args.use_deepspeed and args.deepspeed_config_file == "conf/deepspeed/zero3.json"
+        assert args.use_deepspeed and args.deepspeed_config_file == "launch/deepspeed/zero3.json"
         assert args.zero3_init_flag
     else:
         assert args.multi_gpu and args.mixed_precision == "bf16"
@@ -165,13 +167,13 @@ def test_the_deepspeed_config_is_zero3_as_accelerate_reads_it(monkeypatch):
     from accelerate.utils.deepspeed import HfDeepSpeedConfig
     from accelerate.utils.launch import prepare_deepspeed_cmd_env
 
-    raw = json.loads((CONF / "deepspeed" / "zero3.json").read_text())
+    raw = json.loads((LAUNCH / "deepspeed" / "zero3.json").read_text())
     # Batch and precision are left to the training arguments ("auto"), so the batch mapping has one source.
     assert raw["train_micro_batch_size_per_gpu"] == raw["gradient_accumulation_steps"] == "auto"
-    assert HfDeepSpeedConfig(str(CONF / "deepspeed" / "zero3.json")).is_zero3()
+    assert HfDeepSpeedConfig(str(LAUNCH / "deepspeed" / "zero3.json")).is_zero3()
 
     monkeypatch.chdir(ROOT)
-    args = launch_command_parser().parse_args(["--config_file", "conf/accelerate/zero3.yaml", "-m", "autodata.run"])
+    args = launch_command_parser().parse_args(["--config_file", "launch/accelerate/zero3.yaml", "-m", "autodata.run"])
     args, defaults, mixed_precision_set = _validate_launch_command(args)
     fields = list(defaults.deepspeed_config) + (["mixed_precision"] if mixed_precision_set else [])
     args.deepspeed_fields_from_accelerate_config = ",".join(fields)

@@ -11,7 +11,7 @@ import pytest
 from autodata.config import DomainConfig
 from autodata.domains import build_domain
 from autodata.examples import task_of
-from autodata.generate.outputs import _save_dataset
+from autodata.generate.outputs import save_dataset
 from autodata.rundir import read_jsonl
 from training.data import DataError, check_enough, load_training_data
 
@@ -33,7 +33,7 @@ def write_run(path: Path, rows: list[dict], heldout_ids: set[str] = frozenset(),
     for name, subset in files.items():
         (path / name).write_text("".join(json.dumps(r) + "\n" for r in subset))
     if dataset:
-        _save_dataset(path / "dataset", train, held)
+        save_dataset(path / "dataset", train, held, CS)
     return path
 
 

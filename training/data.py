@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autodata.dataset_schema import from_record, load_saved
 from autodata.domains import Domain
 # Example conversion is shared with stage=eval, so it lives in autodata; training keeps the reading of runs.
 from autodata.examples import Source, field_problems, to_example
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 PRODUCER = ("stage=generate writes training data into its run dir (accepted.jsonl, train.jsonl, dataset/): run "
             "python -m autodata.run stage=generate hydra.run.dir=runs/cs_agentic, then train.dataset=runs/cs_agentic")
 FIELDS_PRODUCER = "these fields are written by stage=generate; " + PRODUCER
-NESTED_FIELDS = ("rubric", "tags", "extra")
 
 
 class DataError(ValueError):
@@ -136,9 +136,7 @@ def _heldout_ids(run_dir: Path) -> set[str]:
 
 
 def _saved_split_ids(path: Path, split: str) -> set[str]:
-    import datasets
-
-    saved = datasets.load_from_disk(str(path))
+    saved = load_saved(path)
     if split not in saved or "id" not in saved[split].column_names:
         return set()
     return {str(i) for i in saved[split]["id"]}
@@ -148,7 +146,7 @@ def _read_saved_dataset(path: Path, heldout: set[str]) -> Source:
     import datasets
 
     try:
-        saved = datasets.load_from_disk(str(path))
+        saved = load_saved(path)
     except (OSError, ValueError, FileNotFoundError) as err:
         raise DataError(f"train.dataset: could not load the saved dataset at {path}: {err}") from err
     kind = "dataset"
@@ -161,22 +159,13 @@ def _read_saved_dataset(path: Path, heldout: set[str]) -> Source:
         saved, kind = saved["train"], "dataset:train"
     rows, dropped = [], 0
     for row in saved:
-        row = {k: _unflatten(k, v) for k, v in row.items()}
+        # Nested fields back to the row's shape (the current export's typed ones, an older export's JSON strings)
+        row = from_record(row)
         if str(row.get("id")) in heldout:
             dropped += 1
             continue
         rows.append(row)
     return Source(path, kind, rows, dropped)
-
-
-def _unflatten(key: str, value: Any) -> Any:
-    """The dataset export stores nested fields (rubric, extra) as JSON strings; read them back."""
-    if key in NESTED_FIELDS and isinstance(value, str):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
 
 
 def _empty_message(sources: list[Source]) -> str:

@@ -4,7 +4,7 @@
     python -m autodata.run stage=train train.dataset='[runs/cs_cot,runs/cs_agentic]'  # the combined arm
     python -m autodata.run stage=train experiment=smoke                                # two steps on CPU, embedded model
     python -m autodata.run stage=train train.dataset=runs/cs_agentic hydra.run.dir=runs/train_a train.resume=true
-    accelerate launch --config_file conf/accelerate/zero3.yaml -m autodata.run stage=train train=paper_cs \\
+    accelerate launch --config_file launch/accelerate/zero3.yaml -m autodata.run stage=train train=paper_cs \\
         train.dataset=runs/cs_agentic hydra.run.dir=runs/train_cs_agentic
 
 Order of work: read and check the data, check the batch arithmetic against the
@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from autodata import grpo
 from autodata.backends import build_backend, endpoint_key
 from autodata.backends.base import BackendError
 from autodata.cache import ResponseCache
@@ -35,7 +36,7 @@ from autodata.llm import LLM
 from autodata.reasoning import template_kwargs, template_opens_reasoning
 from autodata.rundir import JsonlWriter, git_commit, input_conflicts
 from autodata.screen import Screen
-from autodata.tracking import start_wandb
+from autodata.tracking import run_name, start_wandb
 from training.data import DataError, TrainingData, as_paths, check_enough, load_training_data
 from training.monitor import HackingMonitor, define_wandb_metrics, wandb_panels
 from training.policy import load_policy, lora_exclude, save_final
@@ -195,56 +196,31 @@ def grpo_config(cfg: RootConfig, run_dir: Path, plan: BatchPlan, cuda: bool):
 
 
 def grpo_kwargs(cfg: RootConfig, run_dir: Path, plan: BatchPlan, cuda: bool) -> dict[str, Any]:
-    """The keyword arguments of TRL's ``GRPOConfig`` this stage passes (scripts/check_gpu_deps.py checks every
+    """The keyword arguments of TRL's ``GRPOConfig`` this stage passes: the fields it derives, those copied from
+    named settings (autodata/grpo.py SETTINGS), and ``train.grpo`` as given (scripts/check_gpu_deps.py checks every
     name against the transformers and TRL a GPU install resolves to)."""
     t = cfg.train
-    v = t.vllm
     bf16 = cuda if t.bf16 is None else t.bf16
     checkpointing = cuda if t.gradient_checkpointing is None else t.gradient_checkpointing
-    return dict(
+    derived = dict(
         output_dir=str(run_dir / CHECKPOINTS),
-        run_name=run_dir.name,
-        seed=t.seed,
+        run_name=run_name(cfg, "train", run_dir),
         use_cpu=not cuda,
         bf16=bf16,
         # The name every transformers 5 has and TRL's configs redefine (default on); transformers >= 5.23 keeps it
         # as an alias of activation_checkpointing, which the pinned 5.17 lacks.
         gradient_checkpointing=checkpointing,
         # The batch: one generation batch = one optimizer step = completions_per_step completions.
-        per_device_train_batch_size=plan.per_device_batch_size,
         gradient_accumulation_steps=plan.gradient_accumulation_steps,
-        num_generations=t.group_size,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler_type,
-        num_train_epochs=t.epochs,
         max_steps=t.max_steps if t.max_steps is not None else -1,
-        temperature=t.temperature,
-        top_p=t.top_p,
-        max_completion_length=t.max_completion_length,
         chat_template_kwargs=policy_template_kwargs(cfg),
-        beta=t.beta,
-        loss_type=t.loss_type,
-        scale_rewards=t.scale_rewards,
-        mask_truncated_completions=t.mask_truncated_completions,
-        num_iterations=t.num_iterations,
-        epsilon=t.epsilon,
-        use_vllm=v.enabled,
-        vllm_mode=v.mode,
-        vllm_server_base_url=v.server_base_url,
-        vllm_server_timeout=v.server_timeout_s,
-        vllm_gpu_memory_utilization=v.gpu_memory_utilization,
-        vllm_tensor_parallel_size=v.tensor_parallel_size,
-        vllm_enable_sleep_mode=v.enable_sleep_mode,
-        vllm_max_model_length=v.max_model_length,
         save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
-        logging_steps=t.logging_steps,
-        log_completions=t.log_completions,
         num_completions_to_print=4,
         report_to=["wandb"] if cfg.logger == "wandb" else "none",
         disable_tqdm=not cfg.progress,
     )
+    named = {name: grpo.setting(t, path) for name, path in grpo.SETTINGS.items()}
+    return {**derived, **named, **grpo.passed_through(t.grpo)}
 
 
 def policy_template_kwargs(cfg: RootConfig) -> Optional[dict[str, Any]]:

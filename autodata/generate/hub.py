@@ -44,10 +44,9 @@ def push_dataset(run_dir: Path, repo_id: str, private: bool, sizes: dict[str, in
     from huggingface_hub import HfApi
 
     outcome: dict[str, Any] = {"repo_id": repo_id, "pushed": False, "splits": {}, "error": None}
-    # The hub cannot show an empty split (the card lists only non-empty ones), and datasets cannot load a
-    # saved split with no shard: each non-empty split is loaded on its own.
-    splits = datasets.DatasetDict({name: datasets.load_from_disk(str(run_dir / "dataset" / name))
-                                   for name, n in sizes.items() if n})
+    # The hub shows no empty split (the card lists only non-empty ones): only splits with examples are pushed
+    saved = datasets.load_from_disk(str(run_dir / "dataset"))
+    splits = datasets.DatasetDict({name: saved[name] for name, n in sizes.items() if n})
     if not splits:
         outcome["error"] = "the run accepted no examples: nothing to push (stats.json says why)"
         log.error("push to %s skipped: %s", repo_id, outcome["error"])

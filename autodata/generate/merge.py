@@ -15,7 +15,8 @@ Its config.yaml carries the shards' experiment, models, domain, method, corpus (
 holds the whole corpus) and generate settings, so stage=train (``train.dataset=runs/big/merged``) and
 stage=eval (``eval.datasets=[runs/big/merged]``) read and check it as they do a generate run dir. The merge
 command needs none of those overrides; of its own generate group only ``generate.push_to_hub`` and
-``generate.hub_private`` apply (a sharded run pushes once, here; exit 4 when that push fails).
+``generate.hub_private`` apply (a sharded run pushes once, here; exit 4 when that push fails), and the card's
+``generate.license``, ``license_name``, ``license_link`` and ``language``.
 
 Refused, exit 2 (nothing is merged): an input that is not a finished stage=generate run, shards whose
 settings differ (domain, method, models, corpus, the generate settings that shape the data), a shard given
@@ -39,12 +40,13 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
-from autodata.config import ROLES, RootConfig, endpoint_for, to_typed
+from autodata.config import RootConfig, to_typed
 from autodata.corpus import shard_of
-from autodata.generate.card import command_line, render_card, run_commands
+from autodata.domains import build_domain
+# What the shards must agree on is what shapes the data, which the card shows too
+from autodata.generate.card import command_line, data_settings, render_card, run_commands
 from autodata.generate.hub import push_dataset
 from autodata.generate.outputs import compute_stats, print_summary, stats_view, why_none_accepted, write_splits
-from autodata.recipe import leaves
 from autodata.rundir import finished, jsonl_lines, read_jsonl, rewrite_jsonl, write_json_atomic, write_text_atomic
 from autodata.validation import InputError
 
@@ -52,12 +54,6 @@ log = logging.getLogger(__name__)
 
 # The subfolders of a merge.runs folder that are the shards' run dirs
 SHARD_DIRS = "shard_*"
-# Generate settings that may differ between shards: they change how a shard ran, not what its data means.
-# Every other generate setting must agree (generate.target_accepted applies per shard).
-PER_SHARD_GENERATE = ("max_docs_in_flight", "solver_wave", "target_accepted", "push_to_hub", "hub_private",
-                      "allow_document_errors")
-# Endpoint settings that shape the data; the rest (URLs, keys, concurrency, devices) are each shard's own
-DATA_ENDPOINT_FIELDS = ("model", "temperature", "top_p", "max_tokens")
 # Problems of one kind shown before "and N more"
 SHOWN = 5
 
@@ -121,19 +117,6 @@ def read_run(path: Path) -> tuple[Optional[RootConfig], Optional[str]]:
     return cfg, None
 
 
-def settings(cfg: RootConfig) -> dict[str, Any]:
-    """What must agree across shards for their union to be one run's data."""
-    tree = OmegaConf.to_container(OmegaConf.structured(cfg))
-    out = dict(leaves(tree["domain"], "domain"))
-    out.update(leaves(tree["method"], "method"))
-    out.update((f"corpus.{k}", v) for k, v in tree["corpus"].items() if k != "shard")
-    out.update((f"generate.{k}", v) for k, v in tree["generate"].items() if k not in PER_SHARD_GENERATE)
-    for role in ROLES:
-        endpoint = endpoint_for(cfg.models, role)
-        out.update((f"models.roles.{role}.{k}", getattr(endpoint, k)) for k in DATA_ENDPOINT_FIELDS)
-    return out
-
-
 def _some(items: list[str]) -> list[str]:
     return items[:SHOWN] + ([f"and {len(items) - SHOWN} more"] if len(items) > SHOWN else [])
 
@@ -156,9 +139,9 @@ def load_shards(runs: list[str]) -> list[Shard]:
         raise _refused(problems)
 
     first = shards[0]
-    expected = settings(first.cfg)
+    expected = data_settings(first.cfg)
     for shard in shards[1:]:
-        found = settings(shard.cfg)
+        found = data_settings(shard.cfg)
         problems += _some([f"{key} is {found.get(key)!r} in {shard.run_dir} but {value!r} in {first.run_dir}"
                            for key, value in expected.items() if found.get(key) != value])
     if problems:
@@ -247,8 +230,10 @@ def merged_config(cfg: RootConfig, shards: list[Shard]) -> RootConfig:
     """The config the merged run dir records: the shards' data settings, the whole corpus as one part."""
     made = shards[0].cfg
     targets = [s.cfg.generate.target_accepted for s in shards]
-    generate = replace(made.generate, target_accepted=None if None in targets else sum(targets),
-                       push_to_hub=cfg.generate.push_to_hub, hub_private=cfg.generate.hub_private)
+    # Where and how the merged data is published is the merge command's own: the hub repo and the card's license
+    published = {k: getattr(cfg.generate, k) for k in ("push_to_hub", "hub_private", "license", "license_name",
+                                                       "license_link", "language")}
+    generate = replace(made.generate, target_accepted=None if None in targets else sum(targets), **published)
     return replace(cfg, experiment=made.experiment, models=made.models, domain=made.domain, method=made.method,
                    corpus=replace(made.corpus, num_shards=1, shard=0), generate=generate)
 
@@ -266,7 +251,7 @@ def merge(cfg: RootConfig, run_dir: Path) -> dict[str, Any]:
     rewrite_jsonl(run_dir / "documents.jsonl", ledger)
     rewrite_jsonl(run_dir / "accepted.jsonl", accepted)
     write_rounds(shards, run_dir / "rounds.jsonl")
-    train_rows, heldout_rows = write_splits(run_dir, accepted, made.generate)
+    train_rows, heldout_rows = write_splits(run_dir, accepted, made.generate, build_domain(made.domain))
 
     n_docs = sum(int(s.stats.get("documents", 0)) for s in shards)
     stats = compute_stats([r for s in shards for r in s.rounds], ledger, accepted, n_docs)

@@ -7,7 +7,6 @@ counters), so a resumed run reports on all its work, not just the last process's
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections import Counter
 from pathlib import Path
@@ -15,7 +14,8 @@ from typing import Any, Optional
 
 from autodata.config import ROLES, GenerateConfig, RootConfig
 from autodata.corpus import Document
-from autodata.domains import Domain
+from autodata.domains import Domain, build_domain
+from autodata.examples import to_example
 from autodata.generate.card import write_card
 from autodata.generate.documents import DocumentCap
 from autodata.llm import LLM
@@ -127,17 +127,18 @@ def compute_stats(rounds: list[dict], ledger: list[dict], accepted: list[dict], 
     }
 
 
-def write_splits(run_dir: Path, accepted: list[dict], gen: GenerateConfig,
+def write_splits(run_dir: Path, accepted: list[dict], gen: GenerateConfig, domain: Domain,
                  export: bool = True) -> tuple[list[dict], list[dict]]:
     """train.jsonl and heldout.jsonl (and dataset/ unless ``export`` is false) from every accepted example of
-    the run dir; stage=merge draws the split of a sharded run's examples with it too."""
+    the run dir; stage=merge draws the split of a sharded run's examples with it too. ``domain`` builds each
+    example's solver prompt (the export's ``prompt`` column)."""
     held = heldout_ids([e["id"] for e in accepted], gen.heldout_size, gen.heldout_max_fraction, gen.seed)
     train_rows = [e for e in accepted if e["id"] not in held]
     heldout_rows = [e for e in accepted if e["id"] in held]
     rewrite_jsonl(run_dir / "train.jsonl", train_rows)
     rewrite_jsonl(run_dir / "heldout.jsonl", heldout_rows)
     if export:
-        _save_dataset(run_dir / "dataset", train_rows, heldout_rows)
+        save_dataset(run_dir / "dataset", train_rows, heldout_rows, domain)
     return train_rows, heldout_rows
 
 
@@ -151,7 +152,8 @@ def finalize(cfg: RootConfig, run_dir: Path, docs: list[Document], skipped: dict
     ledger = list(read_jsonl(run_dir / "documents.jsonl"))
     accepted = list(read_jsonl(run_dir / "accepted.jsonl"))
 
-    train_rows, heldout_rows = write_splits(run_dir, accepted, cfg.generate, export)
+    train_rows, heldout_rows = write_splits(run_dir, accepted, cfg.generate,
+                                            domain if domain is not None else build_domain(cfg.domain), export)
     stats = compute_stats(rounds, ledger, accepted, len(docs))
     target = cfg.generate.target_accepted
     previous = run_dir / "stats.json"
@@ -226,17 +228,25 @@ def why_none_accepted(stats: dict[str, Any]) -> str:
             f"{sum(reasons.values())} rounds); see failure_reasons and rounds.jsonl")
 
 
-def _save_dataset(path: Path, train: list[dict], heldout: list[dict]) -> None:
+def save_dataset(path: Path, train: list[dict], heldout: list[dict], domain: Domain) -> None:
+    """The splits as a ``datasets.DatasetDict`` in ``path`` (``datasets.load_from_disk`` reads it), every split
+    with the columns of ``autodata/dataset_schema.py``, empty ones included."""
     import datasets
 
-    def to_ds(rows: list[dict]) -> "datasets.Dataset":
-        # Nested, ragged fields (rubric, loop judge) are stored as JSON strings so
-        # every row has the same Arrow schema whatever the domain wrote.
-        flat = [{k: (json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) and k not in (
-            "weak_scores", "strong_scores", "tags") else v) for k, v in r.items()} for r in rows]
-        return datasets.Dataset.from_list(flat) if flat else datasets.Dataset.from_dict({"id": []})
+    from autodata.dataset_schema import features, to_record
 
-    datasets.DatasetDict({"train": to_ds(train), "heldout": to_ds(heldout)}).save_to_disk(str(path))
+    schema = features()
+
+    def to_ds(rows: list[dict]) -> "datasets.Dataset":
+        # The prompt stage=train builds from the same row (one function, so the two cannot drift)
+        records = [to_record(r, to_example(r, domain)["prompt"]) for r in rows]
+        if not records:
+            return datasets.Dataset.from_dict({name: [] for name in schema}, features=schema)
+        return datasets.Dataset.from_list(records, features=schema)
+
+    splits = datasets.DatasetDict({"train": to_ds(train), "heldout": to_ds(heldout)})
+    # save_to_disk writes no data file for an empty split unless asked to, and load_from_disk then fails on it
+    splits.save_to_disk(str(path), num_shards={name: 1 for name, ds in splits.items() if len(ds) == 0})
 
 
 def print_summary(stats: dict[str, Any], run_dir: Path) -> None:
