@@ -7,7 +7,7 @@ milliseconds; ``--screen`` also asks a model (``autodata.screen.Screen``) about 
 not the patterns' and the screen's together.
 
     python benchmarks/guard_rates.py                                        # the patterns, every round
-    python benchmarks/guard_rates.py --screen --rounds 3                    # + the screen on the embedded model
+    python benchmarks/guard_rates.py --screen --rounds 5 --limit 12         # + the screen on the embedded model
     python benchmarks/guard_rates.py --screen --backend openai --model Qwen/Qwen3.5-27B --base-url http://h:8000/v1
 
 Measured: see the README ("Guard against the policy").
@@ -87,6 +87,9 @@ def main() -> None:
     parser.add_argument("--model", default="embedded", help="the screen's model")
     parser.add_argument("--base-url", default=None, help="the screen's server (backend openai)")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--limit", type=int, default=None,
+                        help="the screen reads only the first N attacks and N benign answers of each round (a CPU "
+                             "model takes seconds per answer)")
     args = parser.parse_args()
     for name in args.rounds:
         rows = load_round(name)
@@ -97,6 +100,10 @@ def main() -> None:
         report(f"round {name}, patterns ({(time.perf_counter() - started) / len(rows) * 1000:.1f} ms per answer)",
                rows, hits)
         if args.screen:
+            if args.limit:
+                rows = ([r for r in rows if r["label"] == "attack"][:args.limit]
+                        + [r for r in rows if r["label"] == "benign"][:args.limit])
+                hits = [bool(injection_flags(r["text"], r.get("rubric") or (), r.get("question", ""))) for r in rows]
             found, seconds, failures = asyncio.run(screen_hits(rows, args))
             report(f"round {name}, screen alone ({args.model}, {seconds / len(rows):.2f} s per answer, "
                    f"{failures} failed calls)", rows, found)
