@@ -9,9 +9,12 @@ one judge of a run graded by several, e.g. ``@judge_kimi``; without it a cell
 shows the run's primary judge; ``+`` because Hydra adds new keys to a dict only
 with it). ``report=paper_cs`` brings the
 paper's CS table (rows, columns, published numbers). Each cell shows, per metric,
-our value with its standard error, the paper's value and the difference. A run
-that is not named, or whose metrics.json is absent, says "missing": the paper's
-number is never shown in its place.
+our value with its standard error and n (``n/a (n=1)`` where one prompt leaves the
+standard error undefined), the paper's value and the difference. A run that is not
+named, or whose metrics.json is absent, says "missing": the paper's number is never
+shown in its place. The title names the models our runs actually used, and the lines
+under it the experiment, each role's model and any loosened acceptance
+(``eval/report_header.py``).
 
 ``report.delta_metrics`` shows those metrics as differences from the
 ``report.delta_from`` row (the paper's science table gives avg@8 gains over the
@@ -19,7 +22,9 @@ base model). ``report.generate_runs`` adds the data-quality table
 (``eval/report_tables.py``), ``report.flips`` the wrong-to-right flips and how many
 came from fixing truncation (``eval/flips.py``), ``report.meta_runs`` the meta-optimization table of
 ``stage=meta_optimize`` runs beside ``report.meta_paper`` (``eval/report_meta.py``), and ``report.plots`` PNG plots
-(``eval/plots.py``) embedded in report.md; a plot whose data is missing is named as skipped.
+embedded in report.md: a headline per table (ours with standard errors beside the paper's) and the distributions
+behind the data-quality table (``eval/report_plots.py`` picks the numbers, ``eval/plots.py`` draws); a plot whose
+data is missing is named as skipped.
 """
 
 from __future__ import annotations
@@ -34,40 +39,9 @@ from typing import Any, Optional
 from autodata.config import ReportConfig, RootConfig
 from autodata.tracking import start_wandb
 # Cells live in their own module so report_tables.py and flips.py can use them without importing this one
-from eval.cells import MISSING, Cell, ReportError, cell_text, parse_spec
+from eval.cells import MISSING, Cell, ReportError, cell_text, load_run_metrics
 
 log = logging.getLogger(__name__)
-
-
-def load_run_metrics(spec: str) -> tuple[Optional[dict[str, Any]], str]:
-    """The metrics of one set (and judge) of an eval run, or None and the reason it is missing."""
-    path_text, dataset, judge = parse_spec(spec)
-    metrics_path = Path(path_text) / "metrics.json"
-    if not metrics_path.exists():
-        return None, f"{metrics_path} not found (run stage=eval with hydra.run.dir={path_text})"
-    try:
-        sets = json.loads(metrics_path.read_text())["datasets"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        return None, (f"{metrics_path} is not an eval metrics file ({type(err).__name__}: {err}); rerun stage=eval "
-                      f"with hydra.run.dir={path_text} to rewrite it from samples.jsonl")
-    if dataset:
-        if dataset not in sets:
-            return None, f"{metrics_path} has no set {dataset!r} (sets: {', '.join(sorted(sets))})"
-        name = dataset
-    elif len(sets) != 1:
-        return None, (f"{metrics_path} has {len(sets)} sets ({', '.join(sorted(sets))}); name one as "
-                      f"{path_text}#SET")
-    else:
-        (name,) = sets
-    values = sets[name]
-    if not judge:
-        return values, f"{path_text}#{name}"
-    by_judge = values.get("by_judge", {})
-    if judge not in by_judge:
-        return None, (f"{metrics_path} set {name!r} was not graded by judge {judge!r} (judges: "
-                      f"{', '.join(sorted(by_judge)) or 'none recorded'}); add it to eval.judges and rerun eval "
-                      f"with hydra.run.dir={path_text}")
-    return {**values, **by_judge[judge]}, f"{path_text}#{name}@{judge}"
 
 
 def _split(label: str) -> tuple[str, str]:
@@ -95,9 +69,10 @@ def build_cells(cfg: ReportConfig) -> tuple[list[str], list[str], list[Cell]]:
                 ours = est.get("value")
                 # A run that lacks this metric (e.g. evaluated with eval.n=8) is named as the reason.
                 why = f"{source} has no {metric}" if values is not None and ours is None else source
+                n = est.get("n") if isinstance(est.get("n"), int) else None
                 cells.append(Cell(row, column, metric, ours, est.get("stderr"), published.get(metric), why,
                                   samples=(values or {}).get("samples"),
-                                  judge_failures=(values or {}).get("judge_failures"), run=source))
+                                  judge_failures=(values or {}).get("judge_failures"), run=source, n=n))
     return rows, columns, to_deltas(cfg, cells)
 
 
@@ -115,15 +90,19 @@ def to_deltas(cfg: ReportConfig, cells: list[Cell]) -> list[Cell]:
             c.source = f"{c.source}, but the {cfg.delta_from} row it is a difference from is missing"
         else:
             c.ours = c.ours - b.ours
-            c.stderr = math.sqrt((c.stderr or 0.0) ** 2 + (b.stderr or 0.0) ** 2)
+            # Undefined when either side's is (one prompt); n is the smaller side's
+            c.stderr = (None if c.stderr is None or b.stderr is None
+                        else math.sqrt(c.stderr ** 2 + b.stderr ** 2))
+            c.n = None if c.n is None or b.n is None else min(c.n, b.n)
     return cells
 
 
 def render_markdown(cfg: ReportConfig, rows: list[str], columns: list[str], cells: list[Cell]) -> str:
+    """The eval table (one section per metric) with its judge failures and missing cells."""
     title = lambda key: cfg.titles.get(key, key)  # noqa: E731
     index = {(c.row, c.column, c.metric): c for c in cells}
-    lines = [f"# {cfg.title}", "",
-             "Ours ± standard error over prompts, the paper's number, and ours minus the paper's.", ""]
+    lines = ["Ours ± standard error over prompts (n: prompts; n/a where n < 2 leaves it undefined), the paper's "
+             "number, and ours minus the paper's.", ""] if cells else []
     for metric in cfg.metrics if cells else []:
         delta = f" (difference from {title(cfg.delta_from)})" if cfg.delta_from and metric in cfg.delta_metrics else ""
         lines += [f"## {metric}{delta}", "", "| model | " + " | ".join(title(c) for c in columns) + " |",
@@ -155,10 +134,11 @@ def render_markdown(cfg: ReportConfig, rows: list[str], columns: list[str], cell
 def write_csv(path: Path, cells: list[Cell]) -> None:
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["row", "column", "metric", "ours", "stderr", "paper", "diff", "source"])
+        w.writerow(["row", "column", "metric", "ours", "stderr", "n", "paper", "diff", "source"])
         for c in cells:
-            w.writerow([c.row, c.column, c.metric, MISSING if c.ours is None else f"{c.ours:.6f}",
-                        "" if c.stderr is None else f"{c.stderr:.6f}", "" if c.paper is None else c.paper,
+            ours = ("n/a" if c.n == 0 else MISSING) if c.ours is None else f"{c.ours:.6f}"
+            w.writerow([c.row, c.column, c.metric, ours, c.stderr_text,
+                        "" if c.n is None else c.n, "" if c.paper is None else c.paper,
                         "" if c.diff is None else f"{c.diff:.6f}", c.source])
 
 
@@ -204,80 +184,69 @@ def _flip_cell(cfg: ReportConfig, label: str) -> tuple[Cell, str]:
     stats = flip_stats(base, trained, cfg.flip_threshold)
     source = f"{base_src} -> {trained_src}"
     why = source if stats.wrong_to_right else f"{source}: no wrong-to-right flips"
-    cell = Cell(FLIP_ROW, label, "flips", stats.share_from_truncation, stats.stderr, paper, why)
+    cell = Cell(FLIP_ROW, label, "flips", stats.share_from_truncation, stats.stderr, paper, why,
+                n=stats.wrong_to_right)
     return cell, (f"{source} | {stats.pairs} ({stats.ungraded_pairs} ungraded left out) | {stats.wrong_to_right} | "
                   f"{stats.right_to_wrong}")
 
 
-def make_plots(cfg: ReportConfig, run_dir: Path) -> list[str]:
-    """Markdown lines embedding each plot, or naming it as skipped with the reason."""
-    from eval import plots
-    from eval.report_tables import read_accepted, weak_all_equal
-
-    accepted = {name: read_accepted(Path(spec)) or [] for name, spec in cfg.generate_runs.items()}
-    no_signal = {}
-    for name, rows in accepted.items():
-        flags = [f for f in (weak_all_equal(r) for r in rows) if f is not None]
-        if flags:
-            no_signal[name] = sum(flags) / len(flags)
-    rates = {}
-    for label, spec in cfg.runs.items():
-        values, _ = load_run_metrics(spec)
-        rate = ((values or {}).get("truncation_rate") or {}).get("value")
-        if rate is not None:
-            rates[label] = rate
-    made = [("weak vs strong scores", plots.score_distributions(accepted, run_dir)),
-            ("gap (strong - weak)", plots.histogram(accepted, "gap", "strong mean - weak mean",
-                                                     run_dir / "gap_hist.png")),
-            ("rounds per accepted example", plots.histogram(accepted, "rounds_used", "rounds used",
-                                                             run_dir / "rounds_hist.png")),
-            ("reward variance: weak samples all equal", plots.share_bars(
-                no_signal, "share of accepted examples", run_dir / "weak_all_equal.png",
-                "no accepted example has two or more weak scores")),
-            ("truncation rate per model", plots.share_bars(rates, "truncation rate", run_dir / "truncation.png",
-                                                           "no eval run has truncation_rate"))]
-    lines = ["## Plots", ""]
-    for name, (path, why) in made:
-        lines += [f"### {name}", "", f"![{name}]({path})" if path else f"Skipped: {why}.", ""]
-    return lines
-
-
-def make_report(cfg: ReportConfig, run_dir: Path) -> list[Cell]:
+def make_report(cfg: ReportConfig, run_dir: Path, domain: str = "") -> list[Cell]:
+    """Write report.md, report.csv and the plots; return every cell. ``domain``: the report stage's own, used when
+    no run recorded the domain it was made for (rows that cannot apply to it are left out)."""
     if not cfg.runs and not cfg.generate_runs and not cfg.flips and not cfg.meta_runs:
         raise ReportError("report.runs and report.generate_runs are empty: name eval runs, e.g. report=paper_cs "
                           "'+report.runs={base/cot_test: runs/eval_base_cot}' (stage=eval writes them), "
                           "or generate runs, e.g. '+report.generate_runs={cot: runs/cs_cot}', "
                           "or meta_optimize runs, e.g. '+report.meta_runs={ours: runs/meta_cs}'")
+    from eval import report_plots as rp
+    from eval.report_header import collect, header_lines
     from eval.report_tables import build_quality_cells, render_quality
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    seen = collect(cfg)
+    lines = header_lines(cfg, seen)
     rows, columns, cells = build_cells(cfg) if cfg.runs or cfg.paper else ([], [], [])
-    md = render_markdown(cfg, rows, columns, cells)
+    lines.append(render_markdown(cfg, rows, columns, cells))
+    if cfg.plots and cells:
+        lines += rp.embed(run_dir, "headline_eval.png", "Headline: ours beside the paper",
+                          *rp.eval_headline(cfg, cells))
+    table = None
     if cfg.generate_runs or cfg.quality_paper:
-        quality_columns, quality_cells = build_quality_cells(cfg)
-        md += "\n" + "\n".join(render_quality(cfg, quality_columns, quality_cells))
-        cells = cells + quality_cells
+        table = build_quality_cells(cfg, seen.domains or ([domain] if domain else []))
+        lines += render_quality(cfg, table)
+        cells = cells + table.cells
+        if cfg.plots:
+            lines += rp.embed(run_dir, "headline_quality.png", "Headline: data quality beside the paper",
+                              *rp.quality_headline(cfg, table))
     if cfg.flips or cfg.flips_paper:
         flip_lines, flip_cells = flip_section(cfg)
-        md += "\n" + "\n".join(flip_lines)
+        lines += flip_lines
         cells = cells + flip_cells
+        if cfg.plots:
+            lines += rp.embed(run_dir, "headline_flips.png", "Headline: flips from fixing truncation beside the paper",
+                              *rp.flips_headline(cfg, flip_cells))
     if cfg.meta_runs or cfg.meta_paper:
         from eval.report_meta import build_meta_cells, render_meta
 
         # One cell per measure of each named run (none for the paper's row: it is each cell's paper value)
         meta_cells, score_names = build_meta_cells(cfg)
-        md += "\n" + "\n".join(render_meta(cfg, meta_cells, score_names))
+        lines += render_meta(cfg, meta_cells, score_names)
         cells = cells + meta_cells
+        if cfg.plots and cfg.meta_runs:
+            lines += rp.embed(run_dir, "headline_meta.png", "Headline: meta-optimization beside the paper",
+                              *rp.meta_headline(cfg, meta_cells))
     if cfg.plots:
-        md += "\n" + "\n".join(make_plots(cfg, run_dir))
-    (run_dir / "report.md").write_text(md, encoding="utf-8")
+        lines += ["## Plots", ""]
+        for file, heading, fig, why in rp.distribution_plots(cfg, table):
+            lines += rp.embed(run_dir, file, heading, fig, why)
+    (run_dir / "report.md").write_text("\n".join(lines), encoding="utf-8")
     write_csv(run_dir / "report.csv", cells)
     return cells
 
 
 def run(cfg: RootConfig, run_dir: Path) -> None:
     try:
-        cells = make_report(cfg.report, run_dir)
+        cells = make_report(cfg.report, run_dir, cfg.domain.name)
     except ReportError as err:
         log.error("%s", err)
         raise SystemExit(3) from None
@@ -295,13 +264,13 @@ def run(cfg: RootConfig, run_dir: Path) -> None:
 
 
 def log_to_wandb(wandb_run: Any, cells: list[Cell], run_dir: Path) -> None:
-    """The report's cells as one table (``report/cells``: ours, stderr, paper, diff, source per cell) and every
+    """The report's cells as one table (``report/cells``: ours, stderr, n, paper, diff, source per cell) and every
     plot as an image (``report/<plot>``)."""
     import wandb
 
-    table = wandb.Table(columns=["row", "column", "metric", "ours", "stderr", "paper", "diff", "source"])
+    table = wandb.Table(columns=["row", "column", "metric", "ours", "stderr", "n", "paper", "diff", "source"])
     for c in cells:
-        table.add_data(c.row, c.column, c.metric, c.ours, c.stderr, c.paper, c.diff, c.source)
+        table.add_data(c.row, c.column, c.metric, c.ours, c.stderr, c.n, c.paper, c.diff, c.source)
     logged: dict[str, Any] = {"report/cells": table}
     for png in sorted(run_dir.glob("*.png")):
         logged[f"report/{png.stem}"] = wandb.Image(str(png))

@@ -367,28 +367,53 @@ async def evaluate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) ->
     result["grades_redone_this_run"] = regraded
     write_json_atomic(run_dir / METRICS, result)
     if wandb_run is not None:
-        log_to_wandb(wandb_run, result, rows)
+        log_to_wandb(wandb_run, result, rows, sets, cfg.eval.strip_reasoning)
     return result
 
 
-# Characters of a completion shown in the W&B samples table (the full text is in samples.jsonl)
+# Characters of each text (question, reference, answer, completion) in the W&B samples table; samples.jsonl keeps all
 WANDB_TEXT_CHARS = 4000
 
 
-def log_to_wandb(wandb_run: Any, result: dict[str, Any], rows: list[dict]) -> None:
+# Columns of the W&B samples table before the score of each judge: what was asked, the reference, what the model
+# answered (the graded text), the primary judge's score and whether the answer hit the token budget
+SAMPLE_COLUMNS = ("dataset", "prompt_id", "sample", "question", "reference", "answer", "score", "truncated",
+                  "finish_reason", "completion_tokens", "completion")
+
+
+def samples_table(result: dict[str, Any], rows: list[dict], sets: list[EvalSet],
+                  strip_reasoning: bool) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows of the W&B samples table: one row per completion, with its question and reference answer
+    (from the eval set), the graded answer, the primary judge's score, truncated, and a ``score/<judge>`` column per
+    judge. Texts are cut at WANDB_TEXT_CHARS (samples.jsonl keeps them whole)."""
+    judges = list(result["judges"])
+    primary = judges[0]
+    items = {(s.name, item.id): item for s in sets for item in s.items}
+    columns = [*SAMPLE_COLUMNS, *[f"score/{j}" for j in judges]]
+    data = []
+    for row in rows:
+        item = items.get((row["dataset"], row["prompt_id"]))
+        question = item.task.question if item else ""
+        reference = item.task.reference_answer if item else ""
+        data.append([row["dataset"], row["prompt_id"], row["sample"], question[:WANDB_TEXT_CHARS],
+                     reference[:WANDB_TEXT_CHARS], answer_of(row["completion"], strip_reasoning)[:WANDB_TEXT_CHARS],
+                     row["grades"].get(primary, {}).get("score"), row["finish_reason"] == "length",
+                     row["finish_reason"], row["completion_tokens"], row["completion"][:WANDB_TEXT_CHARS],
+                     *[row["grades"].get(j, {}).get("score") for j in judges]])
+    return columns, data
+
+
+def log_to_wandb(wandb_run: Any, result: dict[str, Any], rows: list[dict], sets: list[EvalSet],
+                 strip_reasoning: bool = True) -> None:
     """Every metric into the run summary (``eval/<set>/<metric>``, ``eval/<set>/by_judge/<judge>/<metric>``)
-    and the samples as a table, one row per completion with a score column per judge."""
+    and the samples as a table (``samples_table``)."""
     import wandb
 
     wandb_run.summary.update(dict(flatten("eval", result["datasets"])))
-    judges = list(result["judges"])
-    columns = ["dataset", "prompt_id", "sample", "finish_reason", "completion_tokens", "completion",
-               *[f"score/{j}" for j in judges]]
+    columns, data = samples_table(result, rows, sets, strip_reasoning)
     table = wandb.Table(columns=columns)
-    for row in rows:
-        table.add_data(row["dataset"], row["prompt_id"], row["sample"], row["finish_reason"],
-                       row["completion_tokens"], row["completion"][:WANDB_TEXT_CHARS],
-                       *[row["grades"].get(j, {}).get("score") for j in judges])
+    for values in data:
+        table.add_data(*values)
     wandb_run.log({"eval/samples": table})
     wandb_run.finish()
 

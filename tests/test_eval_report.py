@@ -43,13 +43,15 @@ def test_report_with_one_present_and_one_missing_run(tmp_path):
     assert "never_ran/metrics.json not found" in missing.source
 
     md = (out / "report.md").read_text()
-    assert "| base | 0.650 ± 0.020 (paper 0.630, diff +0.020) | missing (paper 0.366, diff -) |" in md
+    assert "| base | 0.650 ± 0.020 (n=100) (paper 0.630, diff +0.020) | missing (paper 0.366, diff -) |" in md
     assert "| GRPO on Agentic data | missing (paper 0.774, diff -) | missing (paper 0.632, diff -) |" in md
-    assert "## best_at_3" in md and "0.700 ± 0.030 (paper 0.758, diff -0.058)" in md
+    assert "## best_at_3" in md and "0.700 ± 0.030 (n=100) (paper 0.758, diff -0.058)" in md
 
     with (out / "report.csv").open() as fh:
         table = {(r["row"], r["column"], r["metric"]): r for r in csv.DictReader(fh)}
     assert table[("base", "agentic_test", "mean_at_3")]["ours"] == "missing"
+    assert table[("base", "cot_test", "mean_at_3")]["n"] == "100"
+    assert table[("base", "agentic_test", "mean_at_3")]["n"] == ""
     assert table[("base", "agentic_test", "mean_at_3")]["paper"] == "0.366"
     assert abs(float(table[("base", "cot_test", "best_at_3")]["diff"]) + 0.058) < 1e-6
 
@@ -93,15 +95,18 @@ def test_data_quality_table_beside_the_papers_numbers(tmp_path):
     cfg = compose_report("report=paper_cs", "report.plots=false",
                          f"+report.generate_runs={{agentic: {agentic}}}")
     out = tmp_path / "report"
-    cells = {(c.row, c.column): c for c in make_report(cfg.report, out) if c.metric == "data_quality"}
+    cells = {(c.row, c.column): c for c in make_report(cfg.report, out, "cs") if c.metric == "data_quality"}
 
     weak = cells[("weak_mean", "agentic")]
     assert abs(weak.ours - 0.3) < 1e-9 and abs(weak.stderr - 0.1) < 1e-9 and weak.paper == 0.458
     assert cells[("gap", "agentic")].ours == 0.5 and cells[("rounds_per_accepted", "agentic")].ours == 4.0
     assert cells[("share_too_easy", "agentic")].ours == 0.6 and cells[("share_too_easy", "agentic")].paper == 0.80
+    # A share of the 10 rounds before acceptance, with its binomial standard error
+    assert cells[("share_too_easy", "agentic")].n == 10 and abs(cells[("share_too_easy", "agentic")].stderr
+                                                                - (0.6 * 0.4 / 10) ** 0.5) < 1e-9
     assert abs(cells[("share_failed_on_strong", "agentic")].ours - 0.3) < 1e-9
-    # No loop judge verdicts in CS rows: the suitability row says why it is missing
-    assert "no accepted example has it" in cells[("share_suitability_high", "agentic")].source
+    # CS has no loop judge: the suitability row cannot apply and is not in the report
+    assert ("share_suitability_high", "agentic") not in cells
     # Weak-sample spread: std 0.2 and 0.0 (a failed grade is left out); one of two examples gives GRPO no signal
     assert abs(cells[("weak_std", "agentic")].ours - 0.1) < 1e-9
     assert cells[("share_weak_all_equal", "agentic")].ours == 0.5
@@ -111,8 +116,10 @@ def test_data_quality_table_beside_the_papers_numbers(tmp_path):
 
     md = (out / "report.md").read_text()
     assert "## Data quality (generate runs)" in md
-    assert "| weak mean | missing (paper 0.677, diff -) | 0.300 ± 0.100 (paper 0.458, diff -0.158) |" in md
-    assert "| rounds per accepted example | missing (paper 1.000, diff -) | 4.000 ± 1.000 (paper 6.590, diff -2.590) |" in md
+    assert "| weak mean | missing (paper 0.677, diff -) | 0.300 ± 0.100 (n=2) (paper 0.458, diff -0.158) |" in md
+    assert ("| rounds per accepted example | missing (paper 1.000, diff -) | 4.000 ± 1.000 (n=2) (paper 6.590, "
+            "diff -2.590) |") in md
+    assert "GRPO suitability" not in md
     with (out / "report.csv").open() as fh:
         table = {(r["row"], r["column"]): r for r in csv.DictReader(fh) if r["metric"] == "data_quality"}
     assert table[("strong_mean", "cot")]["ours"] == "missing" and table[("strong_mean", "cot")]["paper"] == "0.696"
@@ -163,7 +170,7 @@ def test_science_table_shows_gains_over_the_base_row(tmp_path):
     assert by[("grpo_combined", "principia", "avg_at_8")].ours is None
     md = (tmp_path / "report" / "report.md").read_text()
     assert "## avg_at_8 (difference from base)" in md
-    assert "0.0500 ± 0.0500 (paper 0.0320, diff +0.0180)" in md
+    assert "0.0500 ± 0.0500 (n=50) (paper 0.0320, diff +0.0180)" in md
 
 
 def test_legal_table_has_a_column_per_judge(tmp_path):
@@ -178,7 +185,7 @@ def test_legal_table_has_a_column_per_judge(tmp_path):
                          f"grpo_agentic_4b/prbench_legal_kimi: '{run}@judge', "
                          f"grpo_agentic_4b/prbench_legal_hard_kimi: '{run}#prbench_legal@judge_nobody'}}")
     validate(cfg)
-    cells = make_report(cfg.report, tmp_path / "report")
+    cells = make_report(cfg.report, tmp_path / "report", "legal")
     by = {(c.row, c.column): c for c in cells if c.metric != "data_quality"}
     assert len(by) == 3 * 4 and by[("base_397b", "prbench_legal_hard")].paper == 0.277
     quality = {(c.row, c.column): c for c in cells if c.metric == "data_quality"}
@@ -228,7 +235,8 @@ def test_plots_are_written_and_a_plot_without_data_is_named_as_skipped(tmp_path)
     cfg = compose_report(f"+report.generate_runs={{agentic: {gen}}}")
     out = tmp_path / "report"
     make_report(cfg.report, out)
-    for name in ("scores_weak_strong.png", "gap_hist.png", "rounds_hist.png", "weak_all_equal.png"):
+    for name in ("scores_weak_strong.png", "gap_hist.png", "rounds_hist.png", "weak_all_equal.png",
+                 "headline_quality.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "report.md").read_text()
     assert "![weak vs strong scores](scores_weak_strong.png)" in md
@@ -288,10 +296,11 @@ def test_report_logs_its_cells_and_plots_to_an_offline_wandb_run(tmp_path, monke
     out = tmp_path / "report"
     run_report(cfg, out)
     summary, history = read_run(out)
-    # 3 x 2 x 2 table cells and 9 x 2 data-quality cells; only base/cot_test mean_at_3 has a value
-    assert summary["report/cells"] == 30 and summary["report/cells_missing"] == 29
+    # 3 x 2 x 2 table cells and 8 x 2 data-quality cells (CS: no loop judge row); only base/cot_test mean_at_3 has
+    # a value
+    assert summary["report/cells"] == 28 and summary["report/cells_missing"] == 27
     logged = next(h for h in history if "report/cells/path" in h)
-    assert logged["report/cells/nrows"] == 30 and logged["report/truncation/_type"] == "image-file"
+    assert logged["report/cells/nrows"] == 28 and logged["report/truncation/_type"] == "image-file"
 
 
 def write_samples(path: Path, dataset: str, samples: dict[tuple[str, int], tuple[float, str]]) -> None:
@@ -318,7 +327,7 @@ def test_flips_from_fixing_truncation_beside_the_papers_share(tmp_path):
     md = (tmp_path / "report" / "report.md").read_text()
     assert "## Wrong-to-right flips" in md
     assert (f"| combined validation | {base}#validation@judge -> {trained}#validation@judge | 4 (0 ungraded left out) "
-            "| 3 | 1 | 0.6667 ± 0.2722 (paper 0.5481, diff +0.1186) |") in md
+            "| 3 | 1 | 0.6667 ± 0.2722 (n=3) (paper 0.5481, diff +0.1186) |") in md
 
     # A trained run that was never evaluated: the cell is missing with the reason, the paper's share stays its own
     cfg = compose_report("report=paper_science", "report.plots=false",
