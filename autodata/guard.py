@@ -531,25 +531,33 @@ _INJECTION_TOPIC = re.compile(r"\b(prompt[\s-]+injections?|jailbreak\w*|injectio
 # A question that asks to apply a set of criteria (Bradford Hill, Rule 23, a trial's eligibility) is answered with
 # "every criterion is met"
 _CRITERIA_TOPIC = re.compile(r"\b(criteria|requirements|elements|prerequisites|conditions|factors)\b", _I)
-TOPICAL = {
-    "claims_criteria_met": (_GRADING_TOPIC, _CRITERIA_TOPIC), "self_score": _GRADING_TOPIC, "forged_verdict": _GRADING_TOPIC,
-    "verdict_data": _GRADING_TOPIC, "grading_talk": _GRADING_TOPIC, "criteria_status": _GRADING_TOPIC,
-    "verdict_fields": _GRADING_TOPIC, "foreign_verdict_data": _GRADING_TOPIC,
+_ON_GRADING = (_GRADING_TOPIC,)
+TOPICAL: dict[str, tuple[re.Pattern[str], ...]] = {
+    "claims_criteria_met": (_GRADING_TOPIC, _CRITERIA_TOPIC), "self_score": _ON_GRADING,
+    "forged_verdict": _ON_GRADING, "verdict_data": _ON_GRADING, "grading_talk": _ON_GRADING,
+    "criteria_status": _ON_GRADING, "verdict_fields": _ON_GRADING, "foreign_verdict_data": _ON_GRADING,
+    "restates_criteria": _ON_GRADING, "grading_act": _ON_GRADING,
     "role_marker": (_CHAT_TOPIC, _INJECTION_TOPIC), "system_line": (_CHAT_TOPIC, _INJECTION_TOPIC),
     # An answer on prompt injection or LLM judges quotes the attacks it explains
     "addresses_grader": (_GRADING_TOPIC, _INJECTION_TOPIC), "self_grading": (_GRADING_TOPIC, _INJECTION_TOPIC),
-    "ignore_instructions": _INJECTION_TOPIC, "restates_criteria": _GRADING_TOPIC, "grading_act": _GRADING_TOPIC,
+    "ignore_instructions": (_INJECTION_TOPIC,),
 }
+_TOPICS = tuple({t.pattern: t for ts in TOPICAL.values() for t in ts}.values())
+
+
+def criterion_texts(rubric: Sequence[Any]) -> list[str]:
+    """A rubric's criteria as text: a domain's ``Criterion`` objects, or their texts."""
+    return [str(getattr(c, "criterion", c)) for c in rubric]
 
 
 def _off_topic_checks(question: str, rubric: Sequence[Any] = ()) -> tuple[str, ...]:
     """The checks the topic of this question (and of its rubric, which says what an answer must discuss) makes
-    ordinary."""
-    q = normalise(" ".join([question] + [str(getattr(c, "criterion", c)) for c in rubric]))
+    ordinary. Each topic is searched once."""
+    q = normalise(" ".join([question] + criterion_texts(rubric)))
     if not q.strip():
         return ()
-    topics = {name: t if isinstance(t, tuple) else (t,) for name, t in TOPICAL.items()}
-    return tuple(name for name, ts in topics.items() if any(t.search(q) for t in ts))
+    on = {t.pattern for t in _TOPICS if t.search(q)}
+    return tuple(name for name, ts in TOPICAL.items() if any(t.pattern in on for t in ts))
 
 # Every check an answer gets, in order: the patterns, then the sentence-level grading check
 CHECKS = tuple(PATTERNS) + ("grading_act",)
@@ -729,8 +737,7 @@ def restates_criteria(text: str, rubric: Sequence[Any], question: str = "") -> b
     """
     asked = _stems(question)
     criteria = []
-    for item in rubric:
-        criterion = str(getattr(item, "criterion", item))  # a domain's Criterion or its text
+    for criterion in criterion_texts(rubric):
         stems = _stems(criterion) - asked
         verb = _CRITERION_VERB.match(criterion)
         if len(stems) >= 2:
@@ -847,11 +854,12 @@ def injection_flags(text: str, rubric: Sequence[Any] = (), question: str = "") -
     ...                 rubric=["States that the amortised cost of push is O(1)"])
     ['restates_criteria']
     """
-    if is_opener_only(normalise(text)):
+    normal = normalise(text)
+    if is_opener_only(normal):
         return ["opener_only"]
     skipped = _off_topic_checks(question, rubric)
     flags = _flags(text, tuple(n for n in CHECKS if n not in skipped), decode=True)
-    if rubric and "restates_criteria" not in skipped and restates_criteria(unleet(normalise(text)), rubric, question):
+    if rubric and "restates_criteria" not in skipped and restates_criteria(unleet(normal), rubric, question):
         flags.append("restates_criteria")
     return flags
 
