@@ -37,6 +37,7 @@ from enum import Enum
 from typing import Optional, Protocol
 
 from autodata.config import AcceptanceConfig
+from autodata.errors import lookup
 from autodata.scoring import at_least, at_most, below, count_correct, mean
 
 
@@ -398,13 +399,7 @@ POLICIES: dict[str, type] = {
 
 def build_policy(cfg: AcceptanceConfig) -> AcceptancePolicy:
     """The policy ``cfg.policy`` names, bound to the thresholds in ``cfg``."""
-    cls = POLICIES.get(cfg.policy)
-    if cls is None:
-        raise ValueError(
-            f"acceptance.policy={cfg.policy!r} is not a known policy; "
-            f"expected one of: {', '.join(sorted(POLICIES))}"
-        )
-    return cls(cfg)
+    return lookup(POLICIES, cfg.policy, "policy", key="acceptance.policy")(cfg)
 
 
 def apply_loop_judge(decision: Decision, verdict: dict, cfg: AcceptanceConfig,

@@ -164,7 +164,7 @@ class ModelsConfig:
     api_key_env: Optional[str] = None
     default: EndpointConfig = field(default_factory=lambda: replace(DEFAULT_ENDPOINT))
     roles: dict[str, EndpointConfig] = field(default_factory=lambda: _default_roles())
-    # An endpoints file a serving job writes (slurm/serve_*.sbatch: <dir>/<role>.endpoints.json), or a folder of
+    # An endpoints file a serving job writes (slurm/serve.sbatch: <dir>/<role>.endpoints.json), or a folder of
     # them: each role named there runs on that file's live replicas (base_urls, model, and the key from its key
     # file instead of api_key_env), over what default and roles say; a stage follows the file while it runs, so a
     # requeued server is picked up. null: no file
@@ -636,7 +636,7 @@ class PipelineSlurmConfig:
     # Partition and account of every job, over the presets' (null: the preset's, else the cluster's default)
     partition: Optional[str] = None
     account: Optional[str] = None
-    # Job ids of the serving jobs the steps call (sbatch slurm/serve_weak.sbatch ...): every job starts only once
+    # Job ids of the serving jobs the steps call (sbatch slurm/serve.sbatch ...): every job starts only once
     # they have started (--dependency=after:ID; servers never end). With models.endpoints_file pointing at what
     # they write, a job then waits for their endpoints files, and its stage for a first replica
     # (models.startup_wait_s), and follows them while it runs
@@ -820,7 +820,7 @@ class PlanConfig:
 
 @dataclass
 class RecipeConfig:
-    """How a run shows its recipe at start (autodata/recipe.py); recipe.json in the run dir always holds all of it."""
+    """How a run shows its recipe at start (autodata/provenance.py); recipe.json in the run dir holds all of it."""
 
     # List each value the stage reads that differs from the defaults, with the file or override that set it;
     # false prints one line (the list is logged at DEBUG: hydra.verbose=autodata.recipe)

@@ -1,6 +1,6 @@
 """Endpoints files: where a serving job's replicas of one role are, and the key they want.
 
-A serving job (``slurm/serve_weak.sbatch``, ``serve_strong.sbatch``, ``serve_judge.sbatch``) keeps one file per
+A serving job (``sbatch slurm/serve.sbatch weak|strong|judge MODEL DIR``) keeps one file per
 role, ``<dir>/<role>.endpoints.json``, next to a key file ``<dir>/<role>.key`` (mode 0600). Each vLLM replica
 registers itself once it answers GET /v1/models and is marked down when its process exits. A stage started with
 ``models.endpoints_file=<file or folder>`` binds every role named there to the file's live replicas and follows the
@@ -41,8 +41,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
+from autodata.secrets import Secret
+
 if TYPE_CHECKING:
-    from autodata.backends.openai_backend import OpenAIBackend, _Secret
+    from autodata.backends.openai_backend import OpenAIBackend
     from autodata.config import EndpointConfig
 
 log = logging.getLogger(__name__)
@@ -239,7 +241,7 @@ class Served:
     urls: list[str]
     file: Path
     # The key the replicas want (from the key file; None: the file names none)
-    key: Optional["_Secret"] = None
+    key: Optional[Secret] = None
 
     def bind(self, endpoint: "EndpointConfig") -> "EndpointConfig":
         """The role's endpoint on these replicas: an OpenAI-compatible server of this model, with the key file's
@@ -254,18 +256,15 @@ def endpoint_files(path: Path) -> list[Path]:
         files = sorted(path.glob(f"*{SUFFIX}"))
         if not files:
             raise EndpointsFileError(f"{path} holds no *{SUFFIX} file; start a serving job that writes there "
-                                     f"(sbatch slurm/serve_weak.sbatch MODEL {path}), or point at the file itself")
+                                     f"(sbatch slurm/serve.sbatch weak MODEL {path}), or point at the file itself")
         return files
     if not path.exists():
         raise EndpointsFileError(f"{path} does not exist; start the serving job that writes it (sbatch "
-                                 f"slurm/serve_weak.sbatch, serve_strong.sbatch or serve_judge.sbatch MODEL "
-                                 f"{path.parent}), or fix the path")
+                                 f"slurm/serve.sbatch weak|strong|judge MODEL {path.parent}), or fix the path")
     return [path]
 
 
 def read_file(path: Path) -> Served:
-    from autodata.backends.openai_backend import _Secret
-
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -289,7 +288,7 @@ def read_file(path: Path) -> Served:
         if replica["state"] == "up" and replica["url"] not in urls:
             urls.append(replica["url"])
     key_file = doc.get("key_file")
-    key = _Secret(read_key(path.parent / key_file)) if key_file else None
+    key = Secret(read_key(path.parent / key_file)) if key_file else None
     return Served(role=role, model=model, urls=urls, file=path, key=key)
 
 

@@ -5,9 +5,10 @@
 from the setting's (``num_generations`` -> ``train.group_size``), TRL's name in ``train.grpo`` sets the setting.
 ``STAGE_SET`` names the fields the stage derives or fixes, with what decides each. Every other GRPOConfig field
 may be given in ``train.grpo`` and is passed as is (``+train.grpo.epsilon_high=0.28 +train.grpo.max_grad_norm=1.0``);
-validation (autodata/validation.py, check_train) checks each key against the installed TRL's GRPOConfig.
+validation (training/checks.py, check_train) checks each key against the installed TRL's GRPOConfig.
 
-Kept in autodata/, not training/, because validation reads it and autodata imports no stage.
+Kept in autodata/, not training/, because the shared config and provenance read it too and autodata imports no
+stage.
 """
 
 from __future__ import annotations

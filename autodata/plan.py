@@ -72,13 +72,14 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from autodata.config import ROLES, PlanRoleConfig, RootConfig, endpoint_for
 from autodata.domains import DOMAINS
 from autodata.hardware import DTYPE_BYTES, GPU_MEMORY_GB, Fit, default_dtype, fixes, known_params_b, weights_gb
 from autodata.rundir import input_conflicts, write_json_atomic
-from autodata.validation import ConfigError, InputError, Problem
+from autodata.tracking import LOGGERS
+from autodata.validation import ConfigError, InputError, Problem, methods_of, require_choice, require_positive
 
 log = logging.getLogger(__name__)
 
@@ -479,3 +480,50 @@ def run(cfg: RootConfig, run_dir: Path) -> None:
     if wandb_run is not None:
         wandb_run.summary.update(dict(flatten("plan", {k: plan[k] for k in ("roles", "totals", "fleet", "memory")})))
         wandb_run.finish()
+
+
+# Input checks, beside the stage (a one-module stage); validate() finds check_plan through autodata/stages.py
+def check_plan(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> list[Problem]:
+    """``env`` is unused: the planner calls no endpoint, so no URL or API key is needed. The pilot run dir and the
+    target (plan.target or generate.target_accepted) are checked when the stage starts."""
+    problems: list[Problem] = []
+    p, gen = cfg.plan, cfg.generate
+    require_choice(problems, "domain.name", cfg.domain.name, tuple(sorted(DOMAINS)))
+    require_choice(problems, "method.name", cfg.method.name, methods_of(cfg.domain.name))
+    require_choice(problems, "logger", cfg.logger, tuple(LOGGERS))
+    if p.target is not None:
+        require_positive(problems, "plan.target", p.target)
+    if p.rounds_per_accepted is not None and not (isinstance(p.rounds_per_accepted, (int, float))
+                                                  and p.rounds_per_accepted >= 1):
+        problems.append(Problem("plan.rounds_per_accepted", p.rounds_per_accepted, "must be >= 1 (the accepting "
+                                "round counts)", "set it to a pilot's mean_rounds_per_accepted, or null for the "
+                                "paper's 6.59"))
+    if not 0.0 <= p.too_easy_share <= 1.0:
+        problems.append(Problem("plan.too_easy_share", p.too_easy_share, "must lie in [0, 1] (a share of the "
+                                "rejected rounds)", "set 0.8 (paper CS) or 0 for the upper bound"))
+    require_positive(problems, "plan.orchestrator_calls_per_s", p.orchestrator_calls_per_s)
+    for key in ("weak_samples", "strong_samples", "solver_wave", "max_docs_in_flight"):
+        require_positive(problems, f"generate.{key}", getattr(gen, key))
+    if gen.challengers_per_round is not None:
+        require_positive(problems, "generate.challengers_per_round", gen.challengers_per_round)
+    for group in ("tokens", "roles"):
+        for role in getattr(p, group):
+            if role not in ROLES:
+                problems.append(Problem(f"plan.{group}.{role}", role, f"is not a generate role ({', '.join(ROLES)})",
+                                        "fix the spelling or remove it"))
+    for role, size in p.tokens.items():
+        for key in ("input", "output"):
+            require_positive(problems, f"plan.tokens.{role}.{key}", getattr(size, key), allow_zero=True)
+    for role, rc in p.roles.items():
+        prefix = f"plan.roles.{role}"
+        for key in ("replica_tokens_per_s", "latency_s"):
+            if getattr(rc, key) is not None:
+                require_positive(problems, f"{prefix}.{key}", getattr(rc, key))
+        for key in ("price_in_per_mtok", "price_out_per_mtok"):
+            if getattr(rc, key) is not None:
+                require_positive(problems, f"{prefix}.{key}", getattr(rc, key), allow_zero=True)
+        for key in ("replicas", "gpus_per_replica"):
+            if not isinstance(getattr(rc, key), int) or getattr(rc, key) < 1:
+                problems.append(Problem(f"{prefix}.{key}", getattr(rc, key), "must be an integer >= 1",
+                                        f"set {prefix}.{key} to a count"))
+    return problems

@@ -37,7 +37,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from autodata import recipe, variants
+from autodata import provenance, variants
 from autodata.config import register_configs, to_typed
 from autodata.domains import DOMAINS
 from autodata.rundir import RunDirBusy, lock_run_dir, mark_finished, write_provenance
@@ -63,7 +63,7 @@ def main() -> None:
 
 # An absolute path: the console script imports this module by name, where Hydra would read a relative path as a
 # package (pkg://conf), and conf/ is no package.
-@hydra.main(version_base=None, config_path=str(recipe.CONF_DIR), config_name="config")
+@hydra.main(version_base=None, config_path=str(provenance.CONF_DIR), config_name="config")
 def compose_and_run(dcfg: DictConfig) -> None:
     cfg = to_typed(dcfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -87,7 +87,7 @@ def compose_and_run(dcfg: DictConfig) -> None:
         log.error("%s", err)
         sys.exit(2)
     write_provenance(cfg, run_dir, overrides=list(HydraConfig.get().overrides.task))
-    recipe.report(cfg, run_dir)
+    provenance.record(cfg, run_dir)
     try:
         stage(cfg, run_dir)
     except InputError as err:
@@ -109,7 +109,7 @@ EXAMPLES = [
 ]
 
 
-def help_text(conf_dir: Path = recipe.CONF_DIR) -> str:
+def help_text(conf_dir: Path = provenance.CONF_DIR) -> str:
     """The CLI's help: stages from the registry, experiments from conf/experiment/ with their descriptions."""
     from omegaconf import OmegaConf
 

@@ -35,6 +35,9 @@ from autodata.llm import LLM
 log = logging.getLogger(__name__)
 
 # Evidence first: the model quotes before it decides. maxLength keeps the verdict a few dozen tokens.
+# The flag an answer gets when the screen, not a guard pattern, finds it addresses the grader or the rubric
+# instead of the question; the reward gives it the status "injection" like a pattern's, and the monitor counts it
+SCREEN_FLAG = "screen"
 EVIDENCE_CHARS = 300
 SCHEMA = object_schema({"evidence": {**STRING, "maxLength": EVIDENCE_CHARS}, "addresses_grader": {"type": "boolean"}})
 SCHEMA_NAME = "screen"

@@ -17,18 +17,25 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from autodata.config import RootConfig
+from autodata.errors import lookup
 from autodata.rundir import write_text_atomic
 
 ID_FILE = "wandb_id.txt"
 
 
 def start_wandb(cfg: RootConfig, run_dir: Path, job_type: str) -> Optional[Any]:
-    """The stage's W&B run, or None when ``logger`` is not wandb."""
-    if cfg.logger != "wandb":
-        return None
+    """The stage's W&B run, or None when ``logger`` is not wandb (the starter ``LOGGERS`` names for it)."""
+    return lookup(LOGGERS, cfg.logger, "logger", key="logger")(cfg, run_dir, job_type)
+
+
+def _no_run(cfg: RootConfig, run_dir: Path, job_type: str) -> None:
+    return None
+
+
+def _wandb_run(cfg: RootConfig, run_dir: Path, job_type: str) -> Any:
     import wandb
     from omegaconf import OmegaConf
 
@@ -41,6 +48,10 @@ def start_wandb(cfg: RootConfig, run_dir: Path, job_type: str) -> Optional[Any]:
                       name=run_name(cfg, job_type, run_dir), id=run_id, job_type=job_type, resume="allow",
                       group=run_group(cfg, os.environ),
                       tags=run_tags(cfg, job_type), config=OmegaConf.to_container(OmegaConf.structured(cfg)))
+
+
+# The one list of ``logger`` values (validation reads it): name -> what starts the stage's run, or None for no run
+LOGGERS: dict[str, Callable[[RootConfig, Path, str], Optional[Any]]] = {"none": _no_run, "wandb": _wandb_run}
 
 
 def run_name(cfg: RootConfig, stage: str, run_dir: Path) -> str:

@@ -30,16 +30,20 @@ data is missing is named as skipped.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from autodata.config import ReportConfig, RootConfig
 from autodata.tracking import start_wandb
+from eval import report_plots as rp
 # Cells live in their own module so report_tables.py and flips.py can use them without importing this one
 from eval.cells import MISSING, Cell, ReportError, cell_text, load_run_metrics
+from eval.flips import flip_stats, load_samples
+from eval.report_header import collect, header_lines
+from eval.report_meta import build_meta_cells, render_meta
+from eval.report_tables import build_quality_cells, render_quality
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +172,6 @@ def flip_section(cfg: ReportConfig) -> tuple[list[str], list[Cell]]:
 
 def _flip_cell(cfg: ReportConfig, label: str) -> tuple[Cell, str]:
     """One label's flip cell and the table columns before it (runs, pairs, flips each way; "-" when missing)."""
-    from eval.flips import flip_stats, load_samples
-
     paper = cfg.flips_paper.get(label)
     specs = cfg.flips.get(label)
     missing = " | ".join(["-"] * 4)
@@ -198,10 +200,6 @@ def make_report(cfg: ReportConfig, run_dir: Path, domain: str = "") -> list[Cell
                           "'+report.runs={base/cot_test: runs/eval_base_cot}' (stage=eval writes them), "
                           "or generate runs, e.g. '+report.generate_runs={cot: runs/cs_cot}', "
                           "or meta_optimize runs, e.g. '+report.meta_runs={ours: runs/meta_cs}'")
-    from eval import report_plots as rp
-    from eval.report_header import collect, header_lines
-    from eval.report_tables import build_quality_cells, render_quality
-
     run_dir.mkdir(parents=True, exist_ok=True)
     seen = collect(cfg)
     lines = header_lines(cfg, seen)
@@ -226,8 +224,6 @@ def make_report(cfg: ReportConfig, run_dir: Path, domain: str = "") -> list[Cell
             lines += rp.embed(run_dir, "headline_flips.png", "Headline: flips from fixing truncation beside the paper",
                               *rp.flips_headline(cfg, flip_cells))
     if cfg.meta_runs or cfg.meta_paper:
-        from eval.report_meta import build_meta_cells, render_meta
-
         # One cell per measure of each named run (none for the paper's row: it is each cell's paper value)
         meta_cells, score_names = build_meta_cells(cfg)
         lines += render_meta(cfg, meta_cells, score_names)
@@ -266,6 +262,7 @@ def run(cfg: RootConfig, run_dir: Path) -> None:
 def log_to_wandb(wandb_run: Any, cells: list[Cell], run_dir: Path) -> None:
     """The report's cells as one table (``report/cells``: ours, stderr, n, paper, diff, source per cell) and every
     plot as an image (``report/<plot>``)."""
+    # Imported here: wandb is heavy and only needed when a run logs to it
     import wandb
 
     table = wandb.Table(columns=["row", "column", "metric", "ours", "stderr", "n", "paper", "diff", "source"])

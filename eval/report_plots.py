@@ -16,6 +16,7 @@ from autodata.config import ReportConfig, RootConfig
 from eval import plots
 from eval.cells import Cell, load_run_metrics, read_accepted, run_config
 from eval.plots import Bars, Line
+from eval.report_meta import META_TITLES, SCORE_MEASURES
 from eval.report_tables import QUALITY_ROWS, QualityTable
 
 # (file name, markdown heading) of each plot that is not a headline, in report order
@@ -64,8 +65,6 @@ def flips_headline(cfg: ReportConfig, cells: list[Cell]) -> tuple[Optional[Any],
 
 def meta_headline(cfg: ReportConfig, cells: list[Cell]) -> tuple[Optional[Any], str]:
     """The meta-optimization table's validation scores (baseline, best, gain) per run; counts are not plotted."""
-    from eval.report_meta import META_TITLES, SCORE_MEASURES
-
     title = "Meta-optimization: validation scores"
     scores = [c for c in cells if c.row in SCORE_MEASURES]
     return plots.headline([bars(title, "validation score", scores,

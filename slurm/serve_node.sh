@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What srun runs on each node of a serving job (slurm/serve_weak.sbatch, serve_strong.sbatch, serve_judge.sbatch):
+# What srun runs on each node of a serving job (slurm/serve.sbatch ROLE ...):
 # one vLLM replica per TP GPUs of this node. Each replica is watched: once it answers GET /v1/models (with the key)
 # it is registered up in ENDPOINTS_DIR/ROLE.endpoints.json; when its process exits it is marked down, started
 # again after RESTART_DELAY_S, and registered again once it answers. SIGTERM (scancel, requeue, time limit) stops

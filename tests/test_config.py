@@ -37,7 +37,7 @@ def test_registered_stages_match_conf_stage_files():
 
 
 def test_unknown_stage_names_known_ones():
-    with pytest.raises(UnknownStage, match="known stages: .*generate"):
+    with pytest.raises(UnknownStage, match="unknown stage .genrate.; known: .*generate"):
         resolve_stage("genrate")
 
 

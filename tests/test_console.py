@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from autodata import recipe
+from autodata import provenance
 from autodata.config import RootConfig, register_configs, to_typed
 from autodata.stages import STAGES, reads, stage_config_names
 
@@ -35,7 +35,7 @@ def recipe_records(caplog) -> list[str]:
 def test_a_start_prints_one_line_that_counts_only_the_stages_groups(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="autodata.recipe")
     cfg = composed(["stage=generate", *FOREIGN])
-    settings = recipe.report(cfg, tmp_path)
+    settings = provenance.record(cfg, tmp_path)
     (line,) = recipe_records(caplog)
     shown = [s for s in settings if not s.key.startswith(("train.", "meta."))]
     assert line.startswith(f"recipe: {len(shown)} values differ from the defaults (stage=generate, experiment=cpu)")
@@ -49,7 +49,7 @@ def test_a_start_prints_one_line_that_counts_only_the_stages_groups(tmp_path, ca
 
 def test_recipe_print_lists_the_stages_groups_only(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="autodata.recipe")
-    recipe.report(composed(["stage=generate", "recipe.print=true", *FOREIGN]), tmp_path)
+    provenance.record(composed(["stage=generate", "recipe.print=true", *FOREIGN]), tmp_path)
     (listing,) = recipe_records(caplog)
     keys = re.findall(r"^  (\S+) += ", listing, re.M)
     assert "generate.max_rounds" in keys and "corpus.limit" in keys and "recipe.print" in keys
@@ -58,7 +58,7 @@ def test_recipe_print_lists_the_stages_groups_only(tmp_path, caplog):
 
 def test_debug_logging_lists_them_too(tmp_path, caplog):
     caplog.set_level(logging.DEBUG, logger="autodata.recipe")
-    recipe.report(composed(["stage=train", "train.dataset=tests/fixtures/train_run", *FOREIGN]), tmp_path)
+    provenance.record(composed(["stage=train", "train.dataset=tests/fixtures/train_run", *FOREIGN]), tmp_path)
     head, listing = recipe_records(caplog)
     assert head.startswith("recipe: ") and "(stage=train" in head
     assert "train.batch_size" in listing and "generate.max_rounds" not in listing and "meta." not in listing
@@ -66,7 +66,7 @@ def test_debug_logging_lists_them_too(tmp_path, caplog):
 
 def test_warnings_are_printed_without_recipe_print(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="autodata.recipe")
-    recipe.report(composed(["stage=generate", "models=openai", "models.base_url=http://h:1/v1", "models.model=m"]),
+    provenance.record(composed(["stage=generate", "models=openai", "models.base_url=http://h:1/v1", "models.model=m"]),
                   tmp_path)
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("sized for the embedded model" in w for w in warned)

@@ -121,6 +121,20 @@ def test_init_makes_a_private_key_and_an_empty_file_register_and_deregister_flip
     assert json.loads(file.read_text())["replicas"] == [] and key_file.read_text().strip() == key
 
 
+def test_the_served_key_is_a_secret_that_no_repr_shows(tmp_path):
+    import doctest
+
+    from autodata import secrets
+    from autodata.secrets import Secret
+
+    file, _, key = served_folder(tmp_path)
+    served = endpoints.load(file)["weak_solver"]
+    assert isinstance(served.key, Secret) and served.key.value == key
+    assert key not in repr(served) and key not in str(served) and "Secret('***')" in repr(served)
+    result = doctest.testmod(secrets)
+    assert result.failed == 0 and result.attempted > 0
+
+
 def test_a_key_file_others_can_read_is_refused_with_the_fix(tmp_path):
     file, key_file, key = served_folder(tmp_path)
     key_file.chmod(0o644)

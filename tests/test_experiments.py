@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from autodata import recipe
+from autodata import provenance
 from autodata.config import RootConfig, endpoint_for, register_configs, to_typed
 from autodata.stages import STAGES
 from autodata.validation import ConfigError, validate
@@ -62,7 +62,7 @@ def written_keys(path: Path) -> list[str]:
     content = OmegaConf.to_container(OmegaConf.load(path)) or {}
     content.pop("defaults", None)
     prefix = "" if package == "_global_" else package
-    return [f"{prefix}.{k}" if prefix else k for k, _ in recipe.leaves(content)]
+    return [f"{prefix}.{k}" if prefix else k for k, _ in provenance.leaves(content)]
 
 
 def option_files() -> list[Path]:
@@ -118,7 +118,7 @@ def test_paper_experiments_carry_the_paper_budgets_and_sizes(name):
     assert endpoint_for(cfg.models, "weak_solver").max_tokens >= cfg.experiment.answer_tokens >= 16384
     assert cfg.generate.target_accepted and cfg.domain.structural_checks
     assert cfg.train.learning_rate == 1e-6
-    assert recipe.warnings(cfg) == []
+    assert provenance.warnings(cfg) == []
 
 
 def test_generation_settings_of_each_experiment():
@@ -138,11 +138,11 @@ def test_generation_settings_of_each_experiment():
 
 
 def test_recipe_names_the_file_or_override_of_each_value():
-    files = recipe.file_sources([("models/paper", "models"), ("experiment/paper_cs", "")], CONF)
-    overrides = recipe.override_sources(["experiment=paper_cs", "generate.max_rounds=3", "++report.runs={a/b: x}"],
+    files = provenance.file_sources([("models/paper", "models"), ("experiment/paper_cs", "")], CONF)
+    overrides = provenance.override_sources(["experiment=paper_cs", "generate.max_rounds=3", "++report.runs={a/b: x}"],
                                         groups={"experiment", "models"})
     cfg = composed(["stage=generate", "experiment=paper_cs", "generate.max_rounds=3", "++report.runs={a/b: x}"])
-    got = {s.key: s.source for s in recipe.effective(cfg, files, overrides)}
+    got = {s.key: s.source for s in provenance.effective(cfg, files, overrides)}
     assert got["models.roles.weak_solver.max_tokens"] == "conf/experiment/paper_cs.yaml"
     assert got["models.roles.weak_solver.model"] == "conf/models/paper.yaml"
     assert got["generate.max_rounds"] == "override generate.max_rounds=3"
@@ -153,17 +153,17 @@ def test_recipe_names_the_file_or_override_of_each_value():
 
 def test_a_cpu_recipe_on_a_real_endpoint_says_so_with_the_fix():
     cfg = composed(["stage=eval", "models=openai", "models.base_url=http://h:1/v1", "models.model=Qwen/Qwen3.5-4B"])
-    (line,) = [w for w in recipe.warnings(cfg) if "sized for the embedded model" in w]
+    (line,) = [w for w in provenance.warnings(cfg) if "sized for the embedded model" in w]
     assert "experiment=paper_cs" in line
 
 
 def test_a_budget_far_below_the_experiment_warns():
     cfg = composed(["stage=eval", "experiment=paper_cs", *PAPER_URLS, "eval.max_tokens=160"])
-    (line,) = recipe.warnings(cfg)
+    (line,) = provenance.warnings(cfg)
     assert "160 tokens, far below the 16384" in line
     trained = composed(["stage=train", "experiment=paper_science", *PAPER_URLS, "train.max_completion_length=1024",
                         *STAGE_INPUTS["train"]])
-    assert "train.max_completion_length" in recipe.warnings(trained)[0]
+    assert "train.max_completion_length" in provenance.warnings(trained)[0]
 
 
 def test_each_stage_writes_its_recipe_into_the_run_dir(tmp_path):
@@ -188,7 +188,7 @@ def test_each_stage_writes_its_recipe_into_the_run_dir(tmp_path):
 def test_an_allowed_protected_template_override_is_recorded_in_the_recipe(tmp_path):
     (tmp_path / "judge.j2").write_text("{% block user %}{{ answer }}{% endblock %}")
     cfg = composed(["stage=eval", f"domain.template_dir={tmp_path}", "domain.allow_protected_templates=true"])
-    (line,) = [w for w in recipe.warnings(cfg) if "protected" in w]
+    (line,) = [w for w in provenance.warnings(cfg) if "protected" in w]
     assert "judge.j2" in line and "not comparable" in line
     refused = composed(["stage=eval", f"domain.template_dir={tmp_path}", "eval.datasets=[x.jsonl]"])
     with pytest.raises(ConfigError, match=r"domain.template_dir .* replaces protected template\(s\) judge.j2"):

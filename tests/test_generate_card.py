@@ -185,8 +185,9 @@ def test_card_is_valid_for_huggingface_hub(tmp_path):
 def test_module_doctests():
     import doctest
 
-    from autodata.generate import card, documents, hub, outputs
+    from autodata import hub_ids
+    from autodata.generate import card, documents, outputs
 
-    for module in (card, documents, hub, outputs):
+    for module in (card, documents, hub_ids, outputs):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 from autodata.acceptance import FailureReason
+from autodata.backends.base import EndpointUnreachable
 from autodata.cache import ResponseCache
-from autodata.config import AcceptanceConfig, DomainConfig, RootConfig
-from autodata.corpus import CorpusError
-from autodata.generate.stage import GenerateAborted, generate
+from autodata.config import ROLES, AcceptanceConfig, DomainConfig, RootConfig
+from autodata.corpus import CorpusError, Document
+from autodata.generate import GenerateAborted, generate, score_documents
 from autodata.llm import LLM
 from autodata.rundir import read_jsonl
-from tests.scripted import cs_task, last_user, scripted_llm, verdicts
+from tests.scripted import ScriptedBackend, cs_task, last_user, scripted_llm, verdicts
 from tests.wandb_offline import read_run
 
 N_POS, N_NEG = 8, 3
@@ -646,3 +647,78 @@ def test_documents_truncated_counts_documents_and_error_rows_are_not_finished():
     stats = compute_stats(rounds, ledger, [], n_docs=2)
     assert stats["documents_truncated"] == 1
     assert stats["document_errors"] == 1 and stats["documents_finished"] == 1
+
+
+class Closing(ScriptedBackend):
+    """A scripted backend that counts its closes; ``fail`` makes the endpoint probe or a document's call fail."""
+
+    def __init__(self, role, script, fail=None):
+        super().__init__(role, script)
+        self.fail = fail
+        self.closed = 0
+
+    async def check(self):
+        if self.fail == "probe":
+            raise EndpointUnreachable(f"{self.name}: connection refused")
+
+    async def complete(self, request):
+        if self.fail == "document":
+            raise EndpointUnreachable(f"{self.name}: connection refused")
+        return await super().complete(request)
+
+    async def aclose(self):
+        self.closed += 1
+
+
+@pytest.mark.parametrize("fail", [None, "probe", "document"])
+def test_the_stage_closes_the_llm_and_cache_it_opened_once_whether_it_ends_or_fails(tmp_path, monkeypatch, fail):
+    import autodata.generate.stage as stage
+
+    backends = {role: Closing(role, Scenario([{"weak": "BAD", "strong": "GOOD"}]), fail) for role in ROLES}
+    monkeypatch.setattr(stage, "LLM", lambda models, cache, seed: LLM(models, cache=cache, seed=seed,
+                                                                      backends=backends))
+    caches = []
+
+    class Cache(ResponseCache):
+        def close(self):
+            caches.append(self)
+            super().close()
+
+    monkeypatch.setattr(stage, "ResponseCache", Cache)
+    cfg = make_cfg(tmp_path)
+    if fail is None:
+        assert asyncio.run(generate(cfg, tmp_path / "run"))["accepted"] == 1
+    else:
+        with pytest.raises(GenerateAborted, match="connection refused"):
+            asyncio.run(generate(cfg, tmp_path / "run"))
+    assert [b.closed for b in backends.values()] == [1] * len(ROLES)
+    assert len(caches) == 1
+    # Nothing was finished when the endpoint failed: a rerun starts the document again
+    assert len(rows(tmp_path, "documents.jsonl")) == (1 if fail is None else 0)
+
+
+def test_score_documents_runs_the_given_documents_without_export_and_leaves_the_llm_open(tmp_path):
+    cfg = make_cfg(tmp_path, n_docs=3)
+    doc = Document(id="given", text="Document 9. " + "Boolean operators short-circuit in Python. " * 20,
+                   source="test")
+    backends = {role: Closing(role, Scenario([{"weak": "BAD", "strong": "GOOD"}])) for role in ROLES}
+    llm = LLM(cfg.models, backends=backends)
+    stats = asyncio.run(score_documents(cfg, tmp_path / "run", [doc], llm))
+    assert stats["documents"] == 1 and stats["accepted"] == 1
+    assert [r["document_id"] for r in rows(tmp_path, "documents.jsonl")] == ["given"]
+    assert (tmp_path / "run" / "stats.json").exists() and not (tmp_path / "run" / "dataset").exists()
+    assert not any(b.closed for b in backends.values())
+    # Resumable like the stage: the finished document asks no model again
+    asked = sum(len(b.requests) for b in backends.values())
+    assert asyncio.run(score_documents(cfg, tmp_path / "run", [doc], llm))["accepted"] == 1
+    assert sum(len(b.requests) for b in backends.values()) == asked
+
+
+def test_the_package_exports_the_stage_api_without_importing_the_stage():
+    import subprocess
+    import sys
+
+    code = ("import sys, autodata.generate as g; assert 'autodata.generate.stage' not in sys.modules; "
+            "from autodata.generate import score_documents, GenerateAborted, generate, run; "
+            "import autodata.generate.stage as s; assert score_documents is s.score_documents and run is s.run")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from autodata import grpo, recipe
+from autodata import grpo, provenance
 from autodata.config import RootConfig, TrainConfig, register_configs, to_typed
-from autodata.validation import ConfigError, check_grpo, validate
+from autodata.validation import ConfigError, validate
+from training.checks import check_grpo
 from training.stage import batch_plan, grpo_config, grpo_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ def test_trls_name_of_a_renamed_setting_sets_it(tmp_path):
     args = grpo_config(cfg, tmp_path, plan, cuda=False)
     assert (args.num_generations, args.num_train_epochs) == (4, 2)
     # The recipe names the entry that set it
-    source = {s.key: s.source for s in recipe.effective(cfg, {}, {"train.grpo": "override +train.grpo..."})}
+    source = {s.key: s.source for s in provenance.effective(cfg, {}, {"train.grpo": "override +train.grpo..."})}
     assert source["train.group_size"].startswith("train.grpo.num_generations (override")
 
 

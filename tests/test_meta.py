@@ -14,7 +14,7 @@ import pytest
 from autodata.cache import ResponseCache
 from autodata.config import RootConfig
 from autodata.domains import build_domain
-from autodata.generate.stage import generate
+from autodata.generate import generate
 from autodata.meta.edits import Edit, EditRejected, apply_diff, apply_edit, make_diff
 from autodata.meta.population import PopulationError
 from autodata.meta.sampling import boltzmann_pick, boltzmann_probabilities

@@ -251,7 +251,7 @@ def test_templates_get_copies_of_their_variables(tmp_path):
 
 def test_the_qv_template_cannot_shorten_the_rubric_the_loop_grades(tmp_path):
     from tests.test_generate_loop import make_cfg as generate_cfg
-    from autodata.generate.stage import generate
+    from autodata.generate import generate
     from tests.scripted import cs_task, scripted_llm
 
     cfg = generate_cfg(tmp_path)

@@ -169,7 +169,7 @@ def test_from_config_reads_the_train_settings():
                                           ("hacking_alert_length_corr", -0.2, True),
                                           ("hacking_alert_truncation_share", -0.2, False)])
 def test_validation_of_the_alert_settings(key, value, ok):
-    from autodata.validation import check_train
+    from training.checks import check_train
 
     cfg = RootConfig()
     setattr(cfg.train, key, value)

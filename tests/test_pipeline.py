@@ -14,7 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from autodata.config import RootConfig, endpoint_for, register_configs, to_typed
-from autodata.pipeline import PipelineError, plan, run_pipeline
+from autodata.pipeline import PipelineError, run_pipeline, steps
 from autodata.validation import validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,12 +107,12 @@ def test_a_reference_to_no_step_names_the_known_ones(tmp_path):
     cfg = composed(["stage=pipeline", "experiment=cpu_mini"])
     cfg.pipeline.steps["report"].overrides.append("++report.flips={x: ['{{eval_bse}}']}")
     with pytest.raises(PipelineError, match=r"\{\{eval_bse\}\}, which is neither a step.*eval_base"):
-        plan(cfg, tmp_path, [])
+        steps(cfg, tmp_path, [])
 
 
 def test_an_experiment_without_steps_names_one_that_has_them(tmp_path):
     with pytest.raises(PipelineError, match="experiment=cpu_mini"):
-        plan(composed(["stage=pipeline"]), tmp_path, [])
+        steps(composed(["stage=pipeline"]), tmp_path, [])
 
 
 # ---------------------------------------------------------------- the README's commands

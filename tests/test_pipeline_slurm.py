@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from autodata import pipeline, slurm
+from autodata import pipeline
 from autodata.config import RootConfig, register_configs, to_typed
-from autodata.pipeline import plan, run_pipeline
+from autodata.pipeline import run_pipeline, slurm
+from autodata.pipeline.checks import check_pipeline
 from autodata.validation import ConfigError, validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,7 +140,7 @@ def test_each_step_is_one_job_after_the_jobs_of_the_steps_it_reads(fake_slurm, t
             (("32", "256G", "1440") if gpu else ("8", "32G", "1440"))
         assert argv[:2] == ["--parsable", f"--job-name={name}"]
     # Each job runs its step's command word for word, logs into the step's run dir, and is recorded there
-    expected = {s.name: s for s in plan(composed(BASE + overrides), exp, BASE + overrides)}
+    expected = {s.name: s for s in pipeline.steps(composed(BASE + overrides), exp, BASE + overrides)}
     for i, argv in enumerate(calls(fake_slurm)):
         step = expected[names_of[str(100 + i)]]
         assert command(argv) == step.argv
@@ -339,6 +340,15 @@ def test_launcher_settings_are_validated_with_a_fix_each(monkeypatch):
         validate(composed(["stage=pipeline", "experiment=cpu_mini", "pipeline.launcher=ssh"]))
 
 
+def test_the_pipeline_checks_beside_the_stage_name_its_launchers(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert check_pipeline(composed([*BASE, "pipeline.shards=4"])) == []
+    problems = check_pipeline(composed(["stage=pipeline", "experiment=cpu_mini", "pipeline.launcher=ssh"]))
+    assert [str(p) for p in problems] == [
+        "pipeline.launcher ('ssh') must be one of local, slurm; set pipeline.launcher to one of them"]
+    assert tuple(pipeline.LAUNCHERS) == ("local", "slurm")
+
+
 def test_without_sbatch_the_error_says_where_to_run(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     cfg = composed(BASE)
@@ -366,8 +376,64 @@ def test_every_launcher_preset_gives_sbatch_options():
     for path in sorted(slurm.PRESETS.glob("*.yaml")):
         options, env = slurm.job_options(slurm.load_preset(path.stem))
         assert any(o.startswith("--time=") for o in options) and env["AUTODATA_MAX_REQUEUES"], path.name
-    with pytest.raises(slurm.SlurmError, match="no launcher preset 'slurm_huge'.*known: .*slurm_gpu"):
+    with pytest.raises(slurm.SlurmError, match="unknown launcher preset .*'slurm_huge'.*known: .*slurm_gpu"):
         slurm.load_preset("slurm_huge")
+
+
+# ---------------------------------------------------------------- one set of presets for every route
+# The options a preset's fields become (FLAGS, and mem, time and signal after them)
+SIZED = {f"--{flag}" for flag in slurm.FLAGS.values()} | {"--mem", "--time", "--signal"}
+
+
+def sbatch_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("#SBATCH ")]
+
+
+@pytest.mark.parametrize("script, preset", [("generate.sbatch", "slurm"), ("train.sbatch", "slurm_gpu"),
+                                            ("eval.sbatch", "slurm_gpu_1")])
+def test_hand_run_jobs_ask_for_the_size_of_the_preset_the_pipeline_gives_their_stage(script, preset):
+    text = (ROOT / "slurm" / script).read_text()
+    assert f"# Job size: conf/hydra/launcher/{preset}.yaml" in text, script
+    sized = [line for line in sbatch_lines(text) if line.split()[1].split("=")[0] in SIZED]
+    expected = slurm.sbatch_header(preset)
+    assert sized == expected, f"{script}: replace its size lines with\n" + "\n".join(expected)
+    # ... and it is the preset the paper experiments' pipelines give that stage
+    stage = script.split(".")[0]
+    for experiment in ("paper_cs", "paper_legal", "paper_science"):
+        assert composed(["stage=pipeline", f"experiment={experiment}"]).pipeline.slurm.presets[stage] == preset
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in slurm.PRESETS.glob("*.yaml")))
+def test_pipeline_jobs_ask_for_what_a_sweep_on_the_same_preset_asks_for(preset, tmp_path, monkeypatch):
+    """FLAGS against submitit's own translation (the sweeps' route): the same preset, the same job size."""
+    submitit = pytest.importorskip("submitit")
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from omegaconf import OmegaConf
+
+    # submitit's SLURM executor refuses to start without srun on PATH; it is never run here
+    (tmp_path / "srun").write_text("#!/bin/sh\n")
+    (tmp_path / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    params = OmegaConf.to_container(slurm.load_preset(preset), resolve=False)
+    # As the plugin's SlurmLauncher.launch hands a preset to submitit
+    executor = submitit.AutoExecutor(cluster="slurm", folder=tmp_path / "submitit",
+                                     slurm_max_num_timeout=params.pop("max_num_timeout"))
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    params = {k: v for k, v in params.items() if k not in ("_target_", "submitit_folder")} | {"name": "x"}
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
+    # submitit writes its #SBATCH lines in private code only (no public mapping to reuse; see slurm.FLAGS)
+    theirs = {}
+    for line in sbatch_lines(executor._executor._make_submission_file_text("true", "uid")):
+        flag, _, value = line.split()[1].partition("=")
+        theirs[flag] = value
+    ours = dict(option.partition("=")[::2] for option in slurm.job_options(slurm.load_preset(preset))[0])
+    # Same sizes, written alike but for: GB as G, no --gpus-per-node=0, and USR1 to the batch shell (which
+    # slurm/stage.sbatch traps to requeue) for submitit's USR2, at the same delay
+    theirs["--mem"] = theirs["--mem"].replace("GB", "G")
+    if theirs.get("--gpus-per-node") == "0":
+        del theirs["--gpus-per-node"]
+    assert ours.pop("--signal").split("@")[1] == theirs.pop("--signal").split("@")[1]
+    assert ours == {flag: value for flag, value in theirs.items() if flag in SIZED}
 
 
 @pytest.mark.parametrize("module", [slurm, pipeline], ids=lambda m: m.__name__)

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from autodata.config import register_configs, to_typed
 from autodata.domains.base import Criterion, Task
 from autodata.generate.outputs import compute_stats
-from autodata.recipe import effective, file_sources, override_sources
+from autodata.provenance import effective, file_sources, override_sources
 from eval import plots
 from eval.report import make_report
 from eval.report_tables import QUALITY_ROWS
@@ -37,7 +37,7 @@ def compose_cfg(*overrides: str):
 
 def write_run_files(run_dir: Path, *overrides: str) -> None:
     """config.yaml and recipe.json as a run composed with ``overrides`` writes them (autodata/rundir.py,
-    autodata/recipe.py): the recipe's sources come from Hydra's defaults list, as in a real run."""
+    autodata/provenance.py): the recipe's sources come from Hydra's defaults list, as in a real run."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
         cfg = to_typed(compose(config_name="config", overrides=list(overrides)))
         defaults = GlobalHydra.instance().config_loader().compute_defaults_list(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from autodata.backends.base import BackendError
-from autodata.generate.stage import generate
+from autodata.generate import generate
 from autodata.rundir import read_jsonl
 from eval.stage import evaluate
 from tests import test_eval_stage as ev

@@ -102,11 +102,21 @@ def test_shellcheck(script):
     assert proc.returncode == 0, proc.stdout
 
 
-def test_each_script_opens_with_the_sbatch_command_that_launches_it():
-    for script in sorted((ROOT / "slurm").glob("serve_*.sbatch")):
-        header = script.read_text().split("#SBATCH", 1)[0]
-        assert "sbatch --nodes=" in header and f"slurm/{script.name} " in header, script.name
-        assert "#SBATCH --requeue" in script.read_text(), script.name
+def test_the_serving_script_opens_with_the_sbatch_command_of_each_role():
+    text = (ROOT / "slurm" / "serve.sbatch").read_text()
+    header = text.split("#SBATCH", 1)[0]
+    for role in ("weak", "strong", "judge"):
+        assert "sbatch --nodes=" in header and f"slurm/serve.sbatch {role} " in header, role
+    assert "#SBATCH --requeue" in text
+
+
+def test_the_serving_script_names_the_known_roles_for_an_unknown_one(tmp_path):
+    proc = subprocess.run(["bash", str(ROOT / "slurm" / "serve.sbatch"), "weakk", MODEL, str(tmp_path)],
+                          cwd=tmp_path, env=clean_env(SLURM_SUBMIT_DIR=str(ROOT)), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "unknown role 'weakk'; known: weak (weak_solver), strong (strong_solver), judge" in proc.stderr
+    assert not (tmp_path / "weakk.endpoints.json").exists()
 
 
 def make_stubs(tmp_path: Path) -> tuple[Path, Path, Path]:
@@ -135,20 +145,23 @@ def recorded(record: Path) -> dict[int, dict]:
     return {int(p.name.split(".")[1]): json.loads(p.read_text()) for p in record.glob("stub.*.json")}
 
 
-@pytest.mark.parametrize("script, role, tp, devices", [
-    ("serve_weak.sbatch", "weak_solver", 1, ["0", "1"]),
-    ("serve_strong.sbatch", "strong_solver", 2, ["0,1"]),
-    ("serve_judge.sbatch", "judge", 2, ["0,1"]),
+@pytest.mark.parametrize("argument, role, tp, devices", [
+    ("weak", "weak_solver", 1, ["0", "1"]),
+    ("strong", "strong_solver", 2, ["0,1"]),
+    ("judge", "judge", 2, ["0,1"]),
+    # The role's own name works too
+    ("strong_solver", "strong_solver", 2, ["0,1"]),
 ])
-def test_serving_sbatch_starts_vllm_on_the_cluster_address_with_the_key_out_of_argv(tmp_path, script, role, tp,
+def test_serving_sbatch_starts_vllm_on_the_cluster_address_with_the_key_out_of_argv(tmp_path, argument, role, tp,
                                                                                     devices):
     bin_dir, vllm, record = make_stubs(tmp_path)
     folder = tmp_path / "endpoints"
     env = clean_env(PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_SUBMIT_DIR=str(ROOT), SLURM_JOB_ID="77",
                     SLURM_GPUS_ON_NODE="2", VLLM_BIN=str(vllm), STUB_DIR=str(record), STUB_EXIT="1",
                     RESTART_LIMIT="1", RESTART_DELAY_S="0")
-    proc = subprocess.run(["bash", str(ROOT / "slurm" / script), MODEL, str(folder), "--max-model-len", "4096"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(["bash", str(ROOT / "slurm" / "serve.sbatch"), argument, MODEL, str(folder),
+                           "--max-model-len", "4096"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
     output = proc.stdout + proc.stderr
     if "found no cluster address" in output:
         pytest.skip("this machine has no address `getent ahostsv4` or `hostname -I` reports")
@@ -209,16 +222,17 @@ def serve_node(tmp_path: Path, model: str, *args: str, **values: str) -> tuple[s
     return proc, recorded(record)
 
 
-@pytest.mark.parametrize("script, model, values, parser", [
-    # A Qwen3.5 model gets vLLM's qwen3 parser from the weak and strong serve scripts
-    ("serve_weak.sbatch", "Qwen/Qwen3.5-4B", {}, "qwen3"),
-    ("serve_strong.sbatch", "Qwen/Qwen3.5-397B-A17B-FP8", {}, "qwen3"),
-    # REASONING_PARSER= (empty) turns it off; a set one wins; the judge's script sets none
-    ("serve_weak.sbatch", "Qwen/Qwen3.5-4B", {"REASONING_PARSER": ""}, None),
-    ("serve_strong.sbatch", "Qwen/Qwen3.5-397B-A17B-FP8", {"REASONING_PARSER": "deepseek_r1"}, "deepseek_r1"),
-    ("serve_judge.sbatch", "Qwen/Qwen3.5-397B-A17B-FP8", {}, None),
+@pytest.mark.parametrize("role, model, values, parser", [
+    # A Qwen3.5 model gets vLLM's qwen3 parser as the weak or the strong solver
+    ("weak", "Qwen/Qwen3.5-4B", {}, "qwen3"),
+    ("strong", "Qwen/Qwen3.5-397B-A17B-FP8", {}, "qwen3"),
+    # REASONING_PARSER= (empty) turns it off; a set one wins; the judge gets none unless it is set
+    ("weak", "Qwen/Qwen3.5-4B", {"REASONING_PARSER": ""}, None),
+    ("strong", "Qwen/Qwen3.5-397B-A17B-FP8", {"REASONING_PARSER": "deepseek_r1"}, "deepseek_r1"),
+    ("judge", "Qwen/Qwen3.5-397B-A17B-FP8", {}, None),
+    ("judge", "Qwen/Qwen3.5-397B-A17B-FP8", {"REASONING_PARSER": "qwen3"}, "qwen3"),
 ])
-def test_the_reasoning_parser_reaches_the_vllm_command_line(tmp_path, script, model, values, parser):
+def test_the_reasoning_parser_reaches_the_vllm_command_line(tmp_path, role, model, values, parser):
     bin_dir, vllm, record = make_stubs(tmp_path)
     # One replica on 8 H200s (143,771 MiB each, as nvidia-smi reports them), which hold every model here
     fake_nvidia_smi(bin_dir, 143_771)
@@ -227,7 +241,7 @@ def test_the_reasoning_parser_reaches_the_vllm_command_line(tmp_path, script, mo
                     STUB_DIR=str(record), STUB_EXIT="1", RESTART_LIMIT="1", RESTART_DELAY_S="0")
     env.pop("REASONING_PARSER", None)
     env.update(values)
-    proc = subprocess.run(["bash", str(ROOT / "slurm" / script), model, str(tmp_path / "endpoints"),
+    proc = subprocess.run(["bash", str(ROOT / "slurm" / "serve.sbatch"), role, model, str(tmp_path / "endpoints"),
                            "--max-model-len", "4096"], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=60)
     output = proc.stdout + proc.stderr

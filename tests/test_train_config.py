@@ -36,9 +36,9 @@ def problems(overrides: list[str]) -> str:
 def test_module_doctests():
     import doctest
 
-    from training import report, stage
+    from training import outputs, stage
 
-    for module in (stage, report):
+    for module in (stage, outputs):
         assert doctest.testmod(module).failed == 0
 
 

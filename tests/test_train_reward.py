@@ -171,7 +171,7 @@ def test_an_answer_too_long_for_the_judge_is_excluded_when_configured_so():
                                       (1.5, False), (True, False)])
 def test_validation_keeps_the_failure_reward_in_the_unit_interval(value, ok):
     from autodata.config import RootConfig
-    from autodata.validation import check_train
+    from training.checks import check_train
 
     cfg = RootConfig()
     cfg.train.judge_failure_reward = value

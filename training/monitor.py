@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from autodata.config import TrainConfig
-from training.reward import SCREEN_FLAG
+from autodata.screen import SCREEN_FLAG
 
 log = logging.getLogger(__name__)
 

@@ -51,7 +51,7 @@ from autodata.examples import task_of
 from autodata.guard import final_answer, injection_flags
 from autodata.reasoning import with_reasoning
 from autodata.llm import LLM
-from autodata.screen import Screen
+from autodata.screen import SCREEN_FLAG, Screen
 
 if TYPE_CHECKING:
     from training.monitor import HackingMonitor
@@ -61,9 +61,6 @@ T = TypeVar("T")
 
 # Characters of a flagged completion kept in injections.jsonl and the log line
 EXCERPT_CHARS = 500
-# The flag an answer gets when the optional screen role (models.roles.screen), not a guard pattern, finds it
-# addresses the grader or the rubric instead of the question; its status is "injection" like a pattern's
-SCREEN_FLAG = "screen"
 
 
 class JudgeLoop:

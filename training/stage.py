@@ -40,7 +40,7 @@ from autodata.tracking import run_name, start_wandb
 from training.data import DataError, TrainingData, as_paths, check_enough, load_training_data
 from training.monitor import HackingMonitor, define_wandb_metrics, wandb_panels
 from training.policy import load_policy, lora_exclude, save_final
-from training.report import JsonlMetrics, command_line, write_model_card
+from training.outputs import JsonlMetrics, command_line, write_model_card
 from training.reward import JudgeDown, JudgeLoop, JudgeReward
 
 log = logging.getLogger(__name__)

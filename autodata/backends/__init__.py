@@ -10,6 +10,7 @@ import importlib
 
 from autodata.backends.base import Backend, BackendError, ChatRequest, Completion, EndpointUnreachable, Sampling
 from autodata.config import EndpointConfig
+from autodata.errors import lookup
 
 BACKENDS: dict[str, str] = {
     "local": "autodata.backends.local:LocalBackend",
@@ -20,10 +21,7 @@ BACKENDS: dict[str, str] = {
 
 def build_backend(endpoint: EndpointConfig) -> Backend:
     """Instantiate the backend an endpoint names."""
-    target = BACKENDS.get(endpoint.backend or "")
-    if target is None:
-        known = ", ".join(sorted(BACKENDS))
-        raise ValueError(f"unknown backend {endpoint.backend!r}; expected one of: {known}")
+    target = lookup(BACKENDS, endpoint.backend, "backend")
     module_name, class_name = target.split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(endpoint)

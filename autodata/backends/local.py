@@ -17,26 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Optional
 
 from autodata.backends.base import BackendError, ChatRequest, Completion, EndpointUnreachable
 from autodata.backends.batching import MicroBatcher
-from autodata.backends.embedded import model_fingerprint, resolve_model
+from autodata.backends.in_process import (Job, endpoint_template_kwargs, prepare_job, resolve_weights,
+                                          weights_identity)
 from autodata.config import EndpointConfig
-from autodata.reasoning import (prompt_opens_reasoning, reasoning_close_ids, template_kwargs, thinking_suffix,
-                                warn_if_switch_ignored, with_reasoning)
+from autodata.reasoning import reasoning_close_ids, warn_if_switch_ignored, with_reasoning
 
 _DTYPES = ("float32", "bfloat16", "float16")
-
-
-@dataclass
-class _Job:
-    request: ChatRequest
-    prompt_ids: list[int]
-    max_new: int
-    # The rendered prompt ends inside an open reasoning block (Qwen3.5 with thinking on)
-    opened: bool = False
 
 
 def resolve_device(device: Optional[str]) -> str:
@@ -71,11 +62,8 @@ class LocalBackend:
         self.dtype = resolve_dtype(endpoint.dtype, self.device)
         self.batch_size = endpoint.batch_size or 8
         self.structured_output = bool(endpoint.structured_output)
-        # The role's thinking switch and any other template arguments (autodata/reasoning.py)
-        self._template_kwargs = template_kwargs(endpoint.thinking,
-                                                (endpoint.extra_body or {}).get("chat_template_kwargs"))
+        self._template_kwargs = endpoint_template_kwargs(endpoint)
         self.name = f"local:{self.model_name}@{self.device}"
-        self._identity: Optional[str] = None
         self._load_lock = threading.Lock()
         self.model = None
         self.tokenizer = None
@@ -84,13 +72,10 @@ class LocalBackend:
 
     # ---- identity and loading -------------------------------------------------------
 
-    @property
+    @cached_property
     def cache_identity(self) -> str:
         """``local:<model>:<hash of the resolved weights and dtype>``; computed on first use."""
-        if self._identity is None:
-            self._identity = (f"local:{self.model_name}:{model_fingerprint(self.model_name, dtype=self.dtype)}"
-                              + thinking_suffix(self.endpoint.thinking))
-        return self._identity
+        return weights_identity("local", self.model_name, self.dtype, self.endpoint.thinking)
 
     def _load(self) -> None:
         with self._load_lock:
@@ -99,10 +84,7 @@ class LocalBackend:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            try:
-                path = resolve_model(self.model_name)
-            except RuntimeError as exc:  # the embedded model's package is missing or broken
-                raise BackendError(str(exc)) from exc
+            path = resolve_weights(self.model_name)
             try:
                 tokenizer = AutoTokenizer.from_pretrained(path)
                 model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.dtype))
@@ -164,34 +146,22 @@ class LocalBackend:
     async def aclose(self) -> None:
         await self._batcher.aclose()
 
-    def _prepare(self, request: ChatRequest) -> _Job:
+    def _prepare(self, request: ChatRequest) -> Job:
         if request.n < 1:
             raise BackendError(f"request.n must be >= 1, got {request.n}")
+        context = self.max_context()
         try:
-            text = self.tokenizer.apply_chat_template(
-                request.messages, tokenize=False, add_generation_prompt=True, **self._template_kwargs
-            )
+            return prepare_job(self.tokenizer, request, self._template_kwargs, context,
+                               limit=f"{self.model_name} attends to {context} in all")
         except ValueError as exc:
             raise BackendError(
                 f"{self.model_name} has no usable chat template ({exc}); the local backend needs an "
                 "instruction-tuned model whose tokenizer ships one"
             ) from exc
-        prompt_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        context = self.max_context()
-        if len(prompt_ids) >= context:
-            raise BackendError(
-                f"prompt is {len(prompt_ids)} tokens but {self.model_name} attends to {context} in all; "
-                "shorten the document before the call (backend.count_tokens / max_context, "
-                "or lower models.*.max_document_tokens)"
-            )
-        # The completion gets whatever room the context leaves, up to max_tokens;
-        # a cut-short answer reports finish_reason "length" like a server would.
-        max_new = max(1, min(request.sampling.max_tokens, context - len(prompt_ids)))
-        return _Job(request, prompt_ids, max_new, opened=prompt_opens_reasoning(text))
 
     # ---- batched generation (runs in the batcher's worker thread) -------------------
 
-    def _generate_batch(self, jobs: list[_Job]) -> list[list[Completion]]:
+    def _generate_batch(self, jobs: list[Job]) -> list[list[Completion]]:
         rows = [(j, k) for j, job in enumerate(jobs) for k in range(job.request.n)]
         results: list[list[Completion]] = [[] for _ in jobs]
         # A single request with n > batch_size arrives alone; decode it in chunks.
@@ -201,7 +171,7 @@ class LocalBackend:
                 results[j].append(completion)
         return results
 
-    def _generate_rows(self, jobs: list[_Job], rows: list[tuple[int, int]]) -> list[Completion]:
+    def _generate_rows(self, jobs: list[Job], rows: list[tuple[int, int]]) -> list[Completion]:
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
 

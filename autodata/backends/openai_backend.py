@@ -44,6 +44,7 @@ from autodata.backends.base import (
 )
 from autodata.config import EndpointConfig
 from autodata.reasoning import TEMPLATE_SWITCH, thinking_suffix, with_reasoning
+from autodata.secrets import Secret
 
 log = logging.getLogger(__name__)
 
@@ -107,18 +108,6 @@ class _ContextExceeded(BackendError):
     def __init__(self, message: str, text: str):
         super().__init__(message)
         self.text = text
-
-
-class _Secret:
-    """The API key, kept out of repr() so it never reaches a log line or a traceback's locals."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: str):
-        self.value = value
-
-    def __repr__(self) -> str:
-        return "_Secret('***')"
 
 
 def _api_key(env_name: Optional[str]) -> str:
@@ -295,7 +284,7 @@ class OpenAIBackend:
         self.cache_identity = f"openai:{endpoint.model}" + thinking_suffix(endpoint.thinking)
         self._max_concurrency = int(endpoint.max_concurrency or 64)
         timeout_s = float(endpoint.timeout_s or 600.0)
-        self._api_key = _Secret(_api_key(endpoint.api_key_env))
+        self._api_key = Secret(_api_key(endpoint.api_key_env))
         # Sent with each request once set_replicas changed the key after the session was made; None otherwise
         self._auth_override: Optional[dict[str, str]] = None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -361,7 +350,7 @@ class OpenAIBackend:
                           for url in dict.fromkeys(urls)]
         self._next = self._next % len(self._replicas) if self._replicas else 0
         if api_key is not None and api_key != self._api_key.value:
-            self._api_key = _Secret(api_key)
+            self._api_key = Secret(api_key)
             if self._session is not None:
                 self._auth_override = {"Authorization": f"Bearer {api_key}"}
         first = urls[0] if urls else "no replica"

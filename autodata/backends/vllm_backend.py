@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from functools import cached_property
 from typing import Any, Optional
 
 from autodata.backends.base import BackendError, ChatRequest, Completion, EndpointUnreachable
 from autodata.backends.batching import MicroBatcher
-from autodata.backends.embedded import model_fingerprint, resolve_model
+from autodata.backends.in_process import (Job, endpoint_template_kwargs, prepare_job, resolve_weights,
+                                          weights_identity)
 from autodata.config import EndpointConfig
-from autodata.reasoning import (prompt_opens_reasoning, template_kwargs, thinking_suffix, warn_if_switch_ignored,
-                                with_reasoning)
+from autodata.reasoning import warn_if_switch_ignored, with_reasoning
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +67,6 @@ def engine_reasoning_kwargs(parser: Optional[str]) -> dict[str, Any]:
         return {"reasoning_parser": parser}
 
 
-@dataclass
-class _Job:
-    request: ChatRequest
-    prompt_ids: list[int]
-    max_new: int
-    # The rendered prompt ends inside an open reasoning block (Qwen3.5 with thinking on)
-    opened: bool = False
-
-
 class VLLMBackend:
     def __init__(self, endpoint: EndpointConfig):
         if not endpoint.model:
@@ -82,10 +74,8 @@ class VLLMBackend:
         self.endpoint = endpoint
         self.model_name = endpoint.model
         self.name = f"vllm:{self.model_name}"
-        self._identity = None
         self.structured_output = bool(endpoint.structured_output)
-        self._template_kwargs = template_kwargs(endpoint.thinking,
-                                                (endpoint.extra_body or {}).get("chat_template_kwargs"))
+        self._template_kwargs = endpoint_template_kwargs(endpoint)
         self._lock = threading.Lock()
         self._warned_grammar = False
         self.llm = None
@@ -94,23 +84,17 @@ class VLLMBackend:
         capacity = max(endpoint.max_concurrency or 64, endpoint.batch_size or 1)
         self._batcher = MicroBatcher(self._generate_batch, capacity, size=lambda job: job.request.n)
 
-    @property
+    @cached_property
     def cache_identity(self) -> str:
         """``vllm:<model>:<hash of the resolved weights and dtype>``; computed on first use."""
-        if self._identity is None:
-            fingerprint = model_fingerprint(self.model_name, dtype=self.endpoint.dtype or "auto")
-            self._identity = f"vllm:{self.model_name}:{fingerprint}" + thinking_suffix(self.endpoint.thinking)
-        return self._identity
+        return weights_identity("vllm", self.model_name, self.endpoint.dtype or "auto", self.endpoint.thinking)
 
     def _load(self) -> None:
         with self._lock:
             if self.llm is not None:
                 return
             vllm = import_vllm()
-            try:
-                path = resolve_model(self.model_name)
-            except RuntimeError as exc:  # the embedded model's package is missing or broken
-                raise BackendError(str(exc)) from exc
+            path = resolve_weights(self.model_name)
             self.llm = vllm.LLM(
                 model=path,
                 tensor_parallel_size=self.endpoint.tensor_parallel_size or 1,
@@ -143,17 +127,8 @@ class VLLMBackend:
 
     async def complete(self, request: ChatRequest) -> list[Completion]:
         self._load()
-        text = self.tokenizer.apply_chat_template(
-            request.messages, tokenize=False, add_generation_prompt=True, **self._template_kwargs
-        )
-        prompt_ids = self.tokenizer.encode(text, add_special_tokens=False)
-        if len(prompt_ids) >= self.context:
-            raise BackendError(
-                f"prompt is {len(prompt_ids)} tokens but {self.model_name} is served with max_model_len "
-                f"{self.context}; shorten the document before the call (backend.count_tokens / max_context)"
-            )
-        max_new = max(1, min(request.sampling.max_tokens, self.context - len(prompt_ids)))
-        job = _Job(request, prompt_ids, max_new, opened=prompt_opens_reasoning(text))
+        job = prepare_job(self.tokenizer, request, self._template_kwargs, self.context,
+                          limit=f"{self.model_name} is served with max_model_len {self.context}")
         if job.opened and request.json_schema is not None and self.structured_output \
                 and not self.endpoint.reasoning_parser and not self._warned_grammar:
             self._warned_grammar = True
@@ -165,7 +140,7 @@ class VLLMBackend:
     async def aclose(self) -> None:
         await self._batcher.aclose()
 
-    def _sampling_params(self, job: _Job):
+    def _sampling_params(self, job: Job):
         from vllm import SamplingParams
 
         s = job.request.sampling
@@ -181,14 +156,14 @@ class VLLMBackend:
             **extra,
         )
 
-    def _generate_batch(self, jobs: list[_Job]) -> list[list[Completion]]:
+    def _generate_batch(self, jobs: list[Job]) -> list[list[Completion]]:
         prompts = [{"prompt_token_ids": job.prompt_ids} for job in jobs]
         params = [self._sampling_params(job) for job in jobs]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [_completions(job, result) for job, result in zip(jobs, outputs, strict=True)]
 
 
-def _completions(job: _Job, result) -> list[Completion]:
+def _completions(job: Job, result) -> list[Completion]:
     made = [
         Completion(
             text=with_reasoning(out.text, opened=job.opened),

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+# errors, not validation: validation reads LOADERS, the one list of corpus sources
 from autodata.config import CorpusConfig
-from autodata.validation import InputError
+from autodata.errors import InputError, lookup
 
 log = logging.getLogger(__name__)
 
@@ -208,9 +209,7 @@ def load_corpus(cfg: CorpusConfig) -> tuple[list[Document], dict[str, int]]:
     The cap comes first, so ``corpus.limit`` means the same documents with and without sharding and the shards
     together are exactly the unsharded corpus. A shard that holds no document is not an error (a small corpus
     over many shards): its run writes empty outputs, and stage=merge still counts it."""
-    loader = LOADERS.get(cfg.source)
-    if loader is None:
-        raise CorpusError(f"corpus.source={cfg.source!r} is unknown; expected one of {', '.join(LOADERS)}")
+    loader = lookup(LOADERS, cfg.source, "corpus source", key="corpus.source", error=CorpusError)
     docs: dict[str, Document] = {}
     skipped = {"too_short": 0, "duplicate_id": 0}
     for doc in loader(cfg):

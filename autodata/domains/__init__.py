@@ -19,6 +19,7 @@ from autodata.domains.base import (
 from autodata.domains.cs import CSDomain
 from autodata.domains.legal import LegalDomain
 from autodata.domains.principia import PrincipiaDomain
+from autodata.errors import lookup
 
 DOMAINS: dict[str, type[Domain]] = {
     "cs": CSDomain,
@@ -29,12 +30,8 @@ DOMAINS: dict[str, type[Domain]] = {
 
 def build_domain(cfg: DomainConfig) -> Domain:
     """The domain ``cfg.name`` names; templates are compiled here, once."""
-    cls = DOMAINS.get(cfg.name)
-    if cls is None:
-        raise ValueError(
-            f"domain.name={cfg.name!r} is not a known domain; expected one of: {', '.join(sorted(DOMAINS))} "
-            "(add a class to autodata.domains.DOMAINS for a new one)"
-        )
+    cls = lookup(DOMAINS, cfg.name, "domain", key="domain.name",
+                 hint="add a class to autodata.domains.DOMAINS for a new one")
     return cls(cfg)
 
 

@@ -22,6 +22,7 @@ from autodata.acceptance import GROUP_TITLES, AcceptancePolicy, build_policy
 from autodata.config import DomainConfig, GenerateConfig
 from autodata.domains import checks
 from autodata.domains.templating import PromptSet, shorten
+from autodata.errors import lookup
 from autodata.variants import VariantError, content_hash, knob_values, protected_overrides, template_files
 
 
@@ -341,9 +342,7 @@ class Domain:
                             gen: Optional[GenerateConfig] = None) -> list[dict]:
         """The writer's prompt; ``gen`` (the run's generate settings; defaults when None) decides what the prompt
         says the strong model reads (``strong_sees_document``)."""
-        template = self.METHODS.get(method)
-        if template is None:
-            raise ValueError(f"unknown method {method!r}; expected one of: {', '.join(self.METHODS)}")
+        template = lookup(self.METHODS, method, "method", key="method.name")
         return self.prompts.messages(template, document=doc_text, feedback_groups=feedback_groups(history),
                                      cfg=self.cfg, gen=gen if gen is not None else GenerateConfig())
 

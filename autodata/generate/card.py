@@ -23,8 +23,8 @@ from omegaconf import OmegaConf
 
 from autodata.config import ROLES, AcceptanceConfig, CorpusConfig, RootConfig, endpoint_for
 from autodata.dataset_schema import COLUMNS, type_text
-from autodata.generate.hub import repo_id_problem
-from autodata.recipe import leaves
+from autodata.hub_ids import repo_id_problem
+from autodata.provenance import leaves
 from autodata.redact import redact_argv, redact_value
 
 # The hub's size_categories buckets, as (upper bound, label).

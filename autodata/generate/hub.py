@@ -10,28 +10,15 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
+
+# Checked before the push by the stage; shared with validation and the card, which import it from autodata/
+from autodata.hub_ids import repo_id_problem  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "HF_TOKEN"
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
-
-
-def repo_id_problem(repo_id: str) -> Optional[str]:
-    """Why ``repo_id`` cannot name a hub dataset repo, or None.
-
-    >>> repo_id_problem("my-org/cs_agentic-v1") is None
-    True
-    >>> repo_id_problem("cs_agentic")
-    "generate.push_to_hub ('cs_agentic') must be ORG/NAME (e.g. my-org/cs_agentic); add the organisation or user"
-    """
-    if _REPO_ID.match(repo_id):
-        return None
-    return (f"generate.push_to_hub ({repo_id!r}) must be ORG/NAME (e.g. my-org/cs_agentic); "
-            "add the organisation or user")
 
 
 def push_dataset(run_dir: Path, repo_id: str, private: bool, sizes: dict[str, int],

@@ -25,11 +25,16 @@ generated again); 5 every output is written but some documents ended in error
 (stats.json's document_errors; rerun the same command to redo them, or set
 generate.allow_document_errors=true to exit 0). run.py exits 2 on a config
 error or a corpus that cannot be read.
+
+``generate`` is the stage without its exit codes, in three steps (``GenerateRun``: open the run, run the
+documents, finish); ``score_documents`` runs the same loop on given documents for the meta-optimizer. Other
+stages import them from ``autodata.generate``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -41,13 +46,14 @@ from autodata.backends.base import BackendError, EndpointUnreachable
 from autodata.cache import ResponseCache
 from autodata.config import RootConfig
 from autodata.corpus import Document, load_corpus
-from autodata.domains import build_domain
+from autodata.domains import Domain, build_domain
 from autodata.generate.card import command_line
-from autodata.generate.hub import push_dataset, repo_id_problem
+from autodata.generate.hub import push_dataset
 from autodata.generate.documents import DocumentCap, document_cap
 from autodata.generate.loop import DocOutcome, DocumentRunner, challengers_per_round
 from autodata.generate.outputs import finalize, print_summary, target_status
 from autodata.generate.progress import Counts, Progress
+from autodata.hub_ids import repo_id_problem
 from autodata.llm import LLM
 from autodata.rundir import JsonlWriter, read_jsonl, rewrite_jsonl, salvage_jsonl, write_json_atomic
 from autodata.tracking import flatten, start_wandb
@@ -56,7 +62,7 @@ log = logging.getLogger(__name__)
 
 
 class GenerateAborted(RuntimeError):
-    pass
+    """An endpoint or the setup stopped the run; finished documents are kept (``run`` exits 3)."""
 
 
 def prepare_resume(run_dir: Path, extract_round: bool) -> set[str]:
@@ -123,83 +129,160 @@ def lost_rows(ledger_row: dict[str, Any], rounds: set[Any], has_example: bool, e
     return "; ".join(lost)
 
 
-async def generate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None,
-                   docs: Optional[list[Document]] = None, export: bool = True) -> dict[str, Any]:
-    """Run the stage; ``llm`` may be injected (tests drive the loop with a scripted backend; the meta-optimizer
-    shares its endpoints and cache). ``docs`` replaces the corpus; ``export=False`` writes no dataset/ folder
-    and card (the meta-optimizer's scoring runs)."""
-    started = time.time()
-    repo_id = cfg.generate.push_to_hub
-    if repo_id and repo_id_problem(repo_id):
-        # Before any work: a typo found after hours of generation would cost the push.
-        raise GenerateAborted(repo_id_problem(repo_id))
-    if docs is None:
-        docs, skipped = load_corpus(cfg.corpus)
-    else:
-        skipped = {}
-    domain = build_domain(cfg.domain)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    done = prepare_resume(run_dir, domain.has_extractor)
-    todo = [d for d in docs if d.id not in done]
-    if done:
-        log.info("resuming: %d of %d documents already finished", len(docs) - len(todo), len(docs))
-    # Run-dir totals, so the target counts what earlier processes accepted (prepare_resume kept only finished rows).
-    counts = Counts(accepted=sum(1 for _ in read_jsonl(run_dir / "accepted.jsonl")),
-                    rounds=sum(1 for _ in read_jsonl(run_dir / "rounds.jsonl")), finished=len(docs) - len(todo))
-    target = cfg.generate.target_accepted
+async def generate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None) -> dict[str, Any]:
+    """The stage's work without its exit codes: the stats (``run`` turns them into exit codes 4 and 5).
 
-    def target_reached() -> bool:
-        return target is not None and counts.accepted >= target
+    ``llm`` may be injected (tests drive the loop with a scripted backend); it is then the caller's to close.
+    Raises GenerateAborted when an endpoint or the setup stops the run (``run`` exits 3).
+    """
+    return await GenerateRun(cfg, run_dir).execute(llm)
 
-    if target is not None:
-        log.info("target: %d accepted examples (%d already in %s)", target, counts.accepted, run_dir)
 
-    cache = ResponseCache(cfg.cache.path or run_dir / "cache.sqlite") if cfg.cache.enabled else None
-    owns_llm = llm is None
-    if llm is None:
-        llm = LLM(cfg.models, cache=cache, seed=cfg.generate.seed)
-    # Only a process that runs documents asks the endpoints; finalize keeps the cap an earlier process recorded.
-    doc_cap: Optional[DocumentCap] = None
-    if todo and not target_reached():
+async def score_documents(cfg: RootConfig, run_dir: Path, docs: list[Document], llm: LLM) -> dict[str, Any]:
+    """The generate loop on ``docs`` (not the corpus) in ``run_dir``, with the caller's ``llm`` (not closed here):
+    the stats. It resumes like the stage and writes the same files but no dataset/ folder or card: the
+    meta-optimizer scores a harness variant this way, ``cfg`` being the variant's config. Nothing is pushed."""
+    return await GenerateRun(cfg, run_dir, docs=docs, export=False).execute(llm)
+
+
+class GenerateRun:
+    """One process's run of the stage, as three steps: ``open`` the run, ``run_documents``, ``finish``.
+
+    ``execute`` runs them inside one exit stack, the only place the run's resources are closed, whether it ends
+    or fails: the cache, the LLM (when the run made it) and W&B; the documents' writers and bar close when the
+    documents are done, before their files are read into stats. ``docs`` None reads the corpus of ``cfg``.
+    """
+
+    # Set by ``open``
+    domain: Domain
+    challengers: int
+
+    def __init__(self, cfg: RootConfig, run_dir: Path, docs: Optional[list[Document]] = None, export: bool = True):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.given_docs = docs
+        self.docs: list[Document] = []
+        self.skipped: dict[str, int] = {}
+        # export=False: no dataset/ folder and card (the meta-optimizer's scoring runs)
+        self.export = export
+        self.started = time.time()
+        self.target = cfg.generate.target_accepted
+        # Counted by ``open`` (resume), then by the documents as they finish
+        self.todo: list[Document] = []
+        self.counts = Counts()
+        self.doc_cap: Optional[DocumentCap] = None
+        self.wandb_run: Any = None
+
+    async def execute(self, llm: Optional[LLM] = None) -> dict[str, Any]:
+        async with contextlib.AsyncExitStack() as stack:
+            llm = await self.open(stack, llm)
+            await self.run_documents(llm)
+            stats = self.finish(llm)
+        # After W&B has finished and the endpoints are closed: a slow or failed push holds nothing open
+        self.publish(stats)
+        return stats
+
+    def target_reached(self) -> bool:
+        return self.target is not None and self.counts.accepted >= self.target
+
+    # ------------------------------------------------------------------ open the run
+    async def open(self, stack: contextlib.AsyncExitStack, llm: Optional[LLM]) -> LLM:
+        """Check the push target, read the corpus and what earlier processes finished, open the cache and the LLM
+        (each closed by ``stack``), probe the endpoints when documents are left, start W&B; the run's LLM."""
+        repo_id = self.cfg.generate.push_to_hub
+        if repo_id and repo_id_problem(repo_id):
+            # Before any work: a typo found after hours of generation would cost the push.
+            raise GenerateAborted(repo_id_problem(repo_id))
+        if self.given_docs is None:
+            self.docs, self.skipped = load_corpus(self.cfg.corpus)
+        else:
+            self.docs = self.given_docs
+        self.domain = build_domain(self.cfg.domain)
+        self.challengers = challengers_per_round(self.cfg, self.domain)
+        self.resume()
+        cache = ResponseCache(self.cfg.cache.path or self.run_dir / "cache.sqlite") if self.cfg.cache.enabled else None
+        if cache is not None:
+            stack.callback(cache.close)
+        if llm is None:
+            llm = LLM(self.cfg.models, cache=cache, seed=self.cfg.generate.seed)
+            stack.push_async_callback(llm.aclose)
+        # Only a process that runs documents asks the endpoints; finalize keeps the cap an earlier process recorded.
+        if self.todo and not self.target_reached():
+            self.doc_cap = await self.probe(llm)
+        self.wandb_run = start_wandb(self.cfg, self.run_dir, job_type="generate")
+        if self.wandb_run is not None:
+            stack.push(_finish_wandb(self.wandb_run))
+        return llm
+
+    def resume(self) -> None:
+        """The documents left to run and the run dir's counts (earlier processes' finished rows included)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        done = prepare_resume(self.run_dir, self.domain.has_extractor)
+        self.todo = [d for d in self.docs if d.id not in done]
+        if done:
+            log.info("resuming: %d of %d documents already finished", len(self.docs) - len(self.todo), len(self.docs))
+        # Run-dir totals, so the target counts what earlier processes accepted (prepare_resume kept only finished rows).
+        self.counts = Counts(accepted=sum(1 for _ in read_jsonl(self.run_dir / "accepted.jsonl")),
+                             rounds=sum(1 for _ in read_jsonl(self.run_dir / "rounds.jsonl")),
+                             finished=len(self.docs) - len(self.todo))
+        if self.target is not None:
+            log.info("target: %d accepted examples (%d already in %s)", self.target, self.counts.accepted,
+                     self.run_dir)
+
+    async def probe(self, llm: LLM) -> DocumentCap:
+        """Ask every endpoint before the first document, and derive the document cap from their contexts."""
         try:
             await llm.check()
-            doc_cap = await document_cap(cfg, llm, domain, challengers_per_round(cfg, domain))
+            doc_cap = await document_cap(self.cfg, llm, self.domain, self.challengers)
         except EndpointUnreachable as err:
-            if owns_llm:
-                await llm.aclose()
             raise GenerateAborted(f"{err}\nNothing was generated in this run; start the server (or fix the "
                                   f"URL) and rerun the same command.") from err
-        except BackendError as err:  # the server answered, but refused (e.g. 401: the API key)
-            if owns_llm:
-                await llm.aclose()
-            raise GenerateAborted(f"{err}\nNothing was generated in this run.") from err
-        except ValueError as err:  # a context too small for any document (document_cap names the setting)
-            if owns_llm:
-                await llm.aclose()
+        # BackendError: the server answered, but refused (e.g. 401: the API key); ValueError: a context too small
+        # for any document (document_cap names the setting)
+        except (BackendError, ValueError) as err:
             raise GenerateAborted(f"{err}\nNothing was generated in this run.") from err
         log.info("documents: %s (%s)", f"cut at {doc_cap.tokens} tokens" if doc_cap.tokens else "sent whole",
                  doc_cap.source)
+        return doc_cap
 
-    rounds_out = JsonlWriter(run_dir / "rounds.jsonl")
-    accepted_out = JsonlWriter(run_dir / "accepted.jsonl")
-    ledger_out = JsonlWriter(run_dir / "documents.jsonl")
-    wandb_run = start_wandb(cfg, run_dir, job_type="generate")
-    progress = Progress(counts, llm, bar=_bar(cfg, len(docs), counts.finished), wandb_run=wandb_run, target=target)
+    # ------------------------------------------------------------------ run the documents
+    async def run_documents(self, llm: LLM) -> None:
+        """Every document left, at most generate.max_docs_in_flight at once; each ends with a ledger row, and none
+        starts once the target is reached."""
+        async with contextlib.AsyncExitStack() as stack:
+            out = _Writers(self.run_dir)
+            stack.callback(out.close)
+            progress = Progress(self.counts, llm, bar=_bar(self.cfg, len(self.docs), self.counts.finished),
+                                wandb_run=self.wandb_run, target=self.target)
+            stack.callback(progress.close)
 
-    def on_round(row: dict[str, Any]) -> None:
-        rounds_out.write(row)
-        progress.round_done()
+            def on_round(row: dict[str, Any]) -> None:
+                out.rounds.write(row)
+                progress.round_done()
 
-    runner = DocumentRunner(cfg, llm, domain, on_round=on_round, on_call=progress.call_done, doc_cap=doc_cap)
-    gate = asyncio.Semaphore(cfg.generate.max_docs_in_flight)
+            runner = DocumentRunner(self.cfg, llm, self.domain, on_round=on_round, on_call=progress.call_done,
+                                    doc_cap=self.doc_cap)
+            gate = asyncio.Semaphore(self.cfg.generate.max_docs_in_flight)
+            tasks = [asyncio.ensure_future(self.run_document(doc, runner, gate, out, progress)) for doc in self.todo]
+            # Registered last, so the documents in flight stop before the writers and the bar close
+            stack.push_async_callback(_cancel, tasks)
+            try:
+                for fut in asyncio.as_completed(tasks):
+                    await fut
+            except EndpointUnreachable as err:
+                raise GenerateAborted(
+                    f"{err}\nFinished documents are saved in {self.run_dir}. Fix the endpoint, then rerun the same "
+                    f"command with hydra.run.dir={self.run_dir} to resume."
+                ) from err
 
-    async def one(doc: Document) -> None:
+    async def run_document(self, doc: Document, runner: DocumentRunner, gate: asyncio.Semaphore, out: _Writers,
+                           progress: Progress) -> None:
         # Every document is scheduled at once behind the gate, so the target is checked when a document
         # gets its slot: nothing new starts after the target, and documents in flight finish.
         async with gate:
-            if target_reached():
+            if self.target_reached():
                 # Not written to the ledger: a rerun with a larger target starts this document.
-                counts.not_started += 1
+                self.counts.not_started += 1
                 return
             try:
                 outcome: DocOutcome = await runner.run(doc)
@@ -208,53 +291,71 @@ async def generate(cfg: RootConfig, run_dir: Path, llm: Optional[LLM] = None,
             except BackendError as err:
                 # An "error" row, so every document of the corpus ends with an outcome; resume redoes it.
                 log.error("document %s failed and will be retried on resume: %s", doc.id, err)
-                counts.errors += 1
-                ledger_out.write({"document_id": doc.id, "status": "error", "rounds_used": None,
+                self.counts.errors += 1
+                out.ledger.write({"document_id": doc.id, "status": "error", "rounds_used": None,
                                   "reason": str(err)})
                 return
             # Counted before the slot is released, so the next document's target check sees this one.
             if outcome.example is not None:
-                accepted_out.write(outcome.example)
-            ledger_out.write({"document_id": doc.id, "status": outcome.status, "rounds_used": outcome.rounds_used,
+                out.accepted.write(outcome.example)
+            out.ledger.write({"document_id": doc.id, "status": outcome.status, "rounds_used": outcome.rounds_used,
                               "reason": outcome.reason})
             progress.document_done(accepted=outcome.example is not None)
 
-    tasks = [asyncio.ensure_future(one(doc)) for doc in todo]
-    try:
-        for fut in asyncio.as_completed(tasks):
-            await fut
-    except EndpointUnreachable as err:
-        raise GenerateAborted(
-            f"{err}\nFinished documents are saved in {run_dir}. Fix the endpoint, then rerun the same command "
-            f"with hydra.run.dir={run_dir} to resume."
-        ) from err
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for writer in (rounds_out, accepted_out, ledger_out):
+    # ------------------------------------------------------------------ finish
+    def finish(self, llm: LLM) -> dict[str, Any]:
+        """The split, the dataset and its card (``export``), stats.json and W&B's summary; the stats."""
+        stats = finalize(self.cfg, self.run_dir, self.docs, self.skipped, llm, wall_seconds=time.time() - self.started,
+                         documents_not_started=self.counts.not_started, doc_cap=self.doc_cap,
+                         challengers=self.challengers, domain=self.domain, export=self.export)
+        if self.wandb_run is not None:
+            from autodata.tracking import accepted_panels
+
+            self.wandb_run.summary.update(dict(flatten("generate", stats)))
+            # The distributions behind the means above, and the examples (all of the run dir's, resumes included)
+            self.wandb_run.log(accepted_panels(list(read_jsonl(self.run_dir / "accepted.jsonl"))))
+        return stats
+
+    def publish(self, stats: dict[str, Any]) -> None:
+        """Push the dataset to generate.push_to_hub, if set; the outcome goes into stats.json (``hub``)."""
+        repo_id = self.cfg.generate.push_to_hub
+        # export=False wrote no dataset/ to push
+        if repo_id and self.export:
+            sizes = {"train": stats["train_examples"], "heldout": stats["heldout_examples"]}
+            stats["hub"] = push_dataset(self.run_dir, repo_id, self.cfg.generate.hub_private, sizes,
+                                        retry_command(self.run_dir))
+            write_json_atomic(self.run_dir / "stats.json", stats)
+
+
+class _Writers:
+    """The run dir's append-only files that each document writes to."""
+
+    def __init__(self, run_dir: Path):
+        self.rounds = JsonlWriter(run_dir / "rounds.jsonl")
+        self.accepted = JsonlWriter(run_dir / "accepted.jsonl")
+        self.ledger = JsonlWriter(run_dir / "documents.jsonl")
+
+    def close(self) -> None:
+        for writer in (self.rounds, self.accepted, self.ledger):
             writer.close()
-        progress.close()
-        if owns_llm:
-            await llm.aclose()
-        if cache is not None:
-            cache.close()
 
-    stats = finalize(cfg, run_dir, docs, skipped, llm, wall_seconds=time.time() - started,
-                     documents_not_started=counts.not_started, doc_cap=doc_cap,
-                     challengers=challengers_per_round(cfg, domain), domain=domain, export=export)
-    if wandb_run is not None:
-        from autodata.tracking import accepted_panels
 
-        wandb_run.summary.update(dict(flatten("generate", stats)))
-        # The distributions behind the means above, and the examples (all of the run dir's, resumes included)
-        wandb_run.log(accepted_panels(list(read_jsonl(run_dir / "accepted.jsonl"))))
-        wandb_run.finish()
-    if repo_id:
-        sizes = {"train": stats["train_examples"], "heldout": stats["heldout_examples"]}
-        stats["hub"] = push_dataset(run_dir, repo_id, cfg.generate.hub_private, sizes, retry_command(run_dir))
-        write_json_atomic(run_dir / "stats.json", stats)
-    return stats
+async def _cancel(tasks: list[asyncio.Future]) -> None:
+    """Stop the documents still in flight (after a failure) and wait until they have."""
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _finish_wandb(wandb_run: Any):
+    """The exit callback that ends the W&B run: marked failed when the stage fails, as wandb's own exit hook
+    would mark a process that exits 3."""
+
+    def finish(exc_type, exc, tb) -> bool:
+        wandb_run.finish(exit_code=0 if exc_type is None else 1)
+        return False
+
+    return finish
 
 
 def retry_command(run_dir: Path) -> str:

@@ -35,6 +35,7 @@ from autodata.acceptance import FailureReason
 from autodata.config import DomainConfig, RootConfig
 from autodata.domains import DOMAINS, Criterion, Domain, FailedAttempt, Task
 from autodata.domains.templating import DATA_TAGS, neutralize
+from autodata.generate import check_generate
 from autodata.meta.syntax import Reading, compare, read_template
 from autodata.variants import apply_knobs, check_knobs, normalize, template_name_problem
 
@@ -474,8 +475,6 @@ def normalize_all(templates: dict[str, str]) -> dict[str, str]:
 
 def config_problems(cfg: RootConfig, knobs: dict[str, Any]) -> list[str]:
     """The generate rules on ``domain.*`` broken by these knob values (the rest of the config is the run's)."""
-    from autodata.validation import check_generate
-
     trial = copy.deepcopy(cfg)
     trial.domain = apply_knobs(trial.domain, knobs)
     problems = [str(p) for p in check_generate(trial) if p.key.startswith("domain.")]

@@ -4,7 +4,7 @@
 templates, its knob values, its validation score, parent and lineage. Rows carry ``format``, ``domain`` and the
 baseline's content hash, so a file from another version, domain or starting harness is refused, not misread.
 
-A variant is scored by running the generate loop (``autodata.generate.stage.generate``) on a list of
+A variant is scored by running the generate loop (``autodata.generate.score_documents``) on a list of
 documents in its own folder, with the run's endpoints and response cache: the same variant on the same
 documents makes the same calls (per-call seeds derive from the document, round and step), so a second scoring
 is served from the cache. The sabotage monitor reads the same run: the weak solver's answer length, refusals

@@ -46,7 +46,7 @@ from autodata.cache import ResponseCache
 from autodata.config import META_ROLES, ROLES, RootConfig
 from autodata.corpus import Document, load_corpus
 from autodata.domains import build_domain
-from autodata.generate.stage import GenerateAborted, generate
+from autodata.generate import GenerateAborted, score_documents
 from autodata.llm import LLM, derive_seed
 from autodata.meta.agents import Agents, exchange_digest, history_digest
 from autodata.meta.edits import Edit, EditRejected, apply_edit, make_diff, parse_edit
@@ -144,7 +144,7 @@ class MetaOptimizer:
         vcfg = variant_config(self.cfg, folder, variant.knobs)
         vcfg.generate.seed = seed
         view = LLM(self.cfg.models, cache=self.cache, seed=seed, backends=self.llm.backends)
-        stats = await generate(vcfg, out, llm=view, docs=docs, export=False)
+        stats = await score_documents(vcfg, out, docs, view)
         if stats["document_errors"]:
             raise IterationFailed(f"{stats['document_errors']} documents of {out} ended in error")
         rounds = list(read_jsonl(out / "rounds.jsonl"))
@@ -195,35 +195,37 @@ class MetaOptimizer:
                 "validation": summary}
 
     # ------------------------------------------------------------------ one iteration
-    def plan(self, n: int) -> dict[str, Any]:
-        """The iteration's parent, minibatch and visible history; stored, so a redone iteration repeats them."""
+    def draw_parent(self, n: int) -> dict[str, Any]:
+        """The iteration's parent (a Boltzmann draw), minibatch and visible history; stored, so a redone iteration
+        repeats them."""
+        # The file keeps its name plan.json: runs started before the rename resume from it, and the README names it
         path = self.run_dir / "iterations" / str(n) / "plan.json"
-        plan = read_json_state(path, f"and iteration {n} is planned again")
-        if isinstance(plan, dict) and any(v.id == plan.get("parent") for v in self.population):
-            return plan
+        drawn = read_json_state(path, f"and iteration {n}'s parent is drawn again")
+        if isinstance(drawn, dict) and any(v.id == drawn.get("parent") for v in self.population):
+            return drawn
         rng = random.Random(f"{self.meta.seed}:parent:{n}")
         parent = self.population[boltzmann_pick([v.score or 0.0 for v in self.population], self.meta.temperature, rng)]
         minibatch = random.Random(f"{self.meta.seed}:minibatch:{n}").sample(
             [d.id for d in self.train], min(self.meta.minibatch_size, len(self.train)))
-        plan = {"parent": parent.id, "minibatch": minibatch,
-                "history": [r["iteration"] for r in self.history if r.get("iteration")]}
+        drawn = {"parent": parent.id, "minibatch": minibatch,
+                 "history": [r["iteration"] for r in self.history if r.get("iteration")]}
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, plan)
-        return plan
+        write_json_atomic(path, drawn)
+        return drawn
 
     async def iterate(self, n: int) -> dict[str, Any]:
         started = time.time()
-        plan = self.plan(n)
-        parent = next(v for v in self.population if v.id == plan["parent"])
+        drawn = self.draw_parent(n)
+        parent = next(v for v in self.population if v.id == drawn["parent"])
         row: dict[str, Any] = {"format": FORMAT, "iteration": n, "parent": parent.id, "parent_score": parent.score,
-                               "minibatch": plan["minibatch"], "analysis": None, "edit": None, "child": None,
+                               "minibatch": drawn["minibatch"], "analysis": None, "edit": None, "child": None,
                                "diff": "", "child_score": None, "validation": None, "flags": [], "kept": False,
                                "rejection": None, "reason": None}
         folder = self.run_dir / "iterations" / str(n)
         by_id = {d.id: d for d in self.train}
-        await self.score(parent, [by_id[i] for i in plan["minibatch"]], folder / "minibatch")
+        await self.score(parent, [by_id[i] for i in drawn["minibatch"]], folder / "minibatch")
         rounds = list(read_jsonl(folder / "minibatch" / "rounds.jsonl"))
-        visible = [r for r in self.history if r.get("iteration") in set(plan["history"])]
+        visible = [r for r in self.history if r.get("iteration") in set(drawn["history"])]
         child = await self.propose(n, parent, rounds, visible, row)
         twin = next((v for v in self.population if child is not None and v.id == child.id), None)
         if twin is not None:

@@ -1,4 +1,4 @@
-"""What a training run reports: metrics.jsonl, W&B (offline by default) and the final model card.
+"""What a training run writes besides its checkpoints: metrics.jsonl, W&B (offline by default) and the final model card.
 
 Metric names are TRL's plus the reward's, all under ``train/`` (the prefix W&B's
 transformers integration adds, written the same way to ``metrics.jsonl``):

@@ -5,7 +5,9 @@ of an earlier submission.
     python -m autodata.run stage=pipeline experiment=cpu_mini pipeline.launcher=slurm pipeline.dry_run=true
 
 A preset is a hydra-submitit-launcher option (the ones sweeps use: ``-m hydra/launcher=slurm_gpu``), read over
-the plugin's own schema, so a field a preset leaves out has the value a sweep would use.
+the plugin's own schema, so a field a preset leaves out has the value a sweep would use. The hand-run jobs
+(slurm/generate.sbatch, train.sbatch, eval.sbatch) name their preset and carry its ``sbatch_header`` lines
+(tests/test_pipeline_slurm.py checks them), so all three routes ask for the same sizes.
 """
 
 from __future__ import annotations
@@ -22,16 +24,21 @@ from typing import Mapping, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from autodata.errors import lookup
 from autodata.rundir import write_text_atomic
 
 log = logging.getLogger(__name__)
 
-PRESETS = Path(__file__).resolve().parents[1] / "conf" / "hydra" / "launcher"
+PRESETS = Path(__file__).resolve().parents[2] / "conf" / "hydra" / "launcher"
 # Written literally into an array job's command; slurm/stage.sbatch puts the task's id in its place
 TASK_ID = "$SLURM_ARRAY_TASK_ID"
 # Ids of the jobs last submitted for a step, one a line, in its run dir: a rerun does not submit a step twice
 JOBS_FILE = "slurm_jobs.txt"
-# Preset fields (submitit's names) passed as the sbatch option of the same meaning
+# Preset fields (submitit's names) passed as the sbatch option of the same meaning. The plugin hands a preset to
+# submitit, which turns fields into #SBATCH lines in private code (SlurmExecutor._equivalence_dict,
+# _make_sbatch_string): there is no public mapping to reuse. So this table (with job_options) is the one place
+# autodata translates a preset: the pipeline's jobs and the hand-run slurm/*.sbatch headers (sbatch_header) both
+# read it, and tests/test_pipeline_slurm.py checks it against what submitit writes for a sweep of every preset.
 FLAGS = {"nodes": "nodes", "tasks_per_node": "ntasks-per-node", "cpus_per_task": "cpus-per-task",
          "gpus_per_node": "gpus-per-node", "cpus_per_gpu": "cpus-per-gpu", "gpus_per_task": "gpus-per-task",
          "mem_per_gpu": "mem-per-gpu", "mem_per_cpu": "mem-per-cpu", "partition": "partition",
@@ -51,10 +58,9 @@ def load_preset(name: str) -> DictConfig:
     """``conf/hydra/launcher/<name>.yaml`` over hydra-submitit-launcher's SlurmQueueConf."""
     from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
 
-    path = PRESETS / f"{name}.yaml"
-    if not path.exists():
-        known = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
-        raise SlurmError(f"pipeline.slurm: no launcher preset {name!r} ({path} does not exist); known: {known}")
+    presets = {p.stem: p for p in PRESETS.glob("*.yaml")}
+    path = lookup(presets, name, "launcher preset", key="pipeline.slurm.preset", error=SlurmError,
+                  hint=f"add {PRESETS / f'{name}.yaml'} (a hydra-submitit-launcher option) for a new one")
     raw = OmegaConf.load(path)
     raw.pop("defaults", None)
     return OmegaConf.merge(OmegaConf.structured(SlurmQueueConf), raw)
@@ -222,3 +228,20 @@ def cancel(ids: list[str]) -> None:
     proc = subprocess.run([tool("scancel"), *ids], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SlurmError(f"scancel {' '.join(ids)} failed: {proc.stderr.strip()}; cancel them by hand and rerun")
+
+
+def sbatch_header(name: str) -> list[str]:
+    """The ``#SBATCH`` lines of preset ``name``, as a hand-run job script carries them (partition and account
+    left to the sbatch command line).
+
+    >>> print("\\n".join(sbatch_header("slurm_small")))
+    #SBATCH --nodes=1
+    #SBATCH --ntasks-per-node=1
+    #SBATCH --cpus-per-task=2
+    #SBATCH --mem=8G
+    #SBATCH --time=60
+    #SBATCH --signal=B:USR1@120
+    """
+    options, _ = job_options(load_preset(name))
+    return [f"#SBATCH {option}" for option in options]
+

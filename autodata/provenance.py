@@ -1,4 +1,4 @@
-"""Where each setting of a run came from: the effective recipe, and warnings about recipes that cannot be right.
+"""Provenance of a run's settings: where each came from (the recipe), and warnings about recipes that cannot be right.
 
 Every run writes to ``recipe.json`` in its run dir the values that differ from the dataclass defaults
 (``autodata/config.py``), each with the config file or command-line override that set it last, and prints one line
@@ -28,10 +28,10 @@ from autodata.rundir import write_json_atomic
 from autodata.stages import reads
 from autodata.variants import protected_overrides
 
-log = logging.getLogger(__name__)
+# Named for what it logs, not for this module: users type hydra.verbose=autodata.recipe to list the recipe
+log = logging.getLogger("autodata.recipe")
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-DEFAULT_SOURCE = "dataclass default"
 DERIVED = "derived (interpolation or eval shortcut)"
 # A budget below this share of the experiment's answer_tokens is "far below"
 FAR_BELOW = 0.25
@@ -181,7 +181,7 @@ def warnings(cfg: RootConfig) -> list[str]:
     return out
 
 
-def report(cfg: RootConfig, run_dir: Path) -> list[Setting]:
+def record(cfg: RootConfig, run_dir: Path) -> list[Setting]:
     """Log one line of the effective recipe (the list with ``recipe.print=true``, else at DEBUG) and every warning;
     write all of it to ``recipe.json`` in the run dir. The console shows only the groups the stage reads
     (autodata/stages.py); recipe.json keeps every value."""

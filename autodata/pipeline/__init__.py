@@ -14,10 +14,15 @@ every stage resumes inside its own run dir, so running the same command again co
 ``pipeline.launcher=slurm`` submits every step as a SLURM job of ``slurm/stage.sbatch`` instead (sized by the
 presets of conf/hydra/launcher/ that ``pipeline.slurm.presets`` names), each with ``--dependency=afterok`` on
 the jobs of the steps it reads, and returns; with ``pipeline.dry_run=true`` it prints the ``sbatch`` lines as a
-shell script. ``pipeline.shards=N`` runs every generate step as N shards (a SLURM array) and a merge into the
-step's run dir, which later steps read as before.
+shell script. This is the documented route to a cluster; sweeps (``-m hydra/launcher=slurm_gpu``) and the
+hand-run ``slurm/*.sbatch`` jobs are sized by the same presets. ``pipeline.shards=N`` runs every generate step as
+N shards (a SLURM array) and a merge into the step's run dir, which later steps read as before.
 
     python -m autodata.run stage=pipeline experiment=paper_cs pipeline.launcher=slurm pipeline.slurm.partition=gpu pipeline.dry_run=true
+
+The package: this module (the steps, the local launcher, the SLURM submission, ``run``), ``slurm.py`` (presets
+to sbatch options, one job's sbatch line, the queue) and ``checks.py`` (``check_pipeline``, the stage's input
+checks).
 """
 
 from __future__ import annotations
@@ -32,8 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from autodata import slurm
 from autodata.config import RootConfig
+from autodata.pipeline import slurm
 from autodata.rundir import finished
 
 log = logging.getLogger(__name__)
@@ -105,7 +110,7 @@ def substitute(text: str, refs: dict[str, str], where: str) -> tuple[str, list[s
     return REF.sub(one, text), used
 
 
-def plan(cfg: RootConfig, run_dir: Path, overrides: list[str], python: str = sys.executable) -> list[Step]:
+def steps(cfg: RootConfig, run_dir: Path, overrides: list[str], python: str = sys.executable) -> list[Step]:
     """Every step of the experiment with its command, in order (nothing runs)."""
     p = cfg.pipeline
     if not p.steps:
@@ -122,7 +127,7 @@ def plan(cfg: RootConfig, run_dir: Path, overrides: list[str], python: str = sys
     def launcher(stage: str) -> list[str]:
         return shlex.split(p.launchers[stage]) if stage in p.launchers else [python]
 
-    steps: list[Step] = []
+    planned: list[Step] = []
     for name, step in p.steps.items():
         argv_tail: list[str] = []
         needs: list[str] = []
@@ -137,26 +142,26 @@ def plan(cfg: RootConfig, run_dir: Path, overrides: list[str], python: str = sys
         resume = ["train.resume=true"] if step.stage == "train" else []
         argv = [*launcher(step.stage), "-m", "autodata.run", f"stage={step.stage}", *common, *argv_tail, *resume,
                 f"hydra.run.dir={run_dir / name}"]
-        steps.append(Step(name, step.stage, run_dir / name, argv, needs))
+        planned.append(Step(name, step.stage, run_dir / name, argv, needs))
         if step.stage == "generate" and p.shards > 1:
             # The merge needs none of the shards' overrides (it takes their config), but gets them all the same:
             # generate.push_to_hub, for one, applies to it
-            shard_dirs = ",".join(f"'{steps[-1].shard_dir(i)}'" for i in range(p.shards))
-            steps[-1].shards = p.shards
-            steps[-1].merge_argv = [*launcher("merge"), "-m", "autodata.run", "stage=merge", *common, *argv_tail,
-                                    f"merge.runs=[{shard_dirs}]", f"hydra.run.dir={run_dir / name}"]
-    return steps
+            shard_dirs = ",".join(f"'{planned[-1].shard_dir(i)}'" for i in range(p.shards))
+            planned[-1].shards = p.shards
+            planned[-1].merge_argv = [*launcher("merge"), "-m", "autodata.run", "stage=merge", *common, *argv_tail,
+                                      f"merge.runs=[{shard_dirs}]", f"hydra.run.dir={run_dir / name}"]
+    return planned
 
 
-def selected(steps: list[Step], only: list[str]) -> list[Step]:
+def selected(every: list[Step], only: list[str]) -> list[Step]:
     if not only:
-        return steps
-    known = {s.name for s in steps} | {s.stage for s in steps}
+        return every
+    known = {s.name for s in every} | {s.stage for s in every}
     unknown = sorted(set(only) - known)
     if unknown:
         raise PipelineError(f"pipeline.only names {unknown}, which are neither steps nor stages of this pipeline "
-                            f"(steps: {', '.join(s.name for s in steps)})")
-    return [s for s in steps if s.name in only or s.stage in only]
+                            f"(steps: {', '.join(s.name for s in every)})")
+    return [s for s in every if s.name in only or s.stage in only]
 
 
 def resume_command() -> str:
@@ -164,12 +169,17 @@ def resume_command() -> str:
 
 
 def run_pipeline(cfg: RootConfig, run_dir: Path, overrides: list[str]) -> list[Step]:
-    steps = plan(cfg, run_dir, overrides)
-    todo = selected(steps, cfg.pipeline.only)
-    if cfg.pipeline.launcher == "slurm":
-        submit_pipeline(cfg, run_dir, steps, todo)
-        return todo
-    by_name = {s.name: s for s in steps}
+    """Run (or submit) the steps ``pipeline.only`` selects with the launcher ``pipeline.launcher`` names; return
+    them."""
+    every = steps(cfg, run_dir, overrides)
+    todo = selected(every, cfg.pipeline.only)
+    LAUNCHERS[cfg.pipeline.launcher](cfg, run_dir, every, todo)
+    return todo
+
+
+def run_local(cfg: RootConfig, run_dir: Path, every: list[Step], todo: list[Step]) -> None:
+    """Run every step of ``todo`` here, one after another, skipping the finished ones (a dry run prints them)."""
+    by_name = {s.name: s for s in every}
     chosen = {s.name for s in todo}
     force = cfg.pipeline.force
     for i, step in enumerate(todo, 1):
@@ -205,7 +215,6 @@ def run_pipeline(cfg: RootConfig, run_dir: Path, overrides: list[str]) -> list[S
                     f"  fix the cause, then resume the pipeline (finished steps are skipped, this one resumes in its "
                     f"run dir): {resume_command()}")
             log.info("%s: %s done in %.0f s", header, label, time.time() - started)
-    return todo
 
 
 # ---------------------------------------------------------------- pipeline.launcher=slurm
@@ -242,13 +251,13 @@ def step_jobs(cfg: RootConfig, step: Step, after_ok: list[str]) -> list[slurm.Jo
     return jobs
 
 
-def submit_pipeline(cfg: RootConfig, run_dir: Path, steps: list[Step], todo: list[Step]) -> None:
+def submit_pipeline(cfg: RootConfig, run_dir: Path, every: list[Step], todo: list[Step]) -> None:
     """Submit every step of ``todo`` neither finished nor queued from an earlier submission, each with afterok
     dependencies on the jobs of the steps it reads; a dry run writes the same sbatch lines as a script."""
     p, dry = cfg.pipeline, cfg.pipeline.dry_run
     if not dry:
         slurm.tool("sbatch")
-    by_name, chosen = {s.name: s for s in steps}, {s.name for s in todo}
+    by_name, chosen = {s.name: s for s in every}, {s.name for s in todo}
     queue = slurm.queue()
     # Step name -> the job id later steps wait on ("$var" in a dry run's script)
     waits: dict[str, str] = {}
@@ -329,6 +338,10 @@ def submit_pipeline(cfg: RootConfig, run_dir: Path, steps: list[Step], todo: lis
                  " ".join(submitted))
     else:
         log.info("nothing to submit: every step finished or is queued")
+
+
+# pipeline.launcher -> what runs the selected steps (the stage's checks, checks.py, read its names here)
+LAUNCHERS = {"local": run_local, "slurm": submit_pipeline}
 
 
 def hydra_overrides() -> list[str]:
