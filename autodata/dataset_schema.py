@@ -31,7 +31,7 @@ MESSAGE = {"role": "string", "content": "string"}
 COLUMNS: tuple[tuple[str, Any, str], ...] = (
     ("id", "string", "the example's id, `<method>/<document id>`"),
     ("document_id", "string", "the id of the source document in the corpus"),
-    ("domain", "string", "the domain (cs, legal, principia)"),
+    ("domain", "string", "the domain (cs, legal, principia, or a folder domain's name)"),
     ("method", "string", "agentic (Agentic Self-Instruct) or cot (the CoT Self-Instruct baseline)"),
     ("prompt", [MESSAGE], "the solver prompt the trained model sees, as chat messages: TRL's conversational "
                           "`prompt` (stage=train builds the same one)"),

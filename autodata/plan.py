@@ -75,7 +75,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from autodata.config import ROLES, PlanRoleConfig, RootConfig, endpoint_for
-from autodata.domains import DOMAINS
+from autodata.domains import DOMAINS, domain_class
 from autodata.hardware import DTYPE_BYTES, GPU_MEMORY_GB, Fit, default_dtype, fixes, known_params_b, weights_gb
 from autodata.rundir import input_conflicts, write_json_atomic
 from autodata.tracking import LOGGERS
@@ -117,7 +117,7 @@ def analytic_usage(cfg: RootConfig, target: float) -> tuple[dict[str, RoleUse], 
     (659.0, 635.4, 559.0)
     """
     gen, method = cfg.generate, cfg.method
-    domain = DOMAINS[cfg.domain.name]
+    domain = domain_class(cfg.domain)
     cot = method.name == "cot"
     per_accepted = cfg.plan.rounds_per_accepted
     if per_accepted is None:

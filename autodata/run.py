@@ -1,6 +1,7 @@
 """The one entry point: ``autodata stage=<name> [overrides...]``, the same as ``python -m autodata.run ...``.
 
     autodata --help                                       # the stages, the experiments, examples
+    autodata new-domain medicine                          # a starting folder domain in ./medicine (domain=folder)
     autodata stage=generate                               # embedded model, embedded corpus
     autodata stage=generate method=cot                    # CoT Self-Instruct baseline
     autodata stage=generate models=openai models.base_url=http://localhost:8000/v1 models.model=Qwen/Qwen3.5-4B
@@ -28,6 +29,7 @@ push to the hub failed.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -39,7 +41,7 @@ from omegaconf import DictConfig
 
 from autodata import provenance, variants
 from autodata.config import register_configs, to_typed
-from autodata.domains import DOMAINS
+from autodata.domains import DOMAINS, resolve_config
 from autodata.rundir import RunDirBusy, lock_run_dir, mark_finished, write_provenance
 from autodata.stages import STAGES, resolve_stage
 from autodata.validation import ConfigError, InputError, validate
@@ -53,8 +55,11 @@ for _noisy in ("httpx", "httpx2", "urllib3"):
 
 
 def main() -> None:
-    """The console script ``autodata`` and ``python -m autodata.run``: ``-h``/``--help`` prints the CLI's help,
-    anything else goes to Hydra."""
+    """The console script ``autodata`` and ``python -m autodata.run``: a subcommand (``new-domain``) runs on its
+    own, ``-h``/``--help`` prints the CLI's help, anything else goes to Hydra."""
+    # Before --help: `autodata new-domain --help` is the subcommand's own help
+    if sys.argv[1:2] and sys.argv[1] in COMMANDS:
+        sys.exit(run_command(sys.argv[1], sys.argv[2:]))
     if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
         print(help_text())
         return
@@ -69,6 +74,8 @@ def compose_and_run(dcfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         stage = resolve_stage(cfg.stage)
+        # domain=folder: the folder's domain.yaml applies over the domain group; a bad folder stops here (exit 2)
+        cfg.domain = resolve_config(cfg.domain)
         # A harness variant (domain.variant) sets task-shaping knobs: applied once, before validation sees them
         if cfg.domain.variant and cfg.domain.name in DOMAINS:
             cfg.domain = variants.resolve(cfg.domain, DOMAINS[cfg.domain.name])
@@ -94,6 +101,15 @@ def compose_and_run(dcfg: DictConfig) -> None:
         log.error("%s", err)
         sys.exit(2)
     mark_finished(run_dir)
+
+
+# Subcommands that are not stages (they compose no config): name -> the module whose ``main(argv)`` runs it and
+# returns the exit code, and whose ``SUMMARY`` --help shows. Imported only when used: no Hydra or stage code.
+COMMANDS = {"new-domain": "autodata.new_domain"}
+
+
+def run_command(name: str, argv: list[str]) -> int:
+    return importlib.import_module(COMMANDS[name]).main(argv)
 
 
 # (command, what it does) shown by --help
@@ -127,6 +143,8 @@ def help_text(conf_dir: Path = provenance.CONF_DIR) -> str:
     lines += [f"  {name:<{width}}  {stage.summary}" for name, stage in STAGES.items()]
     lines += ["", f"experiments (experiment=<name>; default {default_experiment}):"]
     lines += [f"  {name:<{width}}  {text}" for name, text in experiments.items()]
+    lines += ["", "commands (no stage; autodata <command> --help):"]
+    lines += [f"  {importlib.import_module(module).SUMMARY}" for module in COMMANDS.values()]
     lines += ["", "examples:"]
     lines += [f"  {command}\n      {what}" for command, what in EXAMPLES]
     lines += ["", "Every default lives in autodata/config.py; conf/ holds the options (README.md, \"Experiments\").",

@@ -316,14 +316,17 @@ def load_set(given: str, domain: Domain, limit: Optional[int] = None) -> EvalSet
     file, raw = source.label, source.rows
     if not raw:
         raise EvalDataError(f"eval.datasets: {file} has no rows; {PRODUCER}")
-    formats = {row_format(r) for r in raw}
+    # A folder domain reads rows in its own columns (domain.yaml's eval section); a generate run's rows as any domain
+    reads_own = getattr(domain, "reads_eval_row", None)
+    formats = {"folder"} if reads_own is not None and all(reads_own(r) for r in raw) else {row_format(r) for r in raw}
     if "unknown" in formats or len(formats) > 1:
         raise EvalDataError(
             f"eval.datasets: {file} has rows in formats {sorted(formats)}; every row must be one of: generate "
-            "(question + rubric), prbench (prompt + criteria) or principia (question + answer)")
+            "(question + rubric), prbench (prompt + criteria) or principia (question + answer)"
+            + (", or the columns of domain.yaml's eval section" if reads_own is not None else ""))
     fmt = formats.pop()
     try:
-        rows = [normalize(r, fmt, i) for i, r in enumerate(raw)]
+        rows = [domain.eval_row(r, i) if fmt == "folder" else normalize(r, fmt, i) for i, r in enumerate(raw)]
     except (ValueError, KeyError, TypeError) as err:
         raise EvalDataError(f"eval.datasets: {file} has a {fmt} row that cannot be read ({err})") from None
     # PRBench grades by its rubric alone: it ships no reference answer.

@@ -49,13 +49,15 @@ PRINCIPIA_TASK = {
     "question": "For which positive integers n is Euler's totient phi(n) equal to n/2?",
     "reference_answer": "Exactly the powers of two, n = 2^k with k >= 1.",
 }
-VALID = {"cs": CS_TASK, "legal": LEGAL_TASK, "principia": PRINCIPIA_TASK}
+VALID = {"cs": CS_TASK, "legal": LEGAL_TASK, "principia": PRINCIPIA_TASK, "folder": PRINCIPIA_TASK}
 PRESETS = {  # the values conf/domain/*.yaml set
     "cs": DomainConfig(name="cs"),
     "legal": DomainConfig(name="legal", rubric_min=15, rubric_max=25, min_negative=1, banned_phrasings=[],
                           recall_openers=[], judge_sees_reference=True,
                           acceptance=AcceptanceConfig(policy="loop_judge")),
     "principia": DomainConfig(name="principia", recall_openers=[], acceptance=AcceptanceConfig(policy="verifiable")),
+    # Principia as a folder domain (autodata/domains/folders/principia): every domain test runs on a folder too
+    "folder": DomainConfig(name="folder", path=str(ROOT / "autodata" / "domains" / "folders" / "principia")),
 }
 HISTORY = [
     FailedAttempt(1, FailureReason.TOO_EASY, "Predict the memory of attention.", "general knowledge", 0.9, None),
@@ -85,15 +87,17 @@ def task(name: str, **changes) -> Task:
 
 # ---------------------------------------------------------------- registry and templates
 def test_registry_and_unknown_domain():
-    assert set(DOMAINS) == {"cs", "legal", "principia"}
-    with pytest.raises(ValueError, match="unknown domain domain.name='law'; known: cs, legal, principia"):
+    assert set(DOMAINS) == {"cs", "folder", "legal", "principia"}
+    with pytest.raises(ValueError, match="unknown domain domain.name='law'; known: cs, folder, legal, principia"):
         build_domain(DomainConfig(name="law"))
 
 
 def test_every_domain_class_says_how_it_grades():
     # Data checks, the reward's name and validation read this attribute instead of lists of domain names.
+    # A folder domain's grading is its folder's: the instance (and domain_class) says it
     assert {name: cls.grading for name, cls in DOMAINS.items()} == {
-        "cs": "rubric", "legal": "rubric", "principia": "equivalence"}
+        "cs": "rubric", "legal": "rubric", "principia": "equivalence", "folder": ""}
+    assert domain("folder").grading == "equivalence"
     assert {name for name, cls in DOMAINS.items() if cls.has_loop_judge} == {"legal"}
 
 
@@ -111,7 +115,7 @@ def test_registering_a_domain_class_is_enough(monkeypatch):
     cfg = RootConfig()
     cfg.domain.name = "toy"
     unknown = [p for p in check_train(cfg) + check_eval(cfg) if p.key == "domain.name"]
-    assert len(unknown) == 2 and "cs, legal, principia" in unknown[0].rule
+    assert len(unknown) == 2 and "cs, folder, legal, principia" in unknown[0].rule
     monkeypatch.setitem(DOMAINS, "toy", ToyDomain)
     assert [p for p in check_train(cfg) + check_eval(cfg) if p.key == "domain.name"] == []
     # A rubric-graded class asks for rubrics whatever it is called.
@@ -530,7 +534,9 @@ def test_presets_here_are_the_conf_domain_options(name):
     from omegaconf import OmegaConf
 
     option = OmegaConf.load(ROOT / "conf" / "domain" / f"{name}.yaml")
-    assert OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DomainConfig), option)) == PRESETS[name]
+    # domain=folder's domain.path is given on the command line
+    assert OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DomainConfig), option)) == replace(
+        PRESETS[name], path=None)
 
 
 @pytest.mark.parametrize("name", ["legal", "principia"])

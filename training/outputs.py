@@ -18,7 +18,7 @@ from typing import Any, Optional
 from transformers import TrainerCallback
 
 from autodata.config import RootConfig
-from autodata.domains import DOMAINS
+from autodata.domains import domain_class
 from autodata.rundir import JsonlWriter, write_json_atomic, write_text_atomic
 
 
@@ -83,7 +83,7 @@ def write_model_card(final_dir: Path, cfg: RootConfig, summary: dict[str, Any]) 
         "",
         f"Policy `{t.model}` trained with GRPO (TRL) on examples made by `stage=generate`; the reward is the "
         f"`{summary['reward_function']}` judge (`{summary['judge']}`), scored by the framework "
-        + ("(equivalence with the reference answer, 1 or 0)." if DOMAINS[cfg.domain.name].grading == "equivalence"
+        + ("(equivalence with the reference answer, 1 or 0)." if domain_class(cfg.domain).grading == "equivalence"
            else "(clipped weighted rubric score in [0, 1])."),
         "",
         "## Training data",

@@ -12,7 +12,7 @@ from typing import Callable, Mapping, Optional
 from autodata.acceptance import POLICIES
 from autodata.config import GenerateConfig, RootConfig
 from autodata.corpus import LOADERS
-from autodata.domains import DOMAINS, Domain
+from autodata.domains import DOMAINS, Domain, domain_class
 from autodata.hub_ids import repo_id_problem
 from autodata.tracking import LOGGERS
 from autodata.validation import (
@@ -73,7 +73,7 @@ def check_cot_filter(cfg: RootConfig) -> list[Problem]:
     if not m.score_solvers:
         problems.append(Problem("method.cot_filter", m.cot_filter, "needs the strong solver's runs, but "
                                 "method.score_solvers is false", "set method.score_solvers=true"))
-    domain = DOMAINS.get(cfg.domain.name)
+    domain = domain_class(cfg.domain) if cfg.domain.name in DOMAINS else None
     if m.cot_filter == "answer_consistency" and (domain is None or domain.grading != "equivalence"):
         verifiable = " or ".join(f"domain={n}" for n in _domains_where(lambda d: d.grading == "equivalence"))
         problems.append(Problem("method.cot_filter", m.cot_filter,
@@ -94,7 +94,7 @@ def check_generate(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> 
     require_choice(problems, "domain.acceptance.policy", acc.policy, tuple(sorted(POLICIES)))
     policy = POLICIES.get(acc.policy)
     if policy is not None and policy.needs_loop_judge:
-        domain = DOMAINS.get(cfg.domain.name)
+        domain = domain_class(cfg.domain) if cfg.domain.name in DOMAINS else None
         if domain is not None and not domain.has_loop_judge:
             problems.append(Problem("domain.acceptance.policy", acc.policy,
                                     f"leaves the verdict to a loop judge, but domain={cfg.domain.name} has none",
