@@ -224,8 +224,8 @@ class AcceptanceConfig:
 class DomainConfig:
     # cs, legal, principia, or folder (a domain read from domain.path)
     name: str = "cs"
-    # name=folder: the folder holding domain.yaml and the templates (autodata/domains/folder.py; start from a copy
-    # of autodata/domains/folders/principia). Its rubric limits, quality rules and acceptance rule apply over this
+    # name=folder: the folder holding domain.yaml and the templates (autodata/domains/folder.py; `autodata
+    # new-domain NAME` writes a starting one). Its rubric limits, quality rules and acceptance rule apply over this
     # group's defaults; a value set here that differs from its default wins
     path: Optional[str] = None
     # Folder of Jinja templates; null uses the packaged autodata/domains/templates/<name>. It may replace only the

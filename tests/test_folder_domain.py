@@ -453,10 +453,11 @@ def test_the_meta_optimizer_may_not_show_a_role_a_hidden_field():
 def test_module_doctests():
     import doctest
 
+    import autodata.domains.checks
     import autodata.domains.folder_spec
 
-    result = doctest.testmod(autodata.domains.folder_spec)
-    assert result.attempted >= 3 and result.failed == 0
+    results = [doctest.testmod(m) for m in (autodata.domains.folder_spec, autodata.domains.checks)]
+    assert sum(r.attempted for r in results) >= 3 and sum(r.failed for r in results) == 0
 
 
 def test_an_optional_list_may_be_left_out(tmp_path):

@@ -16,6 +16,10 @@ from collections.abc import Iterable
 from typing import Optional
 
 _WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
+# Words that may surround a number without making it more than a bare number.
+NUMBER_FILLER = {"the", "answer", "is", "it", "value", "result", "equals", "equal", "to", "exactly", "n", "x"}
+# Three or more decimals, scientific notation, or an explicit approximation
+PRECISE_REAL = re.compile(r"\d+\.\d{3,}|\d(?:\.\d+)?\s*[eE][-+]?\d+|≈|\bapproximately\b")
 
 
 def words(text: str) -> list[str]:
@@ -101,3 +105,36 @@ def sentence_count(text: str) -> int:
     """
     parts = re.split(r"(?<=[.!?])\s+(?=[A-Z])", text.strip())
     return len([p for p in parts if p])
+
+
+# ----------------------------------------------------------------- checks of one field, named in a folder domain
+def one_sentence(text: str, label: str) -> Optional[str]:
+    """
+    >>> one_sentence("The group is cyclic. It has order 7.", "reference answer")
+    'reference answer is more than one sentence; the answer must be atomic, one sentence'
+    """
+    if "\n" in text.strip() or sentence_count(text) > 1:
+        return f"{label} is more than one sentence; the answer must be atomic, one sentence"
+    return None
+
+
+def not_bare_integer(text: str, label: str) -> Optional[str]:
+    """
+    >>> not_bare_integer("The answer is 42", "answer") is None, not_bare_integer("n = 2^k", "answer") is None
+    (False, True)
+    """
+    tokens = words(text)
+    if tokens and all(t.isdigit() or t in NUMBER_FILLER for t in tokens) and any(t.isdigit() for t in tokens):
+        return (f"{label} is a bare integer, which a solver can guess; ask for an object (an expression, a set, "
+                "a condition, a structure) instead")
+    return None
+
+
+def exact_number(text: str, label: str) -> Optional[str]:
+    """
+    >>> exact_number("about 3.14159", "answer")
+    'answer is a precision-sensitive real number; ask for an exact form'
+    """
+    if PRECISE_REAL.search(text):
+        return f"{label} is a precision-sensitive real number; ask for an exact form"
+    return None

@@ -25,7 +25,6 @@ from jinja2 import TemplateSyntaxError, meta, nodes
 from autodata.acceptance import POLICIES
 from autodata.config import AcceptanceConfig, DomainConfig
 from autodata.domains import checks
-from autodata.domains.principia import _FILLER, _PRECISE_REAL
 from autodata.domains.templating import PACKAGED_TEMPLATES, parse
 
 SPEC_FILE = "domain.yaml"
@@ -193,10 +192,10 @@ def load_spec(path: str | Path) -> DomainSpec:
     file = path / SPEC_FILE
     if not path.is_dir():
         raise FolderDomainError(path, [f"{path}: not a folder; domain.path names a folder holding {SPEC_FILE} and "
-                                       "the templates (copy autodata/domains/folders/principia to start)"])
+                                       "the templates (autodata new-domain NAME writes a starting folder)"])
     if not file.is_file():
-        raise FolderDomainError(path, [f"{file}: missing; a domain folder holds {SPEC_FILE} (copy "
-                                       "autodata/domains/folders/principia/domain.yaml to start)"])
+        raise FolderDomainError(path, [f"{file}: missing; a domain folder holds {SPEC_FILE} (run "
+                                       "autodata new-domain NAME for a starting folder)"])
     try:
         raw = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
@@ -414,35 +413,8 @@ def _read_eval(r: _Reader, value: Any, specs: tuple[FieldSpec, ...], grading: An
 
 
 # ----------------------------------------------------------------- named structural checks of one field
-def _one_sentence(text: str, label: str) -> Optional[str]:
-    """
-    >>> _one_sentence("The group is cyclic. It has order 7.", "reference answer")
-    'reference answer is more than one sentence; the answer must be atomic, one sentence'
-    """
-    if "\n" in text.strip() or checks.sentence_count(text) > 1:
-        return f"{label} is more than one sentence; the answer must be atomic, one sentence"
-    return None
-
-
-def _not_bare_integer(text: str, label: str) -> Optional[str]:
-    """
-    >>> _not_bare_integer("The answer is 42", "answer") is None, _not_bare_integer("n = 2^k", "answer") is None
-    (False, True)
-    """
-    tokens = checks.words(text)
-    if tokens and all(t.isdigit() or t in _FILLER for t in tokens) and any(t.isdigit() for t in tokens):
-        return (f"{label} is a bare integer, which a solver can guess; ask for an object (an expression, a set, "
-                "a condition, a structure) instead")
-    return None
-
-
-def _exact_number(text: str, label: str) -> Optional[str]:
-    if _PRECISE_REAL.search(text):
-        return f"{label} is a precision-sensitive real number; ask for an exact form"
-    return None
-
-
-FIELD_CHECKS = {"one_sentence": _one_sentence, "not_bare_integer": _not_bare_integer, "exact_number": _exact_number}
+FIELD_CHECKS = {"one_sentence": checks.one_sentence, "not_bare_integer": checks.not_bare_integer,
+                "exact_number": checks.exact_number}
 
 
 # ----------------------------------------------------------------- templates
@@ -462,7 +434,7 @@ def template_problems(spec: DomainSpec, sources: Sources) -> list[str]:
             if name in REQUIRED_TEMPLATES:
                 problems.append(f"{spec.path / (name + '.j2')}: missing; every domain folder holds "
                                 f"{', '.join(n + '.j2' for n in REQUIRED_TEMPLATES)} (copy it from "
-                                "autodata/domains/folders/principia and adapt it)")
+                                "autodata/domains/folders/starter, or run autodata new-domain NAME)")
             continue
         try:
             tree = parse(source)

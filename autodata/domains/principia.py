@@ -10,17 +10,12 @@ compares a solver's final answer with the reference and says
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from autodata.domains import checks
 from autodata.domains.base import STRING, Domain, Fields, Grade, Task, TaskFormatError, object_schema
 
 MAX_ANSWER_CHARS = 300
-# Words that may surround a number without making it more than a bare number.
-_FILLER = {"the", "answer", "is", "it", "value", "result", "equals", "equal", "to", "exactly", "n", "x"}
-# Three or more decimals, scientific notation, or an explicit approximation
-_PRECISE_REAL = re.compile(r"\d+\.\d{3,}|\d(?:\.\d+)?\s*[eE][-+]?\d+|≈|\bapproximately\b")
 
 
 class PrincipiaDomain(Domain):
@@ -44,18 +39,12 @@ class PrincipiaDomain(Domain):
                     extra={"plan": plan} if plan else {})
 
     def domain_problems(self, task: Task, doc_text: str) -> list[str]:
-        answer, problems = task.reference_answer, []
-        if "\n" in answer.strip() or checks.sentence_count(answer) > 1:
-            problems.append("reference answer is more than one sentence; the answer must be atomic, one sentence")
-        if len(answer) > MAX_ANSWER_CHARS:
-            problems.append(f"reference answer is {len(answer)} characters; keep it under {MAX_ANSWER_CHARS}")
-        tokens = checks.words(answer)
-        if tokens and all(t.isdigit() or t in _FILLER for t in tokens) and any(t.isdigit() for t in tokens):
-            problems.append("reference answer is a bare integer, which a solver can guess; ask for an object "
-                            "(an expression, a set, a condition, a structure) instead")
-        if _PRECISE_REAL.search(answer):
-            problems.append("reference answer is a precision-sensitive real number; ask for an exact form")
-        return problems
+        answer, label = task.reference_answer, "reference answer"
+        too_long = (f"reference answer is {len(answer)} characters; keep it under {MAX_ANSWER_CHARS}"
+                    if len(answer) > MAX_ANSWER_CHARS else None)
+        found = (checks.one_sentence(answer, label), too_long, checks.not_bare_integer(answer, label),
+                 checks.exact_number(answer, label))
+        return [problem for problem in found if problem]
 
     # ----------------------------------------------------------------- equivalence judge
     def judge_messages(self, task: Task, answer: str) -> list[dict]:
