@@ -320,12 +320,16 @@ class Domain:
             _, problems = template_files(folder, self.editable_templates, self.protected_templates)
             if problems:
                 raise VariantError(f"domain.variant={cfg.variant} cannot be used: " + "; ".join(problems))
-        self.prompts = PromptSet(self.name, list(self.template_names), cfg.template_dir, overlays=overlays)
+        self.prompts = self._prompts(cfg, overlays)
         self.challenger_schema: dict[str, Any] = self._challenger_schema()
         self.qv_schema: dict[str, Any] = QV_SCHEMA
         if cfg.max_field_chars:
             for name in ("challenger_schema", "qv_schema", "extractor_schema", "loop_judge_schema"):
                 setattr(self, name, cap_strings(getattr(self, name), cfg.max_field_chars, cfg.max_item_chars))
+
+    def _prompts(self, cfg: DomainConfig, overlays: tuple[Path, ...]) -> PromptSet:
+        """The templates, searched in order: the variant's overlay, domain.template_dir, the packaged ones."""
+        return PromptSet(self.name, list(self.template_names), cfg.template_dir, overlays=overlays)
 
     # ----------------------------------------------------------------- harness identity
     def editable_sources(self) -> dict[str, str]:

@@ -24,21 +24,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
-from autodata.acceptance import GROUP_TITLES, build_policy
+from autodata.acceptance import GROUP_TITLES
 from autodata.config import DomainConfig, GenerateConfig
 from autodata.domains import checks
 from autodata.domains.base import (
-    QV_SCHEMA,
     STRING,
     FailedAttempt,
     Fields,
     Grade,
     Task,
     TaskFormatError,
-    cap_strings,
     feedback_groups,
     object_schema,
-    protected_message,
 )
 from autodata.domains.folder_spec import (
     FIELD_CHECKS,
@@ -55,7 +52,7 @@ from autodata.domains.principia import PrincipiaDomain
 from autodata.domains.rubric import RubricDomain
 from autodata.domains.templating import PromptSet
 from autodata.errors import lookup
-from autodata.variants import KNOBS, VariantError, protected_overrides, template_files
+from autodata.variants import KNOBS
 
 __all__ = ["DomainSpec", "FolderDomain", "FolderDomainError", "configure", "configured", "load_spec"]
 
@@ -88,26 +85,13 @@ class FolderDomain(RubricDomain):
         self.challengers_per_round = self.spec.challengers_per_round
         self._visible = {role: {f.name for f in self.spec.fields if role in f.visible_to} for role in ROLES}
         self._visible["all"] = {f.name for f in self.spec.fields}
-        # Domain.__init__ with one change: the folder takes the place of the packaged templates/<domain>/ in the
-        # search path (``search_path``). The guards are the base class's; ``configured`` checked the templates.
-        self.cfg = cfg
-        self.policy = build_policy(cfg.acceptance)
-        overridden = protected_overrides(cfg.template_dir, self.editable_templates, self.protected_templates)
-        if overridden and not cfg.allow_protected_templates:
-            raise ValueError(protected_message(cfg.template_dir, overridden))
-        self.protected_overrides = overridden
-        if cfg.variant:
-            _, problems = template_files(Path(cfg.variant) / "templates", self.editable_templates,
-                                         self.protected_templates)
-            if problems:
-                raise VariantError(f"domain.variant={cfg.variant} cannot be used: " + "; ".join(problems))
-        overlays = search_path(cfg, self.spec)[:-2]
-        self.prompts = PromptSet("folder", list(self.template_names), str(self.spec.path), overlays=overlays)
-        self.challenger_schema = self._challenger_schema()
-        self.qv_schema = QV_SCHEMA
-        if cfg.max_field_chars:
-            for name in ("challenger_schema", "qv_schema", "extractor_schema", "loop_judge_schema"):
-                setattr(self, name, cap_strings(getattr(self, name), cfg.max_field_chars, cfg.max_item_chars))
+        super().__init__(cfg)
+
+    def _prompts(self, cfg: DomainConfig, overlays: tuple[Path, ...]) -> PromptSet:
+        # The folder takes the place of the packaged templates/<domain>/ in the search path (``search_path``);
+        # ``configured`` already checked its templates
+        return PromptSet("folder", list(self.template_names), str(self.spec.path),
+                         overlays=search_path(self.cfg, self.spec)[:-2])
 
     # ----------------------------------------------------------------- task values
     def values(self, task: Task) -> dict[str, Any]:
