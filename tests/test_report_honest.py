@@ -127,7 +127,7 @@ def test_a_difference_from_a_one_prompt_base_row_has_no_standard_error(tmp_path)
 def test_a_row_that_cannot_apply_to_the_domain_is_left_out(tmp_path):
     """GRPO suitability is the loop judge's rating: legal has one, CS does not; the row is declared once."""
     assert QUALITY_ROWS["share_suitability_high"].domains() == ["legal"]
-    assert QUALITY_ROWS["weak_mean"].domains() == ["cs", "legal", "principia"]
+    assert QUALITY_ROWS["weak_mean"].domains() == ["cs", "legal", "principia", "folder"]
     for domain, report in (("cs", "paper_cs"), ("legal", "paper_legal")):
         gen = tmp_path / f"gen_{domain}"
         write_generate_run(gen, "agentic", domain=domain)
