@@ -32,11 +32,15 @@ DOMAINS: dict[str, type[Domain]] = {
 }
 
 
+def _registered(cfg: DomainConfig) -> type[Domain]:
+    return lookup(DOMAINS, cfg.name, "domain", key="domain.name",
+                  hint="add a class to autodata.domains.DOMAINS for a new one")
+
+
 def domain_class(cfg: DomainConfig) -> type[Domain]:
     """The class ``cfg`` builds, for code that asks a domain's facts (``grading``, ``challengers_per_round``)
     before building one: the registered class, or for domain=folder one whose attributes are the folder's."""
-    cls = lookup(DOMAINS, cfg.name, "domain", key="domain.name",
-                 hint="add a class to autodata.domains.DOMAINS for a new one")
+    cls = _registered(cfg)
     if cls is FolderDomain:
         return FolderDomain.for_spec(configured(cfg)[1])
     return cls
@@ -53,9 +57,7 @@ def resolve_config(cfg: DomainConfig) -> DomainConfig:
 
 def build_domain(cfg: DomainConfig) -> Domain:
     """The domain ``cfg.name`` names; templates are compiled here, once."""
-    cls = lookup(DOMAINS, cfg.name, "domain", key="domain.name",
-                 hint="add a class to autodata.domains.DOMAINS for a new one")
-    return cls(cfg)
+    return _registered(cfg)(cfg)
 
 
 __all__ = [

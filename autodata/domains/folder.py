@@ -25,16 +25,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from autodata.acceptance import GROUP_TITLES
-from autodata.config import DomainConfig, GenerateConfig
+from autodata.config import DomainConfig
 from autodata.domains import checks
 from autodata.domains.base import (
     STRING,
-    FailedAttempt,
     Fields,
     Grade,
     Task,
     TaskFormatError,
-    feedback_groups,
     object_schema,
 )
 from autodata.domains.folder_spec import (
@@ -51,7 +49,6 @@ from autodata.domains.folder_spec import (
 from autodata.domains.principia import PrincipiaDomain
 from autodata.domains.rubric import RubricDomain
 from autodata.domains.templating import PromptSet
-from autodata.errors import lookup
 from autodata.variants import KNOBS
 
 __all__ = ["DomainSpec", "FolderDomain", "FolderDomainError", "configure", "configured", "load_spec"]
@@ -91,7 +88,8 @@ class FolderDomain(RubricDomain):
         # The folder takes the place of the packaged templates/<domain>/ in the search path (``search_path``);
         # ``configured`` already checked its templates
         return PromptSet("folder", list(self.template_names), str(self.spec.path),
-                         overlays=search_path(self.cfg, self.spec)[:-2])
+                         overlays=search_path(self.cfg, self.spec)[:-2],
+                         shared={"spec": self.spec.as_template_value()})
 
     # ----------------------------------------------------------------- task values
     def values(self, task: Task) -> dict[str, Any]:
@@ -132,13 +130,6 @@ class FolderDomain(RubricDomain):
             criterion = object_schema({"criterion": STRING, "weight": self.weight_schema(), "category": category})
             props["rubric"] = self.rubric_array(criterion)
         return object_schema(props)
-
-    def challenger_messages(self, doc_text: str, history: list[FailedAttempt], method: str,
-                            gen: Optional[GenerateConfig] = None) -> list[dict]:
-        template = lookup(self.METHODS, method, "method", key="method.name")
-        return self.prompts.messages(template, document=doc_text, feedback_groups=feedback_groups(history),
-                                     cfg=self.cfg, gen=gen if gen is not None else GenerateConfig(),
-                                     spec=self.spec.as_template_value())
 
     def parse_task(self, obj: dict) -> Task:
         f = Fields(obj, f"challenger task ({self.spec.name})")
@@ -202,14 +193,12 @@ class FolderDomain(RubricDomain):
 
     def qv_messages(self, task: Task, doc_text: str) -> list[dict]:
         shown, values = self.view(task, "qv")
-        return self.prompts.messages("qv", task=shown, fields=values, document=doc_text, cfg=self.cfg,
-                                     spec=self.spec.as_template_value())
+        return self.prompts.messages("qv", task=shown, fields=values, document=doc_text, cfg=self.cfg)
 
     # ----------------------------------------------------------------- solving and grading
     def solver_messages(self, task: Task, doc_text: Optional[str]) -> list[dict]:
         shown, values = self.view(task, "solver")
-        *system, question = self.prompts.messages("solver", task=shown, fields=values, document=doc_text,
-                                                  spec=self.spec.as_template_value())
+        *system, question = self.prompts.messages("solver", task=shown, fields=values, document=doc_text)
         return [*system, *task.earlier_messages, question]
 
     def judge_messages(self, task: Task, answer: str) -> list[dict]:
@@ -219,8 +208,7 @@ class FolderDomain(RubricDomain):
             extra = {"criteria": [{"id": i, "text": c.criterion, "penalty": c.weight < 0}
                                   for i, c in enumerate(task.rubric, start=1)],
                      "show_reference": self.cfg.judge_sees_reference}
-        return self.prompts.messages("judge", task=shown, fields=values, answer=answer,
-                                     spec=self.spec.as_template_value(), **extra)
+        return self.prompts.messages("judge", task=shown, fields=values, answer=answer, **extra)
 
     def judge_schema(self, task: Task) -> dict[str, Any]:
         if self.spec.grading == "equivalence":
@@ -238,7 +226,7 @@ class FolderDomain(RubricDomain):
         return self.prompts.messages(
             "feedback", task=shown, fields=values, reason=reason, group=GROUP_TITLES.get(reason, reason.upper()),
             weak_scores=[round(s, 3) for s in weak_scores], strong_scores=[round(s, 3) for s in strong_scores],
-            detail=detail, acceptance=self.cfg.acceptance, spec=self.spec.as_template_value())
+            detail=detail, acceptance=self.cfg.acceptance)
 
     # ----------------------------------------------------------------- held-out sets
     def reads_eval_row(self, row: dict[str, Any]) -> bool:

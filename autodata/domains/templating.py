@@ -195,8 +195,10 @@ class PromptSet:
     """The compiled templates of one domain; compiled once, rendered per call."""
 
     def __init__(self, domain: str, names: list[str], template_dir: Optional[str] = None,
-                 overlays: tuple[str | Path, ...] = ()):
-        """``overlays``: folders searched before ``template_dir`` (a harness variant's templates/)."""
+                 overlays: tuple[str | Path, ...] = (), shared: Optional[dict[str, Any]] = None):
+        """``overlays``: folders searched before ``template_dir`` (a harness variant's templates/); ``shared``:
+        variables every template gets (a folder domain's ``spec``), under those a call passes."""
+        self.shared = dict(shared or {})
         search = [PACKAGED_TEMPLATES / domain, PACKAGED_TEMPLATES / "common"]
         if template_dir:
             search.insert(0, Path(template_dir))
@@ -232,7 +234,7 @@ class PromptSet:
         ``variables`` and renders within one budget (``autodata.domains.sandbox``), which grows with the text it
         was given."""
         template = self.templates[name]
-        variables = copy.deepcopy(variables)
+        variables = copy.deepcopy({**self.shared, **variables})
         out = []
         with self.env.limits(text_size(variables)) as budget:
             context = template.new_context(variables)
