@@ -34,6 +34,11 @@ def _domains_where(has: Callable[[type[Domain]], bool]) -> list[str]:
     return [name for name, cls in sorted(DOMAINS.items()) if has(cls)]
 
 
+def _domain_class(cfg: RootConfig) -> Optional[type[Domain]]:
+    """The class of cfg's domain (a folder domain's, read from its folder), or None for a name no domain has."""
+    return domain_class(cfg.domain) if cfg.domain.name in DOMAINS else None
+
+
 def _threshold_policies() -> list[str]:
     """Registered policies that decide without a loop judge.
 
@@ -73,7 +78,7 @@ def check_cot_filter(cfg: RootConfig) -> list[Problem]:
     if not m.score_solvers:
         problems.append(Problem("method.cot_filter", m.cot_filter, "needs the strong solver's runs, but "
                                 "method.score_solvers is false", "set method.score_solvers=true"))
-    domain = domain_class(cfg.domain) if cfg.domain.name in DOMAINS else None
+    domain = _domain_class(cfg)
     if m.cot_filter == "answer_consistency" and (domain is None or domain.grading != "equivalence"):
         verifiable = " or ".join(f"domain={n}" for n in _domains_where(lambda d: d.grading == "equivalence"))
         problems.append(Problem("method.cot_filter", m.cot_filter,
@@ -94,7 +99,7 @@ def check_generate(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> 
     require_choice(problems, "domain.acceptance.policy", acc.policy, tuple(sorted(POLICIES)))
     policy = POLICIES.get(acc.policy)
     if policy is not None and policy.needs_loop_judge:
-        domain = domain_class(cfg.domain) if cfg.domain.name in DOMAINS else None
+        domain = _domain_class(cfg)
         if domain is not None and not domain.has_loop_judge:
             problems.append(Problem("domain.acceptance.policy", acc.policy,
                                     f"leaves the verdict to a loop judge, but domain={cfg.domain.name} has none",
