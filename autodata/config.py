@@ -340,6 +340,11 @@ class GenerateConfig:
     # A document that still fails after the backend's retries gets a ledger row with status "error" and is redone
     # on resume; the run exits 5 when any did. true: exit 0 anyway (the count stays in stats.json)
     allow_document_errors: bool = False
+    # What each call row of rounds.jsonl keeps of its prompt. "ref": the template, variant and the messages'
+    # sha256, and the document's id and hash when it was sent (the text is in the corpus once; `autodata show
+    # RUN_DIR DOC ROUND STEP` renders a call again and checks the hash). "full": the messages too, the document
+    # repeated in every call that sent it (GBs at paper scale; for debugging small runs)
+    prompts_in_rounds: str = "ref"
 
 
 @dataclass

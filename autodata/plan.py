@@ -23,24 +23,28 @@ The target is ``plan.target``, else ``generate.target_accepted``. The figures pe
       J = R - A                            rejected rounds (each example ends with one accepting round)
       E = plan.too_easy_share x J          too-easy rounds: the weak solver did too well, the strong one never runs
       S = R - E                            rounds that reach the strong solver
+      H = J - E                            rounds that fail on the strong solver
       c = challengers per round, kw = generate.weak_samples, ks = generate.strong_samples
+      kw' = weak samples a too-easy round draws, ks' = strong samples a round failing on strong draws: with
+            generate.early_exit, the first wave after which the domain's acceptance policy calls the round failed
+            (cs_paper, k = 3: 2 and 2); without it kw and ks
 
       challenger        c x R            (+ A extractor calls when the domain has an extractor: one per document)
       quality_verifier  c x R            (0 with generate.quality_verifier=false)
-      weak_solver       kw x R           samples
-      strong_solver     ks x S           samples
-      judge             kw x R + ks x S  one per solver sample (+ S loop-judge calls when the domain has a loop judge)
+      weak_solver       kw x (A + H) + kw' x E   samples (accepting rows carry every sample)
+      strong_solver     ks x A + ks' x H
+      judge             weak + strong samples    (+ S loop-judge calls when the domain has a loop judge)
       feedback          J                one diagnosis per rejected round
 
   method=cot: one round per document, R = A x rounds_per_accepted (1.0 without a filter), both solvers in every
   round when method.score_solvers, no feedback. Tokens: calls x ``plan.tokens.<role>`` {input, output}.
 
   Simplifications (a pilot measures each): every round passes the structural checks and the QV (a round that
-  fails them calls no solver and no feedback: over-counts); no early exit inside a solver, all k samples of a side
-  are drawn (over-counts; stats.json's calls_saved_early_exit is what it saves); documents that end without an
-  example are left out, since rounds_per_accepted counts the rounds of accepted documents as the paper's 6.59 does
-  (under-counts: raise it for a corpus where many documents never yield); the loop judge runs in every round that
-  reaches the strong solver (over-counts); every call of a role has the role's average size; solver calls are
+  fails them calls no solver and no feedback: over-counts); a failing solver's runs all score alike (1.0 for a
+  too-easy weak side, 0 for a failing strong side), so early exit stops as soon as it can (a run of mixed scores
+  stops later: under-counts); documents that end without an example are left out, since rounds_per_accepted
+  counts the rounds of accepted documents as the paper's 6.59 does (under-counts: raise it for a corpus where many
+  documents never yield); the loop judge runs in every round that reaches the strong solver (over-counts); every call of a role has the role's average size; solver calls are
   samples (with generate.solver_wave=w one request carries w of them, same tokens). The strong solver's skip in
   too-easy rounds is not early exit: the loop always skips it when the weak criterion fails, so the paper's 80% is
   the default and plan.too_easy_share=0 gives the upper bound.
@@ -113,8 +117,8 @@ def analytic_usage(cfg: RootConfig, target: float) -> tuple[dict[str, RoleUse], 
 
     >>> from autodata.config import RootConfig
     >>> use, model = analytic_usage(RootConfig(stage="plan"), 100)
-    >>> model["rounds"], round(use["strong_solver"].calls, 1), use["feedback"].calls  # 3 x (659 - 0.8 x 559)
-    (659.0, 635.4, 559.0)
+    >>> model["rounds"], round(use["strong_solver"].calls, 1), use["feedback"].calls  # 3 x 100 + 2 x 0.2 x 559
+    (659.0, 523.6, 559.0)
     """
     gen, method = cfg.generate, cfg.method
     domain = domain_class(cfg.domain)
@@ -124,25 +128,34 @@ def analytic_usage(cfg: RootConfig, target: float) -> tuple[dict[str, RoleUse], 
         per_accepted = COT_ROUNDS_PER_ACCEPTED if cot else PAPER_CS_ROUNDS_PER_ACCEPTED
     rounds = target * per_accepted
     challengers = 1 if cot else (gen.challengers_per_round or domain.challengers_per_round)
+    kw, ks = gen.weak_samples, gen.strong_samples
+    # Samples a solver draws in a round it fails (early exit stops once the policy's verdict is certain)
+    kw_easy, ks_fail = early_exit_samples(cfg)
     if cot:
         rejected, too_easy = 0.0, 0.0
         solved = rounds if method.score_solvers else 0.0
         qv = rounds if (gen.quality_verifier or method.qv_filter) else 0.0
         documents = rounds
+        weak, strong = kw * solved, ks * solved
     else:
         rejected = rounds - target
         too_easy = cfg.plan.too_easy_share * rejected
         solved = rounds
         qv = challengers * rounds if gen.quality_verifier else 0.0
         documents = float(target)
+        # Accepting rounds draw every sample of both solvers; too-easy rounds stop the weak solver early and skip
+        # the strong one; the other rejected rounds (failed on strong) draw every weak sample and stop the strong
+        # solver early
+        too_hard = rejected - too_easy
+        weak = kw * (target + too_hard) + kw_easy * too_easy
+        strong = ks * target + ks_fail * too_hard
     strong_rounds = solved - too_easy
     calls = {
         "challenger": challengers * rounds + (documents if domain.has_extractor else 0.0),
         "quality_verifier": qv,
-        "weak_solver": gen.weak_samples * solved,
-        "strong_solver": gen.strong_samples * strong_rounds,
-        "judge": gen.weak_samples * solved + gen.strong_samples * strong_rounds
-        + (strong_rounds if domain.has_loop_judge else 0.0),
+        "weak_solver": weak,
+        "strong_solver": strong,
+        "judge": weak + strong + (strong_rounds if domain.has_loop_judge else 0.0),
         "feedback": rejected,
     }
     use = {}
@@ -153,9 +166,41 @@ def analytic_usage(cfg: RootConfig, target: float) -> tuple[dict[str, RoleUse], 
              "rounds": rounds, "rejected_rounds": rejected, "too_easy_rounds": too_easy,
              "rounds_reaching_strong_solver": strong_rounds, "challengers_per_round": challengers,
              "weak_samples": gen.weak_samples, "strong_samples": gen.strong_samples,
+             "weak_samples_too_easy": kw_easy if not cot else None,
+             "strong_samples_failed": ks_fail if not cot else None,
              "quality_verifier": gen.quality_verifier, "extractor": domain.has_extractor,
              "loop_judge": domain.has_loop_judge, "too_easy_share": cfg.plan.too_easy_share if not cot else None}
     return use, model
+
+
+def early_exit_samples(cfg: RootConfig) -> tuple[int, int]:
+    """Samples drawn in a round a solver fails: the weak solver in a too-easy round (each run scores 1.0) and the
+    strong solver in a round that fails on it (each run scores 0.0, the weak ones too), asked of the domain's
+    acceptance policy as the loop asks it after each wave of generate.solver_wave samples. Without
+    generate.early_exit every sample is drawn.
+
+    >>> from autodata.config import RootConfig
+    >>> early_exit_samples(RootConfig(stage="plan"))   # cs_paper, k = 3: two runs of 1.0 fail the weak side, two of 0 the strong
+    (2, 2)
+    """
+    from autodata.acceptance import Status, build_policy
+
+    gen = cfg.generate
+    if not gen.early_exit:
+        return gen.weak_samples, gen.strong_samples
+    policy = build_policy(cfg.domain.acceptance)
+
+    def drawn(status_of: Any, score: float, k: int) -> int:
+        n = 0
+        while n < k:
+            n = min(n + gen.solver_wave, k)
+            if status_of([score] * n, k) is Status.FAIL:
+                return n
+        return k
+
+    weak = drawn(policy.weak_status, 1.0, gen.weak_samples)
+    strong = drawn(lambda scores, k: policy.strong_status(scores, k, weak_mean=0.0), 0.0, gen.strong_samples)
+    return weak, strong
 
 
 def pilot_usage(stats: dict[str, Any], target: float) -> tuple[dict[str, RoleUse], dict[str, Any]]:

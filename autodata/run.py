@@ -105,7 +105,7 @@ def compose_and_run(dcfg: DictConfig) -> None:
 
 # Subcommands that are not stages (they compose no config): name -> the module whose ``main(argv)`` runs it and
 # returns the exit code, and whose ``SUMMARY`` --help shows. Imported only when used: no Hydra or stage code.
-COMMANDS = {"new-domain": "autodata.new_domain"}
+COMMANDS = {"new-domain": "autodata.new_domain", "show": "autodata.generate.show"}
 
 
 def run_command(name: str, argv: list[str]) -> int:

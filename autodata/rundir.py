@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 from omegaconf import OmegaConf
 
@@ -388,22 +388,26 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
         yield row
 
 
-def salvage_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The rows of a run's own JSONL file, with every unreadable line moved out of it first.
+def salvage_jsonl(path: Path, view: Optional[Callable[[dict[str, Any]], Any]] = None) -> list[Any]:
+    """The rows of a run's own JSONL file (each passed through ``view`` when given), with every unreadable line
+    moved out of it first.
 
     Resume rewrites a run's files from the rows it could read, so an unreadable line would be gone for good.
     Each one is appended instead to ``<file>.corrupt`` next to it, as a JSON object with its line number, the
     time it was moved and its text (bytes that are not UTF-8 kept as ``\\udcXX`` escapes, so nothing is lost),
     a warning names the file and the lines, and the file is rewritten without them. Deciding what the lost
     rows held (and redoing it) is the caller's job.
+
+    ``view`` keeps only what the caller needs of each row (resume keeps a round row's document and round, not its
+    answers), so the memory this takes does not grow with the rows' size; the file is streamed either way.
     """
-    rows: list[dict[str, Any]] = []
+    rows: list[Any] = []
     bad: list[tuple[int, bytes]] = []
     for line_no, _, raw, row in jsonl_lines(path):
         if row is None:
             bad.append((line_no, raw))
         else:
-            rows.append(row)
+            rows.append(row if view is None else view(row))
     if not bad:
         return rows
     side = path.with_name(path.name + ".corrupt")
@@ -415,11 +419,36 @@ def salvage_jsonl(path: Path) -> list[dict[str, Any]]:
             fh.write(json.dumps({"line": line_no, "moved_at": moved_at, "text": text}) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-    rewrite_jsonl(path, rows)
+    bad_lines = {n for n, _ in bad}
+    _copy_lines(path, lambda line_no, _index: line_no not in bad_lines)
     shown = ", ".join(str(n) for n, _ in bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
     log.warning("%s: %d unreadable line(s) (line %s: torn by a kill, or damaged) moved to %s", path, len(bad),
                 shown, side)
     return rows
+
+
+def keep_rows(path: Path, keep: Callable[[int], bool]) -> None:
+    """Atomically rewrite a JSONL file (read with ``salvage_jsonl`` first, so every line is a row) keeping the
+    rows whose 0-based position passes ``keep``. Lines are copied as they are, never parsed again, so rewriting a
+    large rounds file costs one streamed pass."""
+    _copy_lines(path, lambda _line_no, index: keep(index))
+
+
+def _copy_lines(path: Path, keep: Callable[[int, int], bool]) -> None:
+    """Stream ``path`` into a temp file keeping the non-blank lines for which keep(line number, position among
+    non-blank lines) holds, then rename it over ``path``."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    index = 0
+    with path.open("rb") as src, tmp.open("wb") as dst:
+        for line_no, raw in enumerate(src, 1):
+            if not raw.strip():
+                continue
+            if keep(line_no, index):
+                dst.write(raw if raw.endswith(b"\n") else raw + b"\n")
+            index += 1
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, path)
 
 
 def rewrite_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:

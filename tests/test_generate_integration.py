@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from autodata.generate.trajectory import render_call
 from autodata.rundir import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +52,11 @@ def assert_run_outputs(run_dir: Path) -> dict:
     rounds = list(read_jsonl(run_dir / "rounds.jsonl"))
     assert rounds, "no round was recorded"
     first_call = rounds[0]["calls"][0]
-    assert first_call["messages"] and first_call["outputs"] and first_call["completion_tokens"] > 0
+    # The prompt is kept as a reference (template, hash, the document by id), its text in the corpus once
+    assert first_call["prompt"]["sha256"] and first_call["prompt"]["document"]["id"] == rounds[0]["document_id"]
+    assert first_call["outputs"] and first_call["completion_tokens"] > 0
+    # ... and renders again from the run dir (its config.yaml, corpus and rows) to the hash that was sent
+    assert render_call(run_dir, rounds[0]["document_id"], rounds[0]["round"], first_call["step"])
     assert stats["documents_finished"] == stats["documents"]
     assert stats["per_role"]["challenger"]["calls"] >= 1
     if stats["accepted"] == 0:

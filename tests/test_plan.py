@@ -31,13 +31,15 @@ def calls(plan: dict) -> dict[str, float]:
 
 
 # The paper's CS arm: 1,300 accepted examples, 6.59 rounds per accepted example, 3 weak + 3 strong samples,
-# one challenger per round, the quality verifier on (experiment=paper_cs).
+# one challenger per round, the quality verifier on (experiment=paper_cs). Without early exit (every sample drawn)
+# unless a test says otherwise, so the arithmetic below is the call model's upper bound.
+NO_EARLY_EXIT = "generate.early_exit=false"
 ROUNDS = 1300 * 6.59  # = 8,567 rounds
 REJECTED = ROUNDS - 1300  # = 7,267 rounds end without an example: one feedback call each
 
 
 def test_paper_cs_call_counts_with_every_round_reaching_the_strong_solver():
-    plan = make_plan(composed("experiment=paper_cs", "plan.target=1300", "plan.too_easy_share=0"))
+    plan = make_plan(composed("experiment=paper_cs", "plan.target=1300", "plan.too_easy_share=0", NO_EARLY_EXIT))
     assert ROUNDS == pytest.approx(8567) and REJECTED == pytest.approx(7267)
     expected = {
         "challenger": 8567,  # one challenger per round
@@ -52,7 +54,7 @@ def test_paper_cs_call_counts_with_every_round_reaching_the_strong_solver():
 
 
 def test_paper_cs_call_counts_with_the_papers_too_easy_share():
-    plan = make_plan(composed("experiment=paper_cs", "plan.target=1300"))
+    plan = make_plan(composed("experiment=paper_cs", "plan.target=1300", NO_EARLY_EXIT))
     # 80% of the 7,267 rejected rounds are too easy: 5,813.6 rounds never call the strong solver, so
     # 8,567 - 5,813.6 = 2,753.4 rounds reach it
     strong_rounds = 8567 - 0.8 * 7267
@@ -69,9 +71,21 @@ def test_paper_cs_call_counts_with_the_papers_too_easy_share():
     assert plan["model"]["too_easy_rounds"] == pytest.approx(5813.6)
 
 
+def test_early_exit_draws_fewer_samples_in_the_rounds_that_fail():
+    plan = make_plan(composed("experiment=paper_cs", "plan.target=1300"))
+    # cs_paper with k = 3 (weak mean < weak_max, strong mean >= strong_min): two weak runs of 1.0 make a too-easy
+    # round certain, and two strong runs of 0 a round that fails on strong, so the third sample is not drawn
+    assert (plan["model"]["weak_samples_too_easy"], plan["model"]["strong_samples_failed"]) == (2, 2)
+    too_easy, too_hard = 0.8 * 7267, 0.2 * 7267  # 5,813.6 and 1,453.4 rounds
+    weak = 3 * (1300 + too_hard) + 2 * too_easy  # = 19,887.4: accepting and failed-on-strong rounds draw all 3
+    strong = 3 * 1300 + 2 * too_hard  # = 6,806.8: too-easy rounds never reach it
+    assert calls(plan) == pytest.approx({"challenger": 8567, "quality_verifier": 8567, "weak_solver": weak,
+                                         "strong_solver": strong, "judge": weak + strong, "feedback": 7267})
+
+
 def test_tokens_gpu_hours_and_cost_follow_the_declared_figures():
     plan = make_plan(composed(
-        "experiment=paper_cs", "plan.target=1300", "plan.too_easy_share=0",
+        "experiment=paper_cs", "plan.target=1300", "plan.too_easy_share=0", NO_EARLY_EXIT,
         "plan.tokens.weak_solver.output=4000", "plan.tokens.judge.input=5000", "plan.tokens.judge.output=500",
         "plan.roles.weak_solver.replica_tokens_per_s=3000", "plan.roles.weak_solver.replicas=32",
         "plan.roles.strong_solver.replica_tokens_per_s=1500", "plan.roles.strong_solver.gpus_per_replica=8",
@@ -90,7 +104,7 @@ def test_tokens_gpu_hours_and_cost_follow_the_declared_figures():
     assert "cost" not in weak and "gpu_hours" not in judge
 
 
-PAPER_FLEET = ("experiment=paper_cs", "plan.target=1300",
+PAPER_FLEET = ("experiment=paper_cs", "plan.target=1300", NO_EARLY_EXIT,
                "plan.roles.weak_solver.replica_tokens_per_s=3000", "plan.roles.weak_solver.replicas=32",
                "plan.roles.weak_solver.latency_s=60",
                "plan.roles.strong_solver.replica_tokens_per_s=1500", "plan.roles.strong_solver.gpus_per_replica=8",

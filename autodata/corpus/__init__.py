@@ -38,6 +38,20 @@ class Document:
     source: str
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def reference(self) -> dict[str, Any]:
+        """How the run's files point at this document instead of repeating its text (the documents ledger's row):
+        the hash and length of the text the corpus gives.
+
+        >>> Document("d", "abc", "test").reference()["document_chars"]
+        3
+        """
+        return {"document_sha256": text_sha256(self.text), "document_chars": len(self.text)}
+
+
+def text_sha256(text: str) -> str:
+    """The hex SHA-256 of a text (UTF-8), the hash the run's files record for a document or a prompt."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
 
 class CorpusError(InputError):
     """The corpus cannot be read as configured; the message says what to change."""

@@ -13,6 +13,7 @@ from autodata.acceptance import POLICIES
 from autodata.config import GenerateConfig, RootConfig
 from autodata.corpus import LOADERS
 from autodata.domains import DOMAINS, Domain, domain_class
+from autodata.generate.recorder import PROMPT_MODES
 from autodata.hub_ids import repo_id_problem
 from autodata.tracking import LOGGERS
 from autodata.validation import (
@@ -150,6 +151,7 @@ def check_generate(cfg: RootConfig, env: Optional[Mapping[str, str]] = None) -> 
     if gen.challengers_per_round is not None:
         require_positive(problems, "generate.challengers_per_round", gen.challengers_per_round)
     require_positive(problems, "generate.heldout_size", gen.heldout_size, allow_zero=True)
+    require_choice(problems, "generate.prompts_in_rounds", gen.prompts_in_rounds, PROMPT_MODES)
     require_unit(problems, "generate.heldout_max_fraction", gen.heldout_max_fraction)
     if gen.target_accepted is not None:
         require_positive(problems, "generate.target_accepted", gen.target_accepted, allow_zero=True)

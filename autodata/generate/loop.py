@@ -32,7 +32,7 @@ from autodata.config import MethodConfig, RootConfig
 from autodata.corpus import Document
 from autodata.domains.base import Domain, FailedAttempt, Grade, Task
 from autodata.generate.documents import DocumentCap, truncate_document
-from autodata.generate.recorder import RoundRecorder
+from autodata.generate.recorder import RoundRecorder, document_ref
 from autodata.guard import document_flags, final_answer, injection_flags
 from autodata.llm import LLM
 from autodata.scoring import mean_or_none
@@ -104,7 +104,9 @@ class Candidate:
 
     def row(self) -> dict[str, Any]:
         return {"index": self.index, "passed": self.passed, "reason": self.reason, "detail": self.detail,
-                "question": self.task.question if self.task else None, "calls": len(self.rec.calls)}
+                "question": self.task.question if self.task else None, "calls": len(self.rec.calls),
+                # The whole task, so its quality verifier's prompt can be rendered again (autodata show)
+                "task": self.task.to_dict() if self.task else None}
 
 
 def cot_filter(method: MethodConfig, runs: list[SolverRun]) -> Optional[tuple[str, str]]:
@@ -151,17 +153,21 @@ class DocumentRunner:
         self.challengers = challengers_per_round(cfg, domain)
         # The harness that makes this run's data (autodata/variants.py); every accepted row carries it
         self.variant_id = domain.variant_id
+        # generate.prompts_in_rounds=full: call rows keep their messages beside the prompt reference
+        self.keep_messages = self.gen.prompts_in_rounds == "full"
 
     # ------------------------------------------------------------------ helpers
     def _seed_prefix(self, doc: Document, rnd: int) -> str:
         return f"{self.cfg.method.name}/{doc.id}/r{rnd}"
 
-    def _recorder(self, doc: Document, rnd: int) -> RoundRecorder:
-        return RoundRecorder(self.llm, self._seed_prefix(doc, rnd), on_call=self.on_call)
+    def _recorder(self, doc: Document, rnd: int, sent: dict[str, Any]) -> RoundRecorder:
+        """``sent``: the ``document_ref`` of the document's text as the prompts carry it."""
+        return RoundRecorder(self.llm, self._seed_prefix(doc, rnd), on_call=self.on_call, variant=self.variant_id,
+                             document=sent, keep_messages=self.keep_messages)
 
     async def _judge(self, rec: RoundRecorder, task: Task, answer: str, step: str) -> tuple[Optional[Grade], Optional[str]]:
         result = await rec.chat_json(
-            "judge", step, self.domain.judge_messages(task, answer),
+            "judge", step, self.domain.judge_messages(task, answer), template="judge", with_document=False,
             schema=self.domain.judge_schema(task), parse=lambda obj: self.domain.parse_grade(task, obj),
             schema_name="verdicts",
         )
@@ -204,7 +210,8 @@ class DocumentRunner:
         drawn = 0
         while drawn < k:
             wave = min(self.gen.solver_wave, k - drawn)
-            completions = await rec.chat(role, f"{side}/{drawn}", messages, n=wave)
+            completions = await rec.chat(role, f"{side}/{drawn}", messages, template="solver",
+                                         with_document=doc_text is not None, n=wave)
             grades = await asyncio.gather(*(
                 self._guarded_judge(rec, task, c.text, f"judge/{side}/{drawn + i}") for i, c in enumerate(completions)
             ))
@@ -223,25 +230,29 @@ class DocumentRunner:
     async def _diagnose(self, rec: RoundRecorder, task: Task, reason: str, weak: list[float],
                         strong: list[float], detail: str) -> str:
         completion = (await rec.chat("feedback", "feedback",
-                                     self.domain.feedback_messages(task, reason, weak, strong, detail)))[0]
+                                     self.domain.feedback_messages(task, reason, weak, strong, detail),
+                                     template="feedback", with_document=False))[0]
         return completion.text.strip()[:DIAGNOSIS_MAX_CHARS] or detail
 
     # ------------------------------------------------------------------ methods
     async def run(self, doc: Document) -> DocOutcome:
         doc_text, warning = truncate_document(doc.text, self.max_doc_tokens)
         warnings = [warning] if warning else []
+        # Hashed once per document: every call that sends the text names it by this
+        sent = document_ref(doc.id, doc_text)
         if self.domain.has_extractor:
-            suitable = await self._extract(doc, doc_text, warnings)
+            suitable = await self._extract(doc, doc_text, sent, warnings)
             if not suitable:
                 return DocOutcome(doc.id, "unsuitable", 0, reason=FailureReason.UNSUITABLE)
         if self.cfg.method.name == "cot":
-            return await self._run_cot(doc, doc_text, warnings)
-        return await self._run_agentic(doc, doc_text, warnings)
+            return await self._run_cot(doc, doc_text, sent, warnings)
+        return await self._run_agentic(doc, doc_text, sent, warnings)
 
-    async def _extract(self, doc: Document, doc_text: str, warnings: list[str]) -> bool:
+    async def _extract(self, doc: Document, doc_text: str, sent: dict[str, Any], warnings: list[str]) -> bool:
         started = time.perf_counter()
-        rec = self._recorder(doc, 0)
+        rec = self._recorder(doc, 0, sent)
         result = await rec.chat_json("challenger", "extract", self.domain.extractor_messages(doc_text),
+                                     template="extractor", with_document=True,
                                      schema=self.domain.extractor_schema, parse=self.domain.parse_extractor,
                                      schema_name="suitability")
         suitable, notes = result.value if result.ok else (False, f"extractor output unusable: {result.error}")
@@ -253,6 +264,7 @@ class DocumentRunner:
                        method: str, step: str = "challenger") -> tuple[Optional[Task], Optional[str]]:
         result = await rec.chat_json("challenger", step,
                                      self.domain.challenger_messages(doc_text, history, method, self.gen),
+                                     template=self.domain.METHODS[method], with_document=True,
                                      schema=self.domain.challenger_schema, parse=self.domain.parse_task,
                                      schema_name="task")
         return result.value, result.error
@@ -269,6 +281,7 @@ class DocumentRunner:
         # The verifier's template (a variant may have rewritten it) renders on a deep copy of the task in an immutable
         # sandbox (PromptSet.messages): the rubric the judge grades and the row stores is the one checked above
         result = await rec.chat_json("quality_verifier", step, self.domain.qv_messages(task, doc_text),
+                                     template="qv", with_document=True,
                                      schema=self.domain.qv_schema, parse=self.domain.parse_qv, schema_name="verdict")
         if not result.ok:
             info["qv_error"] = result.error
@@ -277,10 +290,10 @@ class DocumentRunner:
         info["qv"] = {"passed": passed, "feedback": feedback}
         return passed, feedback, info
 
-    async def _candidate(self, doc: Document, rnd: int, index: int, doc_text: str,
+    async def _candidate(self, doc: Document, rnd: int, index: int, doc_text: str, sent: dict[str, Any],
                          history: list[FailedAttempt]) -> Candidate:
         """One challenger's task and its checks (structural rules, then the quality verifier)."""
-        cand = Candidate(index, self._recorder(doc, rnd))
+        cand = Candidate(index, self._recorder(doc, rnd, sent))
         # Candidate 0 keeps the step names of a one-challenger round, so its seeds and cache keys do not
         # depend on how many challengers run.
         suffix = f"/{index}" if index else ""
@@ -293,12 +306,14 @@ class DocumentRunner:
             cand.reason, cand.detail = FailureReason.FAILED_QV, feedback
         return cand
 
-    async def _run_agentic(self, doc: Document, doc_text: str, warnings: list[str]) -> DocOutcome:
+    async def _run_agentic(self, doc: Document, doc_text: str, sent: dict[str, Any], warnings: list[str]) -> DocOutcome:
+        # autodata/generate/trajectory.py (history_before) rebuilds this list from the round rows to render a
+        # challenger prompt again: a change to what goes into it must be made there too.
         history: list[FailedAttempt] = []
         for rnd in range(1, self.gen.max_rounds + 1):
             started = time.perf_counter()
-            rec = self._recorder(doc, rnd)
-            candidates = await asyncio.gather(*(self._candidate(doc, rnd, i, doc_text, history)
+            rec = self._recorder(doc, rnd, sent)
+            candidates = await asyncio.gather(*(self._candidate(doc, rnd, i, doc_text, sent, history)
                                                 for i in range(self.challengers)))
             # The lowest index that passed, not the first to finish: resume and the response cache replay the
             # same round whatever the timing. The round's log lists every candidate's calls in index order.
@@ -364,17 +379,18 @@ class DocumentRunner:
             "judge", "loop_judge",
             self.domain.loop_judge_messages(task, [r.answer for r in weak.runs], [r.answer for r in strong_runs],
                                             weak.scores, strong.scores if strong else []),
-            schema=self.domain.loop_judge_schema, parse=self.domain.parse_loop_judge, schema_name="loop_verdict",
+            template="loop_judge", with_document=False, schema=self.domain.loop_judge_schema,
+            parse=self.domain.parse_loop_judge, schema_name="loop_verdict",
         )
         if not result.ok:
             # Unsure means improve: an unusable verdict never accepts.
             return {"verdict": "improve", "verdict_reason": f"loop judge output unusable: {result.error}"}
         return result.value
 
-    async def _run_cot(self, doc: Document, doc_text: str, warnings: list[str]) -> DocOutcome:
+    async def _run_cot(self, doc: Document, doc_text: str, sent: dict[str, Any], warnings: list[str]) -> DocOutcome:
         """One shot: no solver feedback. Solvers are still scored for the data-quality table."""
         started = time.perf_counter()
-        rec = self._recorder(doc, 1)
+        rec = self._recorder(doc, 1, sent)
         task, error = await self._propose(rec, doc_text, [], "cot")
         if task is None:
             detail = f"challenger output unusable: {error}"

@@ -148,7 +148,9 @@ def finalize(cfg: RootConfig, run_dir: Path, docs: list[Document], skipped: dict
              export: bool = True) -> dict[str, Any]:
     """Write the split, the dataset, stats.json and the card. ``doc_cap`` is None when this process ran no
     document; the cap an earlier process recorded is kept then. ``export=False`` skips dataset/ and the card."""
-    rounds = list(read_jsonl(run_dir / "rounds.jsonl"))
+    # Only what the stats read of each round (no task, answers or prompts): memory at the end of a long run
+    # follows the rounds' count, not their text
+    rounds = [stats_view(row) for row in read_jsonl(run_dir / "rounds.jsonl")]
     ledger = list(read_jsonl(run_dir / "documents.jsonl"))
     accepted = list(read_jsonl(run_dir / "accepted.jsonl"))
 

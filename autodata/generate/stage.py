@@ -39,6 +39,7 @@ import logging
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -55,7 +56,7 @@ from autodata.generate.outputs import finalize, print_summary, target_status
 from autodata.generate.progress import Counts, Progress
 from autodata.hub_ids import repo_id_problem
 from autodata.llm import LLM
-from autodata.rundir import JsonlWriter, read_jsonl, rewrite_jsonl, salvage_jsonl, write_json_atomic
+from autodata.rundir import JsonlWriter, keep_rows, read_jsonl, rewrite_jsonl, salvage_jsonl, write_json_atomic
 from autodata.tracking import flatten, start_wandb
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,21 @@ class GenerateAborted(RuntimeError):
     """An endpoint or the setup stopped the run; finished documents are kept (``run`` exits 3)."""
 
 
-def prepare_resume(run_dir: Path, extract_round: bool) -> set[str]:
+@dataclass
+class ResumeState:
+    """What earlier processes finished, as ``prepare_resume`` left the run dir."""
+
+    done: set[str]
+    # Rows kept in accepted.jsonl and rounds.jsonl (the run-dir totals the progress bar and the target start from)
+    accepted: int = 0
+    rounds: int = 0
+
+
+def _ident(row: dict[str, Any]) -> tuple[Any, Any]:
+    return row.get("document_id"), row.get("round")
+
+
+def prepare_resume(run_dir: Path, extract_round: bool) -> ResumeState:
     """Finished documents from the ledger; every row of an unfinished one is dropped, so redoing it (free, from
     the response cache) duplicates nothing.
 
@@ -75,36 +90,40 @@ def prepare_resume(run_dir: Path, extract_round: bool) -> set[str]:
     unfinishes its document: a lost ledger row leaves nothing that says the document was done; a lost accepted
     or round row leaves a ledger row whose rows are incomplete. ``extract_round``: the domain's extractor
     writes a round 0 for every document.
+
+    Each file is streamed once and only each row's document and round are kept, so start-up holds no answers or
+    prompts in memory however long the run; a file is rewritten (a streamed copy) only when rows must go.
     """
     ledger_rows = salvage_jsonl(run_dir / "documents.jsonl")
-    rounds = salvage_jsonl(run_dir / "rounds.jsonl")
-    accepted = salvage_jsonl(run_dir / "accepted.jsonl")
+    rounds = salvage_jsonl(run_dir / "rounds.jsonl", view=_ident)
+    accepted = salvage_jsonl(run_dir / "accepted.jsonl", view=_ident)
     # The last row of a document wins (a row written twice is dropped below).
     ledger = {row["document_id"]: row for row in ledger_rows}
     rounds_of: dict[Any, set[Any]] = defaultdict(set)
-    for row in rounds:
-        rounds_of[row.get("document_id")].add(row.get("round"))
-    with_example = {row.get("document_id") for row in accepted}
+    for doc_id, rnd in rounds:
+        rounds_of[doc_id].add(rnd)
+    with_example = {doc_id for doc_id, _ in accepted}
     done = {doc_id for doc_id, row in ledger.items() if row.get("status") != "error"}
     for doc_id, row in ledger.items():
         lost = lost_rows(row, rounds_of[doc_id], doc_id in with_example, extract_round)
         if lost:
             log.warning("document %s is redone: its ledger row says it finished, but %s", doc_id, lost)
             done.discard(doc_id)
-    for name, rows in (("rounds.jsonl", rounds), ("accepted.jsonl", accepted)):
+    kept_count = {}
+    for name, idents in (("rounds.jsonl", rounds), ("accepted.jsonl", accepted)):
         seen: set[tuple] = set()
-        kept = []
-        for row in rows:
-            ident = (row.get("document_id"), row.get("round"))
-            if row.get("document_id") in done and ident not in seen:
+        kept: set[int] = set()
+        for i, ident in enumerate(idents):
+            if ident[0] in done and ident not in seen:
                 seen.add(ident)
-                kept.append(row)
-        if len(kept) != len(rows):
-            rewrite_jsonl(run_dir / name, kept)
+                kept.add(i)
+        if len(kept) != len(idents):
+            keep_rows(run_dir / name, kept.__contains__)
+        kept_count[name] = len(kept)
     kept_ledger = [row for doc_id, row in ledger.items() if doc_id in done]
     if len(kept_ledger) != len(ledger_rows):
         rewrite_jsonl(run_dir / "documents.jsonl", kept_ledger)
-    return done
+    return ResumeState(done, accepted=kept_count["accepted.jsonl"], rounds=kept_count["rounds.jsonl"])
 
 
 def lost_rows(ledger_row: dict[str, Any], rounds: set[Any], has_example: bool, extract_round: bool) -> str:
@@ -217,14 +236,12 @@ class GenerateRun:
     def resume(self) -> None:
         """The documents left to run and the run dir's counts (earlier processes' finished rows included)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        done = prepare_resume(self.run_dir, self.domain.has_extractor)
-        self.todo = [d for d in self.docs if d.id not in done]
-        if done:
+        state = prepare_resume(self.run_dir, self.domain.has_extractor)
+        self.todo = [d for d in self.docs if d.id not in state.done]
+        if state.done:
             log.info("resuming: %d of %d documents already finished", len(self.docs) - len(self.todo), len(self.docs))
         # Run-dir totals, so the target counts what earlier processes accepted (prepare_resume kept only finished rows).
-        self.counts = Counts(accepted=sum(1 for _ in read_jsonl(self.run_dir / "accepted.jsonl")),
-                             rounds=sum(1 for _ in read_jsonl(self.run_dir / "rounds.jsonl")),
-                             finished=len(self.docs) - len(self.todo))
+        self.counts = Counts(accepted=state.accepted, rounds=state.rounds, finished=len(self.docs) - len(self.todo))
         if self.target is not None:
             log.info("target: %d accepted examples (%d already in %s)", self.target, self.counts.accepted,
                      self.run_dir)
@@ -262,8 +279,16 @@ class GenerateRun:
 
             runner = DocumentRunner(self.cfg, llm, self.domain, on_round=on_round, on_call=progress.call_done,
                                     doc_cap=self.doc_cap)
-            gate = asyncio.Semaphore(self.cfg.generate.max_docs_in_flight)
-            tasks = [asyncio.ensure_future(self.run_document(doc, runner, gate, out, progress)) for doc in self.todo]
+            # generate.max_docs_in_flight workers take the documents in corpus order: the documents waiting for a
+            # slot are an iterator, not a task each, so memory follows the documents in flight, not the corpus
+            todo = iter(self.todo)
+
+            async def worker() -> None:
+                for doc in todo:
+                    await self.run_document(doc, runner, out, progress)
+
+            tasks = [asyncio.ensure_future(worker())
+                     for _ in range(min(self.cfg.generate.max_docs_in_flight, len(self.todo)))]
             # Registered last, so the documents in flight stop before the writers and the bar close
             stack.push_async_callback(_cancel, tasks)
             try:
@@ -275,32 +300,29 @@ class GenerateRun:
                     f"command with hydra.run.dir={self.run_dir} to resume."
                 ) from err
 
-    async def run_document(self, doc: Document, runner: DocumentRunner, gate: asyncio.Semaphore, out: _Writers,
-                           progress: Progress) -> None:
-        # Every document is scheduled at once behind the gate, so the target is checked when a document
-        # gets its slot: nothing new starts after the target, and documents in flight finish.
-        async with gate:
-            if self.target_reached():
-                # Not written to the ledger: a rerun with a larger target starts this document.
-                self.counts.not_started += 1
-                return
-            try:
-                outcome: DocOutcome = await runner.run(doc)
-            except EndpointUnreachable:
-                raise
-            except BackendError as err:
-                # An "error" row, so every document of the corpus ends with an outcome; resume redoes it.
-                log.error("document %s failed and will be retried on resume: %s", doc.id, err)
-                self.counts.errors += 1
-                out.ledger.write({"document_id": doc.id, "status": "error", "rounds_used": None,
-                                  "reason": str(err)})
-                return
-            # Counted before the slot is released, so the next document's target check sees this one.
-            if outcome.example is not None:
-                out.accepted.write(outcome.example)
-            out.ledger.write({"document_id": doc.id, "status": outcome.status, "rounds_used": outcome.rounds_used,
-                              "reason": outcome.reason})
-            progress.document_done(accepted=outcome.example is not None)
+    async def run_document(self, doc: Document, runner: DocumentRunner, out: _Writers, progress: Progress) -> None:
+        # The target is checked when a document gets its slot: nothing new starts after the target, and documents
+        # in flight finish.
+        if self.target_reached():
+            # Not written to the ledger: a rerun with a larger target starts this document.
+            self.counts.not_started += 1
+            return
+        try:
+            outcome: DocOutcome = await runner.run(doc)
+        except EndpointUnreachable:
+            raise
+        except BackendError as err:
+            # An "error" row, so every document of the corpus ends with an outcome; resume redoes it.
+            log.error("document %s failed and will be retried on resume: %s", doc.id, err)
+            self.counts.errors += 1
+            out.ledger.write({"document_id": doc.id, "status": "error", "rounds_used": None, "reason": str(err)})
+            return
+        # Counted before the worker takes its next document, so that document's target check sees this one.
+        if outcome.example is not None:
+            out.accepted.write(outcome.example)
+        out.ledger.write({"document_id": doc.id, "status": outcome.status, "rounds_used": outcome.rounds_used,
+                          "reason": outcome.reason, **doc.reference()})
+        progress.document_done(accepted=outcome.example is not None)
 
     # ------------------------------------------------------------------ finish
     def finish(self, llm: LLM) -> dict[str, Any]:
