@@ -60,6 +60,11 @@ The fleet arithmetic (roles without a declared throughput or latency are left ou
   5. the orchestrator: calls / W per second, shards = ceil(that / plan.orchestrator_calls_per_s); documents in
      flight = the calls in flight at pace W / generate.solver_wave, since a document's steps run one after another,
      each with about solver_wave calls out (generate.max_docs_in_flight below it starves the endpoints).
+  6. the wall time is the longest of three bounds: W (the bottleneck role); the orchestrator's CPU, calls /
+     (plan.orchestrator_calls_per_s x corpus.num_shards); and the documents' own chains (``document_hours``: with
+     D = max_docs_in_flight x shards documents in flight, (N - D) / D x the mean document's chain of call latencies
+     + the longest document's chain, max_rounds rounds). ``wall_bound`` names the one that sets the pace; busy shares
+     are of that wall time. benchmarks/bench_paper_scale.py checks the plan against a simulated arm.
 
 The memory plan, per role whose checkpoint size or GPU is known (``plan.roles.<role>.checkpoint``, ``params_b``,
 ``weight_dtype``, ``gpu_type`` or ``gpu_memory_gb``, ``gpus_per_node``, ``gpu_memory_utilization``; the tables are
@@ -163,6 +168,7 @@ def analytic_usage(cfg: RootConfig, target: float) -> tuple[dict[str, RoleUse], 
         size = cfg.plan.tokens.get(role)
         use[role] = RoleUse(n, n * (size.input if size else 0), n * (size.output if size else 0))
     model = {"method": method.name, "domain": cfg.domain.name, "rounds_per_accepted": per_accepted,
+             "documents": documents,
              "rounds": rounds, "rejected_rounds": rejected, "too_easy_rounds": too_easy,
              "rounds_reaching_strong_solver": strong_rounds, "challengers_per_round": challengers,
              "weak_samples": gen.weak_samples, "strong_samples": gen.strong_samples,
@@ -276,8 +282,67 @@ def role_costs(use: RoleUse, rc: Optional[PlanRoleConfig]) -> dict[str, float]:
     return out
 
 
-def fleet(cfg: RootConfig, use: dict[str, RoleUse], roles: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Steps 1-5 of the module docstring; fills each role's hours, busy share and in-flight needs in ``roles``."""
+def round_seconds(cfg: RootConfig, model: dict[str, Any]) -> Optional[dict[str, float]]:
+    """Seconds of one round of each kind when its calls meet no queue (a document's calls run one after another; a
+    wave's judge calls at once): {"accepting", "too_easy", "failed_on_strong"} (cot: {"accepting"}), or None when a
+    role on the path has no plan.roles.<role>.latency_s.
+
+    >>> from autodata.config import RootConfig
+    >>> cfg = RootConfig(stage="plan")
+    >>> for role, s in dict(challenger=50, quality_verifier=10, weak_solver=80, strong_solver=80, judge=16,
+    ...                     feedback=4).items():
+    ...     cfg.plan.roles[role].latency_s = s
+    >>> round_seconds(cfg, analytic_usage(cfg, 100)[1])   # 60 + 3 x 96 + 3 x 96; 60 + 2 x 96 + 4; ...
+    {'accepting': 636.0, 'too_easy': 256.0, 'failed_on_strong': 544.0}
+    """
+    gen = cfg.generate
+    latency = {r: float(rc.latency_s) for r, rc in cfg.plan.roles.items() if rc.latency_s}
+    needed = ["challenger", "weak_solver", "strong_solver", "judge"]
+    needed += ["quality_verifier"] if model.get("quality_verifier") else []
+    needed += ["feedback"] if model["method"] != "cot" else []
+    if any(r not in latency for r in needed):
+        return None
+    head = latency["challenger"] + (latency["quality_verifier"] if model.get("quality_verifier") else 0.0)
+
+    def side(role: str, samples: float) -> float:
+        return math.ceil(samples / gen.solver_wave) * (latency[role] + latency["judge"])
+
+    kw, ks = gen.weak_samples, gen.strong_samples
+    if model["method"] == "cot":
+        # Both solvers at once
+        return {"accepting": head + max(side("weak_solver", kw), side("strong_solver", ks))}
+    return {"accepting": head + side("weak_solver", kw) + side("strong_solver", ks),
+            "too_easy": head + side("weak_solver", model["weak_samples_too_easy"]) + latency["feedback"],
+            "failed_on_strong": head + side("weak_solver", kw) + side("strong_solver", model["strong_samples_failed"])
+            + latency["feedback"]}
+
+
+def document_hours(cfg: RootConfig, model: dict[str, Any], documents: float) -> Optional[dict[str, float]]:
+    """How long the documents themselves take at the plan's latencies, queues aside: a document's rounds run one
+    after another, generate.max_docs_in_flight per process (corpus.num_shards processes) at once, so documents
+    finish at in-flight / mean chain per second, and the last one to start may be one of the longest (every one of
+    its generate.max_rounds rounds a rejected one). The wall time is at least ``hours``."""
+    rounds = round_seconds(cfg, model)
+    if rounds is None or documents <= 0:
+        return None
+    per_doc = model["rounds"] / documents
+    rejected = model["rejected_rounds"] / documents if model["method"] != "cot" else 0.0
+    easy = model["too_easy_rounds"] / documents if model["method"] != "cot" else 0.0
+    hard = rejected - easy
+    mean = rounds["accepting"] * (per_doc - rejected) + rounds.get("too_easy", 0.0) * easy \
+        + rounds.get("failed_on_strong", 0.0) * hard
+    rejected_round = (rounds["too_easy"] * easy + rounds["failed_on_strong"] * hard) / rejected if rejected else 0.0
+    longest = max(mean, (cfg.generate.max_rounds - 1) * rejected_round + rounds["accepting"]) \
+        if model["method"] != "cot" else mean
+    in_flight = min(documents, cfg.generate.max_docs_in_flight * cfg.corpus.num_shards)
+    hours = (max(0.0, documents - in_flight) / in_flight * mean + longest) / 3600
+    return {"hours": hours, "mean_document_s": mean, "longest_document_s": longest, "documents_in_flight": in_flight,
+            "round_s": rounds}
+
+
+def fleet(cfg: RootConfig, use: dict[str, RoleUse], roles: dict[str, dict[str, Any]],
+          model: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Steps 1-6 of the module docstring; fills each role's hours, busy share and in-flight needs in ``roles``."""
     advice: list[str] = []
     for role, row in roles.items():
         rc = cfg.plan.roles.get(role)
@@ -298,8 +363,17 @@ def fleet(cfg: RootConfig, use: dict[str, RoleUse], roles: dict[str, dict[str, A
         return {"advice": ["declare plan.roles.<role>.replica_tokens_per_s (and replicas) or latency_s to size the "
                            "fleet and the run's wall time"]}
     bottleneck = max(timed, key=timed.__getitem__)
-    wall = timed[bottleneck]
     top = roles[bottleneck]
+    # Step 6: the wall time is the longest of the bottleneck role's hours, the orchestrator's CPU and the documents'
+    # own chains
+    calls_total = sum(u.calls for u in use.values())
+    bounds = {"bottleneck": timed[bottleneck],
+              "orchestrator": calls_total / (cfg.plan.orchestrator_calls_per_s * cfg.corpus.num_shards) / 3600}
+    docs = document_hours(cfg, model, model.get("documents", 0.0)) if model else None
+    if docs is not None:
+        bounds["documents"] = docs["hours"]
+    bound = max(bounds, key=bounds.__getitem__)
+    wall = bounds[bound]
     if top.get("concurrency_hours", 0.0) > top.get("throughput_hours", math.inf):
         # The bottleneck waits on its own request cap, not on its replicas
         need = math.ceil(top["in_flight_to_fill_replicas"])
@@ -319,7 +393,8 @@ def fleet(cfg: RootConfig, use: dict[str, RoleUse], roles: dict[str, dict[str, A
             row["in_flight"] = rate * rc.latency_s
             in_flight += row["in_flight"]
     calls_per_s = sum(u.calls for u in use.values()) / (wall * 3600)
-    shards = max(1, math.ceil(calls_per_s / cfg.plan.orchestrator_calls_per_s))
+    # Processes that keep up with the endpoints: the call rate at the bottleneck role's pace over one's rate
+    shards = max(1, math.ceil(calls_total / (timed[bottleneck] * 3600) / cfg.plan.orchestrator_calls_per_s))
     documents = math.ceil(in_flight / cfg.generate.solver_wave) if in_flight else None
     per_shard = math.ceil(documents / shards) if documents else None
     for role, row in roles.items():
@@ -328,8 +403,8 @@ def fleet(cfg: RootConfig, use: dict[str, RoleUse], roles: dict[str, dict[str, A
         if role != bottleneck and row.get("replicas_busy", replicas) < replicas:
             advice.append(f"{role}: busy {row['busy_share']:.0%} of the run; {row['replicas_busy']} of its {replicas} "
                           f"replicas would keep pace with the bottleneck ({bottleneck})")
-    if shards > 1:
-        advice.append(f"{calls_per_s:,.0f} calls/s exceed one orchestrator's {cfg.plan.orchestrator_calls_per_s:,.0f}: "
+    if shards > cfg.corpus.num_shards:
+        advice.append(f"{calls_total / (timed[bottleneck] * 3600):,.0f} calls/s exceed one orchestrator's {cfg.plan.orchestrator_calls_per_s:,.0f}: "
                       f"run corpus.num_shards={shards} generate processes")
     if per_shard and per_shard > cfg.generate.max_docs_in_flight:
         advice.append(f"keeping {in_flight:,.0f} calls in flight needs about {per_shard} documents in flight per "
@@ -337,7 +412,16 @@ def fleet(cfg: RootConfig, use: dict[str, RoleUse], roles: dict[str, dict[str, A
     missing = [r for r in roles if not (cfg.plan.roles.get(r) and cfg.plan.roles[r].latency_s)]
     if missing:
         advice.append(f"calls in flight leave out {', '.join(missing)} (no plan.roles.<role>.latency_s)")
-    return {"wall_hours": wall, "bottleneck": bottleneck, "calls_per_s": calls_per_s,
+    if bound == "orchestrator":
+        advice.append(f"one orchestrator's {cfg.plan.orchestrator_calls_per_s:,.0f} calls/s (plan.orchestrator_calls_per_s) "
+                      f"x corpus.num_shards={cfg.corpus.num_shards} set the pace, not the endpoints")
+    elif bound == "documents":
+        advice.append(f"the documents' own chains of calls set the pace ({docs['longest_document_s'] / 3600:,.2f} h "
+                      f"for the longest, {docs['documents_in_flight']:,.0f} in flight), not the endpoints: more documents "
+                      "in flight (generate.max_docs_in_flight, corpus.num_shards), a larger generate.solver_wave or "
+                      "more challengers per round shorten it")
+    return {"wall_hours": wall, "wall_bound": bound, "bound_hours": bounds, "documents": docs,
+            "bottleneck": bottleneck, "calls_per_s": calls_per_s,
             "orchestrator_calls_per_s": cfg.plan.orchestrator_calls_per_s, "shards": shards,
             "calls_in_flight": in_flight, "documents_in_flight": documents, "documents_in_flight_per_shard": per_shard,
             "max_docs_in_flight": cfg.generate.max_docs_in_flight, "advice": advice}
@@ -457,7 +541,8 @@ def make_plan(cfg: RootConfig, pilot_stats: Optional[dict[str, Any]] = None) -> 
         totals[key] = sum(priced) if priced else None
     return {"source": "pilot" if pilot_stats is not None else "analytic", "pilot": cfg.plan.pilot,
             "experiment": cfg.experiment.name, "target": target, "target_from": target_from, "model": model,
-            "roles": roles, "totals": totals, "fleet": fleet(cfg, use, roles), "memory": memory_plan(cfg)}
+            "roles": roles, "totals": totals, "fleet": fleet(cfg, use, roles, model if pilot_stats is None else None),
+            "memory": memory_plan(cfg)}
 
 
 def _n(value: Optional[float], digits: int = 0) -> str:
@@ -491,7 +576,9 @@ def print_plan(plan: dict[str, Any], run_dir: Path) -> None:
     console.print(usage)
     f = plan["fleet"]
     if "wall_hours" in f:
-        table = Table(title=f"fleet: {f['wall_hours']:,.1f} h, bottleneck {f['bottleneck']}; "
+        paced = {"bottleneck": "the bottleneck role", "orchestrator": "the orchestrator's CPU",
+                 "documents": "the documents' chains of calls"}[f["wall_bound"]]
+        table = Table(title=f"fleet: {f['wall_hours']:,.1f} h, paced by {paced}; bottleneck role {f['bottleneck']}; "
                             f"{f['calls_per_s']:,.1f} calls/s -> {f['shards']} orchestrator shard(s)")
         for name in ("role", "hours", "busy", "replicas busy", "calls/s", "in flight", "max_concurrency"):
             table.add_column(name, justify="left" if name == "role" else "right")

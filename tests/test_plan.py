@@ -137,16 +137,41 @@ def test_the_fleet_names_the_bottleneck_and_what_keeps_it_busy():
 
 
 def test_a_capped_bottleneck_and_a_slow_orchestrator_are_named():
-    plan = make_plan(composed(*PAPER_FLEET, "models.roles.strong_solver.max_concurrency=16",
-                              "plan.orchestrator_calls_per_s=1"))
+    plan = make_plan(composed(*PAPER_FLEET, "models.roles.strong_solver.max_concurrency=16"))
     fleet = plan["fleet"]
     # 16 calls in flight at 90 s: 8,260.2 x 90 / 16 / 3,600 = 12.9 h, longer than the replica's 6.1 h
-    assert fleet["wall_hours"] == pytest.approx(8260.2 * 90 / 16 / 3600)
+    assert fleet["wall_hours"] == pytest.approx(8260.2 * 90 / 16 / 3600) and fleet["wall_bound"] == "bottleneck"
     # Full throughput is 8,260.2 calls / 6.119 h = 0.375 calls/s, x 90 s = 34 calls in flight
     assert any("max_concurrency to 34" in line for line in fleet["advice"])
-    # 92,323 calls / 12.9 h = 1.99 calls/s against 1 call/s per process: 2 shards
-    assert fleet["shards"] == math.ceil(fleet["calls_per_s"]) == 2
-    assert any("corpus.num_shards=2" in line for line in fleet["advice"])
+    slow = make_plan(composed(*PAPER_FLEET, "models.roles.strong_solver.max_concurrency=16",
+                              "plan.orchestrator_calls_per_s=1"))["fleet"]
+    # 92,323 calls at 1 call/s take 25.6 h, longer than the endpoints' 12.9 h: the orchestrator sets the pace, and
+    # the endpoints' pace (1.99 calls/s) needs 2 processes
+    assert slow["wall_bound"] == "orchestrator"
+    assert slow["wall_hours"] == pytest.approx(plan["totals"]["calls"] / 3600)
+    assert slow["shards"] == 2 and any("corpus.num_shards=2" in line for line in slow["advice"])
+    sharded = make_plan(composed(*PAPER_FLEET, "models.roles.strong_solver.max_concurrency=16",
+                                 "plan.orchestrator_calls_per_s=1", "corpus.num_shards=2"))["fleet"]
+    assert sharded["wall_bound"] == "bottleneck" and not any("num_shards=" in line for line in sharded["advice"])
+
+
+def test_the_documents_own_chains_bound_the_wall_time():
+    latencies = {"challenger": 50, "quality_verifier": 10, "weak_solver": 80, "strong_solver": 80, "judge": 16,
+                 "feedback": 4}
+    plan = make_plan(composed("experiment=paper_cs", "generate.max_docs_in_flight=100",
+                              *(f"plan.roles.{r}.latency_s={s}" for r, s in latencies.items())))
+    docs = plan["fleet"]["documents"]
+    # Rounds without queues: accepting 50 + 10 + 3 x (80 + 16) x 2 = 636 s; too easy 60 + 2 x 96 + 4 = 256 s; failed
+    # on strong 60 + 3 x 96 + 2 x 96 + 4 = 544 s
+    assert docs["round_s"] == {"accepting": 636, "too_easy": 256, "failed_on_strong": 544}
+    # A mean document: 1 accepting round and 5.59 rejected ones, 80% too easy: 636 + 5.59 x (0.8 x 256 + 0.2 x 544)
+    rejected = 0.8 * 256 + 0.2 * 544
+    assert docs["mean_document_s"] == pytest.approx(636 + 5.59 * rejected)
+    # The longest: 9 rejected rounds and the accepting one; 1,400 documents 100 at a time
+    assert docs["longest_document_s"] == pytest.approx(636 + 9 * rejected)
+    assert docs["hours"] == pytest.approx((1300 / 100 * docs["mean_document_s"] + docs["longest_document_s"]) / 3600)
+    assert plan["fleet"]["wall_bound"] == "documents" and plan["fleet"]["wall_hours"] == docs["hours"]
+    assert any("chains of calls set the pace" in line for line in plan["fleet"]["advice"])
 
 
 def test_without_throughput_or_latency_the_plan_says_what_to_declare():
