@@ -63,7 +63,8 @@ The fleet arithmetic (roles without a declared throughput or latency are left ou
   6. the wall time is the longest of three bounds: W (the bottleneck role); the orchestrator's CPU, calls /
      (plan.orchestrator_calls_per_s x corpus.num_shards); and the documents' own chains (``document_hours``: with
      D = max_docs_in_flight x shards documents in flight, (N - D) / D x the mean document's chain of call latencies
-     + the longest document's chain, max_rounds rounds). ``wall_bound`` names the one that sets the pace; busy shares
+     + the longest document's chain: max_rounds rounds, as many failing on strong as the unluckiest of N documents
+     draws). ``wall_bound`` names the one that sets the pace; busy shares
      are of that wall time. benchmarks/bench_paper_scale.py checks the plan against a simulated arm.
 
 The memory plan, per role whose checkpoint size or GPU is known (``plan.roles.<role>.checkpoint``, ``params_b``,
@@ -317,11 +318,26 @@ def round_seconds(cfg: RootConfig, model: dict[str, Any]) -> Optional[dict[str, 
             + latency["feedback"]}
 
 
+def binomial_quantile(n: int, p: float, q: float) -> int:
+    """The smallest x with P(X <= x) >= q for X ~ Binomial(n, p).
+
+    >>> binomial_quantile(9, 0.2, 0.5), binomial_quantile(9, 0.2, 1 - 1 / 1400), binomial_quantile(9, 0.0, 0.99)
+    (2, 6, 0)
+    """
+    total = 0.0
+    for x in range(n + 1):
+        total += math.comb(n, x) * p ** x * (1 - p) ** (n - x)
+        if total >= q - 1e-12:
+            return x
+    return n
+
+
 def document_hours(cfg: RootConfig, model: dict[str, Any], documents: float) -> Optional[dict[str, float]]:
     """How long the documents themselves take at the plan's latencies, queues aside: a document's rounds run one
     after another, generate.max_docs_in_flight per process (corpus.num_shards processes) at once, so documents
-    finish at in-flight / mean chain per second, and the last one to start may be one of the longest (every one of
-    its generate.max_rounds rounds a rejected one). The wall time is at least ``hours``."""
+    finish at in-flight / mean chain per second, and the last to finish is the longest: generate.max_rounds rounds,
+    as many of them failing on strong as the unluckiest of the documents draws. The wall time is at least
+    ``hours``; queues at a busy role add to it."""
     rounds = round_seconds(cfg, model)
     if rounds is None or documents <= 0:
         return None
@@ -331,9 +347,14 @@ def document_hours(cfg: RootConfig, model: dict[str, Any], documents: float) -> 
     hard = rejected - easy
     mean = rounds["accepting"] * (per_doc - rejected) + rounds.get("too_easy", 0.0) * easy \
         + rounds.get("failed_on_strong", 0.0) * hard
-    rejected_round = (rounds["too_easy"] * easy + rounds["failed_on_strong"] * hard) / rejected if rejected else 0.0
-    longest = max(mean, (cfg.generate.max_rounds - 1) * rejected_round + rounds["accepting"]) \
-        if model["method"] != "cot" else mean
+    longest = mean
+    if model["method"] != "cot" and rejected:
+        # The longest of N documents: generate.max_rounds rounds whose rejected ones fail on strong as often as the
+        # most unlucky of N documents sees (binomial draws at the plan's share of such rounds)
+        n = cfg.generate.max_rounds - 1
+        hard_rounds = binomial_quantile(n, hard / rejected, 1.0 - 1.0 / max(documents, 1.0))
+        longest = max(mean, rounds["accepting"] + hard_rounds * rounds["failed_on_strong"]
+                      + (n - hard_rounds) * rounds["too_easy"])
     in_flight = min(documents, cfg.generate.max_docs_in_flight * cfg.corpus.num_shards)
     hours = (max(0.0, documents - in_flight) / in_flight * mean + longest) / 3600
     return {"hours": hours, "mean_document_s": mean, "longest_document_s": longest, "documents_in_flight": in_flight,

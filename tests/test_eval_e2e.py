@@ -36,8 +36,9 @@ def run_cli(stage: str, run_dir: Path, *overrides: str, timeout: int = 1800) -> 
 
 def test_generate_then_eval_then_report(tmp_path):
     gen, ev, rep = tmp_path / "G", tmp_path / "E", tmp_path / "R"
+    # One sample per solver: the report's data-quality rows need solver scores, not k of them
     run_cli("generate", gen, "method=cot", "corpus.limit=3", "generate.max_rounds=1",
-            "generate.heldout_max_fraction=0.5")
+            "generate.heldout_max_fraction=0.5", "generate.weak_samples=1", "generate.strong_samples=1")
     stats = json.loads((gen / "stats.json").read_text())
     heldout = list(read_jsonl(gen / "heldout.jsonl"))
     if not heldout:

@@ -38,7 +38,10 @@ def server_overrides(server) -> list[str]:
             "models.roles.challenger.max_tokens=640", "generate.max_rounds=1",
             "domain.max_field_chars=200", "domain.max_item_chars=64", "domain.rubric_min=7",
             "domain.rubric_max=8", "domain.positive_only=true", "domain.max_weight=7",
-            "domain.structural_checks=false"]
+            "domain.structural_checks=false",
+            # One sample per solver: these tests prove the path through a real server, not the sampling (the
+            # scripted loop tests cover k runs, early exit and waves); each sample costs a judge call on 2 cores
+            "generate.weak_samples=1", "generate.strong_samples=1"]
 
 
 def assert_run_outputs(run_dir: Path) -> dict:
@@ -87,7 +90,9 @@ def test_generate_against_a_real_openai_compatible_server_and_resume(llama_serve
 @pytest.mark.parametrize("extra", [
     ["method=cot"],
     ["domain=legal", "corpus=legal_fixture", "corpus.limit=1"],
-    ["domain=principia", "corpus=principia_fixture", "corpus.limit=1"],
+    # Principia's k-of-n thresholds (strong_min_correct 3, weak_max_correct 1) need more than one sample
+    ["domain=principia", "corpus=principia_fixture", "corpus.limit=1", "generate.weak_samples=2",
+     "generate.strong_samples=2", "domain.acceptance.strong_min_correct=2"],
 ], ids=["cot", "legal", "principia"])
 def test_methods_and_domains_against_the_server(llama_server, tmp_path, extra):
     run_dir = tmp_path / "run"
@@ -120,7 +125,8 @@ def test_impossible_config_is_refused_before_any_work(tmp_path):
 def test_embedded_model_end_to_end_on_one_document(tmp_path):
     """The smoke test: the default (local transformers, embedded SmolLM2) on one document."""
     run_dir = tmp_path / "run"
-    run_cli(run_dir, "corpus.limit=1", "generate.max_rounds=1", timeout=1200)
+    run_cli(run_dir, "corpus.limit=1", "generate.max_rounds=1", "generate.weak_samples=1",
+            "generate.strong_samples=1", timeout=1200)
     stats = assert_run_outputs(run_dir)
     assert stats["documents"] == 1
 

@@ -29,7 +29,8 @@ pytestmark = pytest.mark.slow
 def pipeline(exp: Path) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "autodata.run", "stage=pipeline", "experiment=cpu_mini", "progress=false",
            "corpus.limit=2", "generate.max_rounds=1", "domain.acceptance.min_gap=-1.0", "train.max_steps=1",
-           f"hydra.run.dir={exp}"]
+           # One sample per solver: the table needs each arm's data and scores, not k runs of them
+           "generate.weak_samples=1", "generate.strong_samples=1", f"hydra.run.dir={exp}"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=2400, env=env)
 
