@@ -1,7 +1,7 @@
 """The paper's CS arm, simulated: stage=generate against paper-world fake servers, side by side with stage=plan.
 
-    python benchmarks/bench_paper_scale.py --arm --out arm.json       # 1400 documents at 16x compression
-    python benchmarks/bench_paper_scale.py --growth --out growth.json # 100, 400, 1600 documents
+    python benchmarks/bench_paper_scale.py --arm --compression 8 --out arm.json   # 1400 documents
+    python benchmarks/bench_paper_scale.py --growth --out growth.json  # 50, 200, 800 documents
     python benchmarks/bench_paper_scale.py --arm --documents 20 --compression 400   # a quick look (~30 s)
 
 Each model role gets its own server process (benchmarks/paper_world_server.py) whose latency is the role's
@@ -32,11 +32,10 @@ no duplicate accepted or round rows), and the time per progress/stats update, me
 round_done + document_done with a fake bar (per event), and read + compute_stats over the finished run dir (what
 the end of a run and a resume pay). Ratios against 1x show whether a cost grows linearly with the work.
 
-Measured here (2 cores shared with other jobs, load ~4, the benchmark niced): --arm 15.5 min (the generate process
-was CPU-bound at 7.4 ms per call, 619 CPU s for 83,748 calls: the injection guard's scans of the documents and
-answers, see the README; at ~1 ms per call it would take ~5 min, the floor being the longest document's chain of
-calls, 1.22 h / 16); --growth at 100 and 400 documents 9 min (the 1,600-document step adds ~3x that); the quick
-look above ~30 s.
+Measured here (2 cores; README "A paper-scale arm, simulated" has the tables): --arm --compression 8 about 11 min
+(585 s of simulated work, 3.63 ms of orchestrator CPU per call; at 16x compression the generate process is CPU-bound
+on 2 cores and the wall time measures it, not the arm); --arm --documents 280 --docs-in-flight 70 --compression 100
+about 2 min; --growth --documents 50 about 10 min; the quick look above ~30 s.
 """
 
 from __future__ import annotations
@@ -397,7 +396,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--arm", action="store_true", help="the paper CS arm, side by side with stage=plan")
     mode.add_argument("--growth", action="store_true", help="cost growth at 1x, 4x, 16x --documents")
-    parser.add_argument("--documents", type=int, help="documents (--arm: 1400; --growth: the 1x size, 100)")
+    parser.add_argument("--documents", type=int, help="documents (--arm: 1400; --growth: the 1x size, 50)")
     parser.add_argument("--compression", type=float,
                         help="real latency / simulated latency (--arm: 16; --growth: 400)")
     parser.add_argument("--doc-chars", type=int, default=1000, help="characters per generated document")
@@ -407,9 +406,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--workdir", help="keep corpora and run dirs here (default: a temporary folder)")
     args = parser.parse_args(argv)
     if args.documents is None:
-        args.documents = 1400 if args.arm else 100
+        args.documents = 1400 if args.arm else 50
     if args.compression is None:
-        args.compression = 16.0 if args.arm else 400.0
+        args.compression = 8.0 if args.arm else 400.0
     with workdir(args.workdir) as work:
         if args.arm:
             result = {"arm": arm(args, work)}
