@@ -398,7 +398,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     mode.add_argument("--growth", action="store_true", help="cost growth at 1x, 4x, 16x --documents")
     parser.add_argument("--documents", type=int, help="documents (--arm: 1400; --growth: the 1x size, 50)")
     parser.add_argument("--compression", type=float,
-                        help="real latency / simulated latency (--arm: 16; --growth: 400)")
+                        help="real latency / simulated latency (--arm: 8; --growth: 400)")
     parser.add_argument("--doc-chars", type=int, default=1000, help="characters per generated document")
     parser.add_argument("--docs-in-flight", type=int, help="generate.max_docs_in_flight (default: every document)")
     parser.add_argument("--factors", type=int, nargs="+", default=[1, 4, 16], help="--growth: sizes, x --documents")
