@@ -145,9 +145,10 @@ def make_app(latency_s: float, schema_json: bool = False,
     return app
 
 
-async def _serve(host: str, port: int, latency_s: float, schema_json: bool = False,
-                 schema_answers: Optional[dict[str, str]] = None) -> None:
-    runner = web.AppRunner(make_app(latency_s, schema_json, schema_answers), access_log=None)
+async def serve_app(app: web.Application, host: str, port: int, banner: str) -> None:
+    """Serve ``app`` on host:port (0 picks a free port) until cancelled; print the ``READY`` line with the URL and
+    ``banner``, which the parent reads to learn the port."""
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -155,9 +156,13 @@ async def _serve(host: str, port: int, latency_s: float, schema_json: bool = Fal
     # The default backlog (128) drops SYNs when hundreds of clients connect at once,
     # and a dropped SYN costs the client a 1 s retransmit that would show up as latency.
     await web.SockSite(runner, sock, backlog=4096).start()
-    # The parent reads this line to learn the port (port 0 picks a free one).
-    print(f"{READY} http://{host}:{sock.getsockname()[1]}/v1 latency={latency_s}", flush=True)
+    print(f"{READY} http://{host}:{sock.getsockname()[1]}/v1 {banner}", flush=True)
     await asyncio.Event().wait()
+
+
+async def _serve(host: str, port: int, latency_s: float, schema_json: bool = False,
+                 schema_answers: Optional[dict[str, str]] = None) -> None:
+    await serve_app(make_app(latency_s, schema_json, schema_answers), host, port, f"latency={latency_s}")
 
 
 @contextlib.contextmanager

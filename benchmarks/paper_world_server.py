@@ -35,7 +35,6 @@ import hashlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -43,8 +42,10 @@ from typing import Any, Optional
 
 from aiohttp import web
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fake_openai_server import READY, serve_app  # noqa: E402
+
 ROLES = ("challenger", "quality_verifier", "weak_solver", "strong_solver", "judge", "feedback")
-READY = "serving"
 TOO_EASY_SHARE = 0.8
 # A cs rubric: the domain's defaults want 10-15 criteria, >= 4 positive and >= 3 penalties (negative weights)
 POSITIVE_CRITERIA = 7
@@ -248,15 +249,8 @@ def make_app(role: str, latency_s: float, max_concurrency: int, output_tokens: i
 
 
 async def _serve(role: str, host: str, port: int, latency_s: float, max_concurrency: int, output_tokens: int) -> None:
-    runner = web.AppRunner(make_app(role, latency_s, max_concurrency, output_tokens), access_log=None)
-    await runner.setup()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    # A large backlog: a dropped SYN costs the client a 1 s retransmit (benchmarks/fake_openai_server.py)
-    await web.SockSite(runner, sock, backlog=4096).start()
-    print(f"{READY} http://{host}:{sock.getsockname()[1]}/v1 role={role} latency={latency_s}", flush=True)
-    await asyncio.Event().wait()
+    await serve_app(make_app(role, latency_s, max_concurrency, output_tokens), host, port,
+                    f"role={role} latency={latency_s}")
 
 
 def start_server(role: str, latency_s: float, max_concurrency: int, output_tokens: int = 0,
