@@ -285,6 +285,9 @@ class GenerateRun:
 
             async def worker() -> None:
                 for doc in todo:
+                    # One turn of the event loop first, so documents that finished in the same turn are counted
+                    # before this one checks the target
+                    await asyncio.sleep(0)
                     await self.run_document(doc, runner, out, progress)
 
             tasks = [asyncio.ensure_future(worker())
