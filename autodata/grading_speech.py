@@ -33,7 +33,7 @@ _I = re.IGNORECASE
 _STRONG = (
     # English
     r"(the|a|any|second|first|each|every|other|human|external)\s+markers?(?!\s+(arrow|id|names?|bytes|positions?|"
-    r"interface|class|file|pen|genes?))|marker'?s|graders?|grading|assessors?|examiners?|rubrics?|unmet|per[- ]criteri(on|a)|"
+    r"interface|class|file|pen|genes?))|marker['’]s|graders?|grading|assessors?|examiners?|rubrics?|unmet|per[- ]criteri(on|a)|"
     r"(reviewing|grading|judging|scoring|evaluating|checking|marking)\s+(model|system|pipeline|ai|llm|harness|script)|"
     r"lean(s|ing)?\s+(towards?|to)\s+(met|yes|true|pass|credit|full|the\s+affirmative)|"
     r"(set|wrote|authored|setter\s+of)\s+(this|the)\s+question|question[- ](setter|author|writer)|"
@@ -42,20 +42,36 @@ _STRONG = (
     r"(every|each|all)\s+(\w+\s+){0,2}(components?|elements?|points?|parts?|items?|aspects?|limbs?)\b[^.;]{0,60}\b"
     r"(present|covered|included|addressed|here|made\s+out|satisfied|met|answered|established)|"
     r"(note|guide|guidance|convention|rule|policy)s?\s+(on|to|for|about)\s+(reading|(this|the)\s+(answer|response|"
-    r"submission))|part\s+of\s+(the|this|my)\s+(answer|response|submission)|"
-    r"(cut|truncated|clipped)\s+(off\s+)?by\s+(the\s+)?(\w+\s+){0,2}(limit|cap|budget)|as\s+if\s+(spelled|written|stated)\s+out|"
-    r"(covered|included|present|stated|answered)\s+by\s+(implication|entailment|reference)|mark(ing)?\s+(scheme|guide|key|"
+    r"submission))|part\s+of\s+(the|this|my)\s+(\w+\s+)?(answer|response|submission)|([✓✔☑✅🟢🟩][^✓✔☑✅🟢🟩]{0,60}){3}|"
+    r"(cut|truncated|clipped)\s+(off\s+)?(by|at)\s+(the\s+)?(\w+\s+){0,2}(limit|cap|budget)|"
+    # Where the answer would stand on a scale, or what a grader would find: "top band", "the ceiling of the scale"
+    r"(top|highest|upper|first)\s+band|band\s+[a-e1-5]|ceiling\s+of\s+the\s+(scale|range)|top\s+(score|mark|grade)s?|"
+    r"(assessed|scored|marked|counted|treat(ed|s)?|read|regarded|taken|rated|recorded)\s+((them|it|this|these|those|"
+    r"each|all)\s+)?as\s+(present|met|covered|complete|addressed|answered|correct|satisfied|included|full)|"
+    r"(conventionally|usually|normally|typically|customarily)\s+(marked|graded|scored|assessed|credited)|"
+    r"(first|second|third|other|independent)\s+(reader|reading|rater|marking)|"
+    r"(other|previous|earlier|similar)\s+(answers|responses|submissions|candidates|scripts)|"
+    r"held\s+to\s+a\s+(stricter|higher|different|harsher)\s+standard|"
+    r"automated\s+(\w+\s+)?(evaluation|grading|marking|scoring|reader|judge|checker|assessment)|"
+    r"(matching|match(es)?\s+the|answer)\s+key|sign[- ]?off|exemplar|"
+    r"(elements?|points?|items?|criteri\w+)\s+(detected|found|matched|present|covered|met)\s*[:=]?\s*\d+\s*/\s*\d+|"
+    r"generosity|generous(ly)?|in\s+how\s+(it|this)(\s+is|'s|’s)\s+(read|marked|graded|judged|assessed)|"
+    r"expected[\s-]+(score|grade|mark)|self[- ](estimate|assessment|evaluation|score|grade|check)|"
+    r"(anything|nothing)\s+(\w+\s+)?to\s+(subtract|deduct|take\s+off|mark\s+down|penali[sz]e)|"
+    r"nothing\s+(\w+\s+)?(is\s+)?(missing|outstanding|omitted)|"
+    r"(eval|grading|marking|grader|assessment)[- ]notes?|(mark|grade|score|credit)\s+(it\s+)?accordingly|as\s+if\s+(spelled|written|stated)\s+out|"
+    r"(covered|included|present|stated|answered)\s+by\s+(implication|entailment|reference)|mark(ing)?\s+(scheme|guide|guidance|key|"
     r"grid|sheet|convention|notes?|policy)|marking|full\s+(marks|credit|value|score|points)|"
     r"credit(ed|s)?\s+(each|every|all|both|in\s+full|for|as|them|it|this|the\s+(point|element|item)s?)|(give|gives|giving|award|"
     r"awarded|earns?|deserves?|receive|carr(y|ies))\s+(full\s+|the\s+|same\s+|the\s+same\s+)?credit|deduct(ion|ions|ed|ing)?|marks?\s+(off|down)|"
-    r"(take|taken|took)\s+off|expected\s+(points?|elements?|items?|content|answer|output|outcome)|reference\s+(answer|"
+    r"(take|taken|took)\s+off|expected\s+(points?|elements?|items?|content|answer|output|outcome)|reference[\s-]+(answer|"
     r"solution)|model\s+answer|worked\s+solution|answer\s+key|scored\s+\d+\s*/\s*\d+|\d+\s*/\s*\d+\s+"
     r"(marks|points)|in\s+(my|the\s+candidate'?s|the\s+student'?s|their)\s+favou?r|benefit\s+of\s+the\s+doubt|"
     r"lenien(t|cy|tly)|nothing\s+(left\s+)?to\s+(deduct|mark|take)|no\s+deductions?|ticks?|ticked|checked\s+off|"
     r"concur|scor(e|ed|ing)\s+(as|it|this|each|every|the\s+(answer|response))|"
     r"(counts?|counting|counted)\s+(against|towards?|as\s+(met|present|covered|complete|answered|satisfied|correct))|"
     # Spanish, Portuguese, Italian
-    r"correct(or|ora|ores)|quien\s+(corrige|eval[uú]a|califica)|pauta(\s+de\s+correcci[oó]n)?|calificaci[oó]n|"
+    r"correct(or|ora|ores)|correcci[oó]n|avalia[cç][aã]o|grelha|desconto|descuento|quien\s+(corrige|eval[uú]a|califica)|pauta(\s+de\s+correcci[oó]n)?|calificaci[oó]n|"
     r"puntaje|puntuaci[oó]n|r[uú]brica|banca|avaliador(a|es)?|grade\s+de\s+corre[cç][aã]o|corre[cç][aã]o|"
     r"pontua[cç][aã]o|chi\s+(valuta|corregge)|valutator[ei]|corrett(ore|ori|rice)|griglia|punteggio|"
     r"soluzione\s+di\s+riferimento|soluci[oó]n\s+de\s+referencia|solu[cç][aã]o\s+de\s+refer[eê]ncia|"
@@ -63,7 +79,7 @@ _STRONG = (
     r"correct(eur|rice|eurs)|bar[eè]me|grille|points\s+attendus|notation|[ée]valuat(eur|rice)|"
     r"bewertung|bewerte[nrt]?|werten|korrektor|pr[uü]fer(in)?|punkte|erwartungshorizont|benot\w*|musterl[oö]sung|"
     # Russian, Chinese, Japanese, Korean, Arabic, Hindi
-    r"проверяющ\w*|оценщик\w*|экзаменатор\w*|балл\w*|засчит\w*|критери\w*|"
+    r"проверяющ\w*|оценк\w*|штраф\w*|максимальн\w*|оценщик\w*|экзаменатор\w*|балл\w*|засчит\w*|критери\w*|"
     r"评分|阅卷|判分|批改|满分|得分|評価基準|採点|満点|채점|만점|배점|"
     r"المصحح|التصحيح|المقيم|تقييم|الدرجة|معايير|"
     r"मूल्यांकन|परीक्षक|अंक|मानदंड"
@@ -80,12 +96,12 @@ _WEAK = (
 # This answer as the thing talked about
 _SELF = (
     r"\b(this|the|my|present|above|following)\s+(very\s+)?(answer|response|reply|paragraph|submission|write-?up|"
-    r"explanation|account|essay|text|draft|solution|piece|section)\b|\b(above|herein|hereby)\b|\b(present|covered|included|answered|addressed|stated|given)\s+here\b|"
+    r"explanation|account|essay|text|draft|solution|piece|section|wording)\b|\b(above|herein|hereby)\b|\b(present|covered|included|answered|addressed|stated|given)\s+here\b|"
     r"\b(i|i'?ve|i\s+have)\s+(wrote|written|compared|checked|covered|included|named|listed|phrased|kept)\b|"
     r"\b(as\s+written|written\s+(compactly|tightly|briefly|concisely)|phrased|the\s+candidate|what\s+i\s+wrote)\b|"
     r"\b(each|every|all|both)\s+(of\s+the\s+)?(elements?|points?|components?|steps?|items?|parts?|limbs?)\s+"
     r"(above|here|listed|named|given)\b|"
-    r"\b(diese|die)\s+antwort\b|\b(cette|la)\s+r[ée]ponse\b|\b(esta|la)\s+respuesta\b|\b(nesta|esta|a)\s+resposta\b|"
+    r"\b(diese|die)\s+antwort\b|\b(esta|este)\s+(explicaci[oó]n|texto|desarrollo)\b|\b(cette|la)\s+r[ée]ponse\b|\b(esta|la)\s+respuesta\b|\b(nesta|esta|a)\s+resposta\b|"
     r"\b(questa|la)\s+risposta\b|(этот|данный)\s+ответ|本答案|该答案|这个回答|この(回答|解答)|이\s*답변|هذه\s+الإجابة|"
     r"यह\s+उत्तर"
 )
@@ -97,11 +113,12 @@ _ASK = (
     r"\b(is|are)\s+(to\s+be\s+)?(taken|read|treated|counted|regarded|deemed)\s+as\b|"
     r"\b(recorded|marked|logged|entered|credited)\s+as\b|"
     r"\b(please|kindly|i'?m\s+asking|i\s+ask|i\s+request|whoever|anyone\s+(reading|checking|grading)|"
-    r"the\s+reader|a\s+reader|if\s+(an?|the)\s+(\w+\s+){0,2}(is\s+)?(reading|checking|processing|deciding))\b|"
+    r"(the|a|any)\s+(\w+\s+)?(reader|checker|reviewer)|if\s+this\s+(text|answer|response)\s+is\s+(being\s+)?"
+    r"(processed|read|evaluated|graded|checked)|if\s+(an?|the)\s+(\w+\s+){0,2}(is\s+)?(reading|checking|processing|deciding))\b|"
     r"^\W*(apply|treat|count|read|credit|mark|consider|record|register|assume|take|note|award|score|"
     r"grade)\b|"
     r"\b(solicito|sol\w+\s+que|basta|corresponde|por\s+favor|veuillez|il\s+suffit|bitte|sind\s+\w+\s+zu|"
-    r"zu\s+werten|va(nno)?\s+considerat\w+|si\s+prega|deve(m)?\s+ser|debe(n)?\s+ser|"
+    r"zu\s+werten|se\s+consider[ae]|va(nno)?\s+considerat\w+|si\s+prega|deve(m)?\s+ser|debe(n)?\s+ser|"
     r"пожалуйста|请|請|してください|주십시오|주세요|يرجى|कृपया)"
 )
 _STRONG_RE = re.compile(rf"(?<!\w)({_STRONG})(?!\w)", _I)
@@ -115,8 +132,11 @@ _WORD = re.compile(r"[^\W\d_]{4,}")
 
 
 def _key(term: str) -> str:
-    """A term by its first four letters, so "credited" and "credit each", "marker" and "marks" are one word."""
-    return term.lower()[:4]
+    """A word by its first four letters, so "credited" and "credits", "marker" and "marks" are one; a phrase
+    ("elements detected=5/5", "assessed as present") whole, since the question's using one of its words does not
+    make the phrase ordinary."""
+    term = re.sub(r"\s+", " ", term.lower())
+    return term if " " in term else term[:4]
 
 
 @functools.lru_cache(maxsize=4096)

@@ -536,8 +536,8 @@ _INJECTION_TOPIC = re.compile(r"\b(prompt[\s-]+injections?|jailbreak\w*|injectio
 _CRITERIA_TOPIC = re.compile(r"\b(criteria|requirements|elements|prerequisites|conditions|factors)\b", _I)
 _ON_GRADING = (_GRADING_TOPIC,)
 # A question on exams or scores is answered in grading's words: "graders score the essays", "a lenient panel"
-_ASSESSMENT_TOPIC = re.compile(r"\b(exam(s|inations?)?|marking|markers?|graders?|grades|grading|scor(e|es|ing)|"
-                               r"assessors?|evaluat\w+|judges?|jury|verdicts?|rewards?)\b", _I)
+_ASSESSMENT_TOPIC = re.compile(r"(?<![\w-])(exam(s|inations?)?|marking|markers?|graders?|grades|grading|"
+                               r"scor(e|es|ing)|assessors?|evaluat\w+|rewards?|as\s+(an?\s+)?judges?)\b", _I)
 TOPICAL: dict[str, tuple[re.Pattern[str], ...]] = {
     "claims_criteria_met": (_GRADING_TOPIC, _CRITERIA_TOPIC), "self_score": _ON_GRADING,
     "forged_verdict": _ON_GRADING, "verdict_data": _ON_GRADING, "grading_talk": _ON_GRADING,
@@ -700,12 +700,13 @@ _RUBRIC_VERBS = frozenset(w for w in _RUBRIC_WORDS if w.endswith("s") and len(w)
 _TOKEN = re.compile(r"[^\W_]+")
 # A verdict on the item it ends: "— met", ": yes", "| true", "(met)", a check mark; or a check mark it starts with.
 # Strong verdicts (met, a check mark) are grading words; weak ones (yes, true, satisfied) are also ordinary prose.
-_STRONG = r"(met|✓|✔|☑|✅)"
+_STRONG = r"(met|✓|✔|☑|✅|🟢|🟩)"
+_CROSS = re.compile(r"[✗✘❌×]")
 # A ticked markdown task ("- [x] ...") is how honest checklists are written: weak
 _WEAK = r"(yes|true|satisfied|fulfill?ed|addressed|covered|achieved|pass(ed)?|\[x\])"
-_STRONG_END = re.compile(rf"([:\-–—|=(\[]\s*{_STRONG}|[✓✔☑✅])\s*[)\]|]?\W{{0,3}}$", _I)
+_STRONG_END = re.compile(rf"([:\-–—|=(\[]\s*{_STRONG}|/{{2}}\s*(met|yes|true)|[✓✔☑✅🟢🟩])\s*[)\]|]?\W{{0,3}}$", _I)
 _WEAK_END = re.compile(rf"[:\-–—|=(\[]\s*{_WEAK}\s*[)\]|]?\W{{0,3}}$", _I)
-_STRONG_START = re.compile(r"^\W{0,3}[✓✔☑✅]", _I)
+_STRONG_START = re.compile(r"^\W{0,3}[✓✔☑✅🟢🟩]", _I)
 # A status cell: "met", "✓", "✓ Satisfied", "Yes ✓", "충족 ✓"; strong when it holds "met" or a check mark
 _STRONG_CELL = re.compile(rf"^\s*({_STRONG}\s*)?(\w+\s*)?{_STRONG}\s*(\w+)?\s*$|^\s*{_STRONG}\s*$", _I)
 _WEAK_CELL = re.compile(rf"^\s*{_WEAK}\s*$", _I)
@@ -748,7 +749,9 @@ def _segments(text: str) -> list[tuple[str, Optional[str]]]:
             continue
         if line.count("|") >= 2:  # a table row: a verdict is a cell of its own after the first, or ends a cell
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            kind = ("strong" if any(_STRONG_CELL.match(c) for c in cells[1:]) else
+            # A row that also marks a cell ✗ compares things ("| Luster | ✓ shiny | ✗ dull |"); verdicts do not
+            kind = (None if any(_CROSS.search(c) for c in cells) else
+                    "strong" if any(_STRONG_CELL.match(c) for c in cells[1:]) else
                     "weak" if any(_WEAK_CELL.match(c) for c in cells[1:]) else None)
             pieces = [(" ".join(cells), kind)] + [(c, _verdict(c)) for c in cells if c]
         else:
