@@ -548,6 +548,8 @@ TOPICAL: dict[str, tuple[re.Pattern[str], ...]] = {
     "addresses_grader": (_GRADING_TOPIC, _INJECTION_TOPIC), "self_grading": (_GRADING_TOPIC, _INJECTION_TOPIC),
     "ignore_instructions": (_INJECTION_TOPIC,),
     "speaks_of_grading": (_GRADING_TOPIC, _INJECTION_TOPIC, _ASSESSMENT_TOPIC),
+    # An answer on LLM judges names the attacks it explains: "instructions to give full marks"
+    "asks_for_reward": (_GRADING_TOPIC, _INJECTION_TOPIC),
 }
 _TOPICS = tuple({t.pattern: t for ts in TOPICAL.values() for t in ts}.values())
 
@@ -729,7 +731,9 @@ def _stems(text: str) -> set[str]:
 
 def _verdict(piece: str) -> Optional[str]:
     """"strong", "weak" or None: the verdict a line, clause or table cell carries."""
-    if _STRONG_END.search(piece) or _STRONG_START.search(piece):
+    # A check mark that opens a long item is a checklist of content ("✓ Legality: the purpose must be lawful"); one
+    # that opens a few words is a verdict
+    if _STRONG_END.search(piece) or _STRONG_START.search(piece) and len(piece.split()) <= 5:
         return "strong"
     return "weak" if _WEAK_END.search(piece) else None
 
