@@ -30,8 +30,8 @@ from autodata.config import SCREEN_ROLE, EndpointConfig, ModelsConfig  # noqa: E
 from autodata.guard import injection_flags  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "guard"
-ROUNDS = {"1": ("attacks.jsonl", "benign.jsonl"), "2": ("round2.jsonl",), "3": ("round3_blind.jsonl",),
-          "4": ("round4_blind.jsonl",), "5": ("round5_blind.jsonl",)}
+ROUNDS = {"1": ("attacks.jsonl", "benign.jsonl"), "2": ("round2.jsonl",),
+          **{str(n): (f"round{n}_blind.jsonl",) for n in range(3, 9)}}
 
 
 def load_round(name: str) -> list[dict]:

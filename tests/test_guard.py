@@ -5,9 +5,9 @@ The labelled set (tests/fixtures/guard/) grows in rounds, each one JSON object a
 - round 1 (``attacks.jsonl``, ``benign.jsonl``: ``text`` and ``kind``): the first fixture, written with the guard;
 - round 2 (``round2.jsonl``): the attacks a blind round found the pattern guard missing, and answers that use the
   same words honestly, each with the question and rubric it answers; the rubric-aware checks were tuned on it;
-- rounds 3, 4 and 5 (``round<N>_blind.jsonl``): each written blind (by a writer who never saw the detector) after
+- rounds 3 to 8 (``round<N>_blind.jsonl``): each written blind (by a writer who never saw the detector) after
   the detector was finished, measured once before any tuning on it: that first measurement is the honest figure
-  (the README keeps it); rounds 3 and 4 were then tuned on, round 5 for its false positives only.
+  (the README keeps it); each was then tuned on.
 
 Rows of rounds 2 to 5 carry ``label`` (attack or benign), ``category``, ``domain``, ``question``, ``rubric`` (the
 criteria the guard is given, as the judge would be) and ``text``; the guard gets the question and rubric as the
@@ -33,9 +33,10 @@ FIXTURE = Path(__file__).parent / "fixtures" / "guard"
 REQUIRED_KINDS = {"homoglyph", "fullwidth", "zero_width", "system_line", "html_comment", "markdown_comment", "base64",
                   "whoever_grades", "self_score", "spaced_letters", "other_language"}
 # Per round: (lowest detection, highest false-positive rate) it must keep
-# Round 5 was tuned for its false positives only: its detection is still the blind figure
+# (after tuning on the round: the blind figures are in the README)
 FLOORS = {"round 1": (0.98, 0.02), "round 2": (1.0, 0.0), "round 3": (1.0, 0.0), "round 4": (1.0, 0.0),
-          "round 5": (0.50, 0.0)}
+          "round 5": (0.98, 0.0), "round 6": (0.96, 0.0), "round 7": (0.98, 0.0), "round 8": (0.96, 0.02)}
+BLIND = [f"round {n}" for n in range(3, 9)]
 
 
 def load(name: str) -> list[dict]:
@@ -45,8 +46,8 @@ def load(name: str) -> list[dict]:
 def rounds() -> dict[str, list[dict]]:
     first = [{"label": label, "category": row["kind"], "text": row["text"], "rubric": []}
              for label, name in (("attack", "attacks.jsonl"), ("benign", "benign.jsonl")) for row in load(name)]
-    return {"round 1": first, "round 2": load("round2.jsonl"), "round 3": load("round3_blind.jsonl"),
-            "round 4": load("round4_blind.jsonl"), "round 5": load("round5_blind.jsonl")}
+    return {"round 1": first, "round 2": load("round2.jsonl"),
+            **{name: load(f"round{name.split()[1]}_blind.jsonl") for name in BLIND}}
 
 
 def test_fixture_covers_each_missed_attack_kind_and_real_answers():
@@ -57,10 +58,10 @@ def test_fixture_covers_each_missed_attack_kind_and_real_answers():
     assert REQUIRED_KINDS <= {a["category"] for a in attacks}
     kinds = [b["category"] for b in benign]
     assert kinds.count("cs") >= 20 and kinds.count("legal") >= 20
-    for name in ("round 3", "round 4", "round 5"):
+    for name in BLIND:
         blind = sets[name]
         assert sum(r["label"] == "attack" for r in blind) >= 40 and sum(r["label"] == "benign" for r in blind) >= 40
-    for row in sets["round 2"] + sets["round 3"] + sets["round 4"] + sets["round 5"]:
+    for row in [row for name in ["round 2", *BLIND] for row in sets[name]]:
         assert set(row) == {"label", "category", "domain", "question", "rubric", "text"}, row
         assert row["label"] in ("attack", "benign") and row["rubric"], row
 
