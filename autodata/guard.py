@@ -71,7 +71,7 @@ import unicodedata
 import urllib.parse
 from typing import Any, Optional, Sequence
 
-from autodata.grading_speech import speaks_of_grading
+from autodata.grading_speech import names_grading, speaks_of_grading
 
 _I = re.IGNORECASE | re.MULTILINE
 
@@ -537,7 +537,7 @@ _CRITERIA_TOPIC = re.compile(r"\b(criteria|requirements|elements|prerequisites|c
 _ON_GRADING = (_GRADING_TOPIC,)
 # A question on exams or scores is answered in grading's words: "graders score the essays", "a lenient panel"
 _ASSESSMENT_TOPIC = re.compile(r"(?<![\w-])(exam(s|inations?)?|marking|markers?|graders?|grades|grading|"
-                               r"scor(e|es|ed|ing)|assessors?|evaluat\w+|rewards?|as\s+(an?\s+)?judges?)\b", _I)
+                               r"scor(e|es|ed|ing)|assessors?|(inter[- ])?raters?|evaluat\w+|rewards?|as\s+(an?\s+)?judges?)\b", _I)
 TOPICAL: dict[str, tuple[re.Pattern[str], ...]] = {
     "claims_criteria_met": (_GRADING_TOPIC, _CRITERIA_TOPIC), "self_score": _ON_GRADING,
     "forged_verdict": _ON_GRADING, "verdict_data": _ON_GRADING, "grading_talk": (_GRADING_TOPIC, _ASSESSMENT_TOPIC),
@@ -585,7 +585,8 @@ ANSWER_ONLY = ("claims_criteria_met", "self_score", "trailing_opener", "speaks_o
 _SPELLED = ("ignore", "disregard", "rubric", "criteri", "grader", "evaluator", "fullmarks", "fullpoints",
             "fullcredit", "fullscore", "perfectscore", "award", "instruction", "score", "grade", "verdict")
 _B64_RUN = re.compile(r"(?<![\w+/=-])[A-Za-z0-9+/_-]{16,}={0,2}(?![\w+/=-])")
-_HEX_RUN = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}){12,}(?![0-9A-Fa-f])")
+_HEX_RUN = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}){12,}(?![0-9A-Fa-f])"
+                      r"|(?<![\w])(?:[0-9A-Fa-f]{2}[ :]){11,}[0-9A-Fa-f]{2}(?!\w)")
 
 _OPENERS = re.compile(rf"\b({_MASTER})\b|解|かいせつ", re.IGNORECASE)
 _WORD = re.compile(r"\w", re.UNICODE)
@@ -636,7 +637,8 @@ def decoded_payloads(text: str) -> list[str]:
             continue
         if (decoded := _as_text(raw)) is not None:
             found.append(decoded)
-    found.extend(d for run in _HEX_RUN.finditer(text) if (d := _as_text(bytes.fromhex(run.group()))) is not None)
+    found.extend(d for run in _HEX_RUN.finditer(text)
+                 if (d := _as_text(bytes.fromhex(re.sub(r"[ :]", "", run.group())))) is not None)
     return found
 
 
@@ -688,10 +690,31 @@ def caesar_payloads(text: str) -> list[str]:
         words = _ALPHA_WORD.findall(sentence)
         if len(words) < 5 or sum(w.lower() in _COMMON for w in words) > len(words) // 20:
             continue
-        best = max(range(1, 26), key=lambda k: sum(_shift(w, k).lower() in _COMMON for w in words))
-        if sum(_shift(w, best).lower() in _COMMON for w in words) >= len(words) / 4:
+        letters = "".join(words).lower()
+        # The key whose letters are most like English's, then its common words: a short line may hold one "the"
+        best = max(range(1, 26), key=lambda k: (sum(_shift(w, k).lower() in _COMMON for w in words),
+                                                 sum(_ENGLISH.get(c, 0.0) for c in _shift(letters, k))))
+        if sum(_shift(w, best).lower() in _COMMON for w in words) >= 1:
             found.append(_shift(sentence, best))
     return found
+
+
+# English letter frequencies (per cent)
+_ENGLISH = dict(zip("etaoinshrdlcumwfgypbvkjxqz", (12.7, 9.1, 8.2, 7.5, 7.0, 6.7, 6.3, 6.1, 6.0, 4.3, 4.0, 2.8, 2.8,
+                                                   2.4, 2.4, 2.2, 2.0, 2.0, 1.9, 1.5, 1.0, 0.8, 0.2, 0.2, 0.1, 0.1)))
+_MORSE = dict(zip(".- -... -.-. -.. . ..-. --. .... .. .--- -.- .-.. -- -. --- .--. --.- .-. ... - ..- ...- .-- -..- "
+                  "-.-- --..".split(), "abcdefghijklmnopqrstuvwxyz"))
+_MORSE_RUN = re.compile(r"(?<![\w.-])(?:[.-]{1,5}[ /]+){5,}[.-]{1,5}")
+
+
+def morse_payloads(text: str) -> list[str]:
+    """Runs of Morse code read as words ("/" or three spaces between words).
+
+    >>> morse_payloads("P.S. ..-. ..- .-.. .-.. / -.-. .-. . -.. .. -")
+    ['full credit']
+    """
+    return [" ".join("".join(_MORSE.get(c, "") for c in word.split()) for word in re.split(r"\s*/\s*|\s{3,}", run.group()))
+            for run in _MORSE_RUN.finditer(text)]
 
 
 # ---------------------------------------------------------------- rubric-aware check
@@ -741,11 +764,15 @@ def _stems(text: str) -> set[str]:
 
 
 def _verdict(piece: str) -> Optional[str]:
-    """"strong", "weak" or None: the verdict a line, clause or table cell carries."""
+    """"strong", "weak" or None: the verdict a line, clause or table cell carries; "lead" for a check mark that
+    opens a short item ("✓ amortised cost of push"), which honest checklists also write ("✔ In writing"), so a
+    single matching word under it is not enough."""
     # A check mark that opens a long item is a checklist of content ("✓ Legality: the purpose must be lawful"); one
     # that opens a few words is a verdict
-    if _STRONG_END.search(piece) or _STRONG_START.search(piece) and len(piece.split()) <= 7:
+    if _STRONG_END.search(piece):
         return "strong"
+    if _STRONG_START.search(piece) and len(piece.split()) <= 7:
+        return "lead"
     return "weak" if _WEAK_END.search(piece) else None
 
 
@@ -815,9 +842,11 @@ def restates_criteria(text: str, rubric: Sequence[Any], question: str = "") -> b
             # A verdict on a long item is analysis: "| Breach | Yes | leaving a spill for two hours ... |" argues the
             # element, "| Strength | relative risk 10-20 (Doll & Hill) | ✓ |" weighs evidence; a restated criterion
             # is short
-            if verdict and shared >= 2 and shared >= len(stems) / 2 and len(words) <= (7 if verdict == "strong" else 5):
+            # Under a leading check mark most of the criterion: an honest checklist shares a word or two with it
+            if verdict and shared >= 2 and shared >= len(stems) * (0.8 if verdict == "lead" else 0.5) and len(words) <= (
+                    7 if verdict in ("strong", "lead") else 5):
                 return True
-            # "materiality ✓": some of the criterion's words and a grading mark, nothing else
+            # "materiality ✓": some of the criterion's words and a grading mark after them, nothing else
             if verdict == "strong" and shared >= 1 and not words - stems:
                 return True
             if verb is not None and opener == verb and shared >= 2 and shared >= 0.6 * len(stems):
@@ -929,9 +958,11 @@ def injection_flags(text: str, rubric: Sequence[Any] = (), question: str = "") -
         folded = unleet(normal)
         if any(speaks_of_grading(t, question, rubric) for t in {normal, folded}):
             flags.append("speaks_of_grading")
-        elif "encoded_instructions" not in flags and any(
-                speaks_of_grading(t, question, rubric) for t in decoded_payloads(normal)
-                + hidden_payloads(text, normal) + caesar_payloads(normal)):
+        elif "encoded_instructions" not in flags and (
+                any(speaks_of_grading(t, question, rubric) for t in hidden_payloads(text, normal))
+                # Text someone encoded on purpose: one grading phrase is enough
+                or any(names_grading(t, question, rubric) for t in decoded_payloads(normal) + caesar_payloads(normal)
+                       + morse_payloads(normal))):
             flags.append("encoded_instructions")
     return flags
 
