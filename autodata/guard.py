@@ -27,6 +27,9 @@ What the checks catch:
 - with the rubric the judge will use (``injection_flags(text, rubric)``): a
   criterion written out with a verdict on it, fuzzily matched on its content
   words, or opened with the criterion's own verb (``restates_criteria``);
+- sentences about the grading whatever their phrasing (``speaks_of_grading``,
+  ``autodata/grading_speech.py``): words of assessment the question does not use,
+  pointed at this answer or at a reader asked to act, in twelve languages;
 - "master keys" (Zhao et al., "One Token to Fool LLM-as-a-Judge", 2025): answers
   that are only a reasoning opener or punctuation ("Thought process:",
   "Solution", ":"), which generative judges were shown to accept as correct, and
@@ -35,7 +38,9 @@ What the checks catch:
 Every check runs on ``normalise(text)``: NFKC (fullwidth and styled letters
 become ASCII), zero-width and control characters removed, Cyrillic and Greek
 look-alikes inside Latin words mapped to Latin, spaced-out letters joined; and
-again with leetspeak read as letters (``unleet``). The patterns name grading
+again with leetspeak read as letters (``unleet``); and on what the text hides:
+base64, hex, Morse, Unicode tags, ROT13, any Caesar shift, reversal and the
+initials of its lines. The patterns name grading
 vocabulary (rubric, criteria, grader, full marks) and what it points at, rather
 than words that real answers use ("the evaluator visits nodes", "all
 requirements are met", "the system call", "the judge should award damages", a

@@ -199,3 +199,14 @@ def test_grading_words_are_the_topic_when_the_question_is_about_grading():
 ])
 def test_what_the_pattern_guard_missed_before(text, flag):
     assert flag in injection_flags(text), injection_flags(text)
+
+
+def test_module_doctests():
+    import doctest
+
+    import autodata.grading_speech
+    import autodata.guard
+
+    for module in (autodata.guard, autodata.grading_speech):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
