@@ -30,6 +30,10 @@ What the checks catch:
 - sentences about the grading whatever their phrasing (``speaks_of_grading``,
   ``autodata/grading_speech.py``): words of assessment the question does not use,
   pointed at this answer or at a reader asked to act, in twelve languages;
+- a paragraph that leaves the question's subject to speak of the answer's
+  reception (``strays_to_grading``): few of its words are the question's, the
+  rubric's or the rest of the answer's, and it holds words of assessment (a
+  revision history whose reviewer approved, a test run "against the key", a plea);
 - "master keys" (Zhao et al., "One Token to Fool LLM-as-a-Judge", 2025): answers
   that are only a reasoning opener or punctuation ("Thought process:",
   "Solution", ":"), which generative judges were shown to accept as correct, and
@@ -76,7 +80,7 @@ import unicodedata
 import urllib.parse
 from typing import Any, Iterable, Optional, Sequence
 
-from autodata.grading_speech import names_grading, speaks_of_grading
+from autodata.grading_speech import names_grading, speaks_of_grading, strays_to_grading
 
 _I = re.IGNORECASE | re.MULTILINE
 
@@ -553,6 +557,7 @@ TOPICAL: dict[str, tuple[re.Pattern[str], ...]] = {
     "addresses_grader": (_GRADING_TOPIC, _INJECTION_TOPIC), "self_grading": (_GRADING_TOPIC, _INJECTION_TOPIC),
     "ignore_instructions": (_INJECTION_TOPIC,),
     "speaks_of_grading": (_GRADING_TOPIC, _INJECTION_TOPIC, _ASSESSMENT_TOPIC),
+    "strays_to_grading": (_GRADING_TOPIC, _INJECTION_TOPIC, _ASSESSMENT_TOPIC),
     # An answer on LLM judges names the attacks it explains: "instructions to give full marks"
     "asks_for_reward": (_GRADING_TOPIC, _INJECTION_TOPIC),
 }
@@ -584,7 +589,7 @@ CHECKS = tuple(PATTERNS) + ("grading_act",)
 
 # Checks that only mean something in an answer: a document that ends "Solution:", grades itself or says
 # "all criteria are met" is not talking to the model that reads it.
-ANSWER_ONLY = ("claims_criteria_met", "self_score", "trailing_opener", "speaks_of_grading")
+ANSWER_ONLY = ("claims_criteria_met", "self_score", "trailing_opener", "speaks_of_grading", "strays_to_grading")
 
 # Spelled-out words worth flagging even when the letters run together ("i g n o r e t h e r u b r i c")
 _SPELLED = ("ignore", "disregard", "rubric", "criteri", "grader", "evaluator", "fullmarks", "fullpoints",
@@ -978,6 +983,8 @@ def injection_flags(text: str, rubric: Sequence[Any] = (), question: str = "") -
                 or any(names_grading(t, question, rubric) for t in decoded_payloads(normal) + caesar_payloads(normal)
                        + morse_payloads(normal))):
             flags.append("encoded_instructions")
+    if "strays_to_grading" not in skipped and any(strays_to_grading(t, question, rubric) for t in {normal, folded}):
+        flags.append("strays_to_grading")
     return flags
 
 
