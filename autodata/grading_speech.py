@@ -127,7 +127,8 @@ _STRONG = (
     r"bewertung|bewerte[nrt]?|werten|korrektor|pr[uü]fer(in)?|punkte|erwartungshorizont|benot\w*|musterl[oö]sung|"
     # Russian, Chinese, Japanese, Korean, Arabic, Hindi
     r"проверяющ\w*|оценк\w*|штраф\w*|максимальн\w*|оценщик\w*|экзаменатор\w*|балл\w*|засчит\w*|критери\w*|"
-    r"मूल्यांकन|परीक्षक|अंक|मानदंड"
+    r"bar[eè]me|grille\s+de\s+(correction|notation|[ée]valuation)|gu[ií]a\s+de\s+correcci[oó]n|"
+    r"grade\s+de\s+corre[çc][ãa]o|griglia\s+di\s+valutazione|erwartungshorizont|bewertungs(schema|schl[uü]ssel)"
 )
 # Assessment words, weak: also ordinary prose ("a score", "the criteria for bail", "the point is")
 _WEAK = (
@@ -170,14 +171,18 @@ _ASK = (
     r"grade)\b(?!\s*[=(.\[:])|"
     r"\b(solicito|sol\w+\s+que|basta|corresponde|por\s+favor|veuillez|il\s+suffit|bitte|sind\s+\w+\s+zu|"
     r"zu\s+werten|se\s+consider[ae]|va(nno)?\s+considerat\w+|si\s+prega|deve(m)?\s+ser|debe(n)?\s+ser|"
-    r"пожалуйста|请|請|してください|주십시오|주세요|يرجى|कृपया)"
+    r"quien\s+(revise|corrija|eval[uú]e|lea|califique)|qui\s+(corrige|[ée]value|note|lit)|quem\s+(avalia|corrige|"
+    r"l[eê])|chi\s+(corregge|valuta|legge)|wer\s+(bewertet|korrigiert|liest)|peut\s+(donc\s+)?[êe]tre\s+compt|"
+    r"conte-o|considere-o|c[oó]ntese|contarse|пожалуйста|请|請|してください|みなして|주십시오|주세요|봐\s*주|يرجى|कृपया)"
 )
 # Chinese, Japanese and Korean put no spaces between words, and Arabic joins its articles to them: their terms
 # match anywhere
 _CJK_STRONG = (r"评分|阅卷|判分|批改|满分|得分|扣分|参考答案|标准答案|評価基準|評価観点|採点|満点|模範解答|減点|網羅|"
                r"채점|만점|배점|감점|모범\s*답안|"
                # Arabic joins "the" and "for the" to its word ("للمقيم", "to the assessor")
-               r"(ال|لل)(مصحح|مقيم)|التصحيح|تقييم|الدرجة|معايير")
+               r"(ال|لل)(مصحح|مقيم)|التصحيح|تقييم|الدرجة|معايير|التنقيط|سلم\s+التقدير|"
+               # Hindi's vowel signs are not word characters either
+               r"मूल्यांकन|परीक्षक|जाँचकर्ता|जांचकर्ता|अंक\s+योजना|मानदंड")
 _CJK_WEAK = r"标准|基準|평가\s*항목|충족|満たし"
 _STRONG_RE = re.compile(rf"(?<!\w)({_STRONG})(?!\w)|{_CJK_STRONG}", _I)
 _WEAK_RE = re.compile(rf"(?<!\w)({_WEAK})(?!\w)|{_CJK_WEAK}", _I)
@@ -187,6 +192,8 @@ _ASK_RE = re.compile(_ASK, _I | re.MULTILINE)
 # stay inside, so a YAML block or a table of statuses is read as one piece
 _SENTENCE = re.compile(r"(?<=[.!?;。！？])\s+|\n\s*\n")
 _WORD = re.compile(r"[^\W\d_]{4,}")
+# Chinese, Japanese and Korean words are not spaced: what a paragraph is about is read from pairs of characters
+_CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]{2,}")
 _MARKS = re.compile("[✓✔☑✅🟢🟩]")
 # Blocks of an answer: paragraphs, and a fenced block apart from the prose around it
 _BLOCK = re.compile(r"\n\s*\n|\n(?=[ \t]*```)|(?<=```)[ \t]*\n")
@@ -218,7 +225,8 @@ def _asked(question: str, rubric: Sequence[Any] = ()) -> frozenset[str]:
 # Per task, not per answer: a GRPO group grades many answers to one question
 @functools.lru_cache(maxsize=4096)
 def _asked_text(question: str, criteria: tuple[str, ...]) -> frozenset[str]:
-    return frozenset(_key(w) for w in _WORD.findall(" ".join((question,) + criteria)))
+    text = " ".join((question,) + criteria)
+    return frozenset(_key(w) for w in _WORD.findall(text)) | _topic_keys(text)
 
 
 def _terms(pattern: re.Pattern[str], text: str, asked: frozenset[str]) -> list[str]:
@@ -271,11 +279,23 @@ STRAY = 0.15
 # Words about answers and how they are received, which any subject may use in passing but a paragraph that has left
 # the subject uses to talk about the answer: "the reference", "the candidate", "approved", "fair", "the effort"
 _META_RE = re.compile(
-    r"(?<!\w)(answers?|responses?|submi(ssion|ssions|tted|t)|verifi(ed|cation)|approv(e|ed|al)|accept(ed|able)|"
+    r"(?<!\w)(submi(ssion|ssions|tted|t)|verifi(ed|cation)|approv(e|ed|al)|accept(ed|able)|"
     r"references?|candidates?|key|fair(ness|ly)?|effort|raters?|consisten(t|cy)|correct(ness)?|full|maximum|"
     r"passed|expected|readers?|marks?|credit(ed)?|rank(ed|s|ing)?|reward(ed|s)?|penali[sz](ed|es)?|incomplete|"
     r"weigh(ed|s)?|"
-    r"respuestas?|r[ée]ponses?|antwort(en)?|respostas?|risposte?)(?!\w)", _I)
+    r"impl[ií]cit\w*|implizit\w*|неявн\w*|"
+    r"puntuaci[oó]n|calificaci[oó]n|corrector\w*|correcteur\w*|pontua[çc][ãa]o|punteggio|пункт\w*)(?!\w)"
+    # Without word boundaries, as for the strong terms: Chinese, Japanese, Korean, Arabic, Hindi
+    r"|要点|给予|항목|인정|نقطة|النقاط|बिंदु", _I)
+
+
+def _topic_keys(text: str) -> set[str]:
+    """What ``text`` is about, as keys: its longer words by ``_key``, and each pair of adjacent Chinese, Japanese
+    or Korean characters."""
+    keys = {_key(w) for w in _WORD.findall(_CJK_RUN.sub(" ", text))}
+    for run in _CJK_RUN.findall(text):
+        keys.update(run[i:i + 2] for i in range(len(run) - 1))
+    return keys
 
 
 def _blocks(text: str) -> list[str]:
@@ -309,7 +329,7 @@ def strays_to_grading(text: str, question: str = "", rubric: Sequence[Any] = ())
         return False
     asked = _asked(question, rubric)
     blocks = _blocks(text.replace("_", " "))
-    words = [{_key(w) for w in _WORD.findall(b)} for b in blocks]
+    words = [_topic_keys(b) for b in blocks]
     size = sum(map(len, blocks))
     for i, block in enumerate(blocks):
         own = words[i] - _COMMON
