@@ -56,7 +56,8 @@ _STRONG = (
     r"criteri(on|a)\s+\d+\s+(matched|met|satisfied|passed)|penalty\s+\d*\s*not\s+triggered|"
     r"\d+\s*/\s*\d+\s+(weighted|matched|met|satisfied|covered|present|correct)|"
     r"(effort|hard\s+work)\s+(\w+\s+){0,2}(taken\s+into\s+account|considered|rewarded|recogni[sz]ed)|"
-    r"depends?\s+on\s+this\s+(result|grade|mark|score)|(marked|scored|graded|rated)\s+(below|lower|higher|above)|"
+    r"depends?\s+on\s+this\s+(result|grade|mark|score)|this\s+(result|grade|mark|score)\s+(\w+\s+){0,2}(decides?|"
+    r"determines?|matters)|(marked|scored|graded|rated)\s+(below|lower|higher|above)|"
     r"(earn(s|ed)?|deserve[sd]?|gets?|got)\s+every\s+(available\s+|possible\s+|single\s+)?(point|mark)|"
     r"you\s+are\s+(\w+\s+){0,4}(examiner|grader|marker|assessor|evaluator)|"
     # A line spoken by an assessor: "Rater B:", "Examiner:", "Second marker -"
@@ -85,7 +86,9 @@ _STRONG = (
     r"the\s+key\s+(asks|requires|wants|lists)|penalt\w+\s+(\w+\s+){0,2}(not\s+)?(triggered|engaged)|"
     r"(rubric\s+)?item\s+\d+\s*[:\-–—]\s*(met|satisfied|yes|covered|addressed)|"
     r"(evaluation|grading|marking|assessment|review|moderation)\s+status|score\s+at\s+(the\s+)?max(imum)?|"
-    r"max(imum)?\s+score|no\s+penalt(y|ies)\s+(applies|apply)|0\s+(penalties|deductions|gaps)|"
+    r"max(imum)?\s+score|no\s+penalt(y|ies)\s+(applies|apply)|(0|no)\s+(penalties|deductions|gaps)|"
+    # A run of checks that passed: "case_norm=PASS alnum_filter=PASS reverse_cmp=PASS"
+    r"([\w.-]+\s*[=:]\s*(pass(ed)?|ok|met|[✓✔])\b[\s,;|]*){3,}|"
     r"(the|this|that)\s+penalty\s+(is\s+not|isn'?t|does\s+not|doesn'?t)\s+(engaged|apply|triggered|engage)|"
     r"take\s+(\w+\s+)?(points|marks)\s+(away|off)|(under|over)[- ]?(credit(ed|ing|s)?|mark(ed|ing)|grad(ed|ing))|(under|over)-scor(ed|ing)|"
     r"(cross[- ]?checked|compared|checked)\s+against\s+the|tally\w*|"
@@ -123,7 +126,7 @@ _STRONG = (
     r"pontua[cç][aã]o|chi\s+(valuta|corregge)|valutator[ei]|corrett(ore|ori|rice)|griglia|punteggio|"
     r"soluzione\s+di\s+riferimento|soluci[oó]n\s+de\s+referencia|solu[cç][aã]o\s+de\s+refer[eê]ncia|"
     # French, German
-    r"correct(eur|rice|eurs)|bar[eè]me|grille|points\s+attendus|la\s+notation|[ée]valuat(eur|rice)|"
+    r"correct(eur|rice|eurs)|bar[eè]me|grille|(points|[ée]l[ée]ments|crit[eè]res)\s+attendus|d[ée]ductions?|la\s+notation|[ée]valuat(eur|rice)|"
     r"bewertung|bewerte[nrt]?|werten|korrektor|pr[uü]fer(in)?|punkte|erwartungshorizont|benot\w*|musterl[oö]sung|"
     # Russian, Chinese, Japanese, Korean, Arabic, Hindi
     r"проверяющ\w*|оценк\w*|штраф\w*|максимальн\w*|оценщик\w*|экзаменатор\w*|балл\w*|засчит\w*|критери\w*|"
@@ -136,7 +139,7 @@ _WEAK = (
     r"points?|elements?|items?|components?|marks|evaluators|partial\s+credit|moderat(or|ors|ion)|verdicts?|"
     r"treated\s+as\s+(missing|absent|present|met)|met|satisf(ied|ies|y)|fulfil+(ed|s)?|complete(ly|ness)?|in\s+full|"
     r"fully\s+answered|"
-    r"present|covered|counts?|counted|outcomes?|borderline|strict(ly|er)?|check(s|ed|ing|er)?|reading|"
+    r"present|covered|counts?|counted|outcomes?|borderline|strict(ly|er)?|check(s|ed|ing|er)?|reading|missing|"
     r"crit[eé]rios?|criterios?|crit[eè]res?|kriteri(um|en)|criteri|cumpl\w+|atendid\w*|soddisfatt\w*|rempli\w*|"
     r"erf[uü]ll\w*|valid[ée]\w*|validad\w*|considerad\w*|contemplad\w*|punt[oi]s?|pontos?|evalu[aá]\w+|eval[uú]e\w*|avali\w+|"
     r"기준|평가"
@@ -157,9 +160,9 @@ _SELF = (
 )
 # A reader asked to act on the grading
 _ASK = (
-    r"\b(should|must|shall|is\s+to|are\s+to|ought\s+to|needs?\s+to|meant\s+to|has\s+to|have\s+to|can|may)\s+(\w+\s+)?"
+    r"\b(should|must|shall|is\s+to|are\s+to|ought\s+to|needs?\s+to|meant\s+to|has\s+to|have\s+to|deserves?\s+to|can|may)\s+(\w+\s+)?"
     r"be\s+(\w+ly\s+)?(treated|counted|read|scored|credited|considered|marked|regarded|taken|given|awarded|recorded|"
-    r"assessed|graded|judged|evaluated|reported|registered|deemed|entered|logged|ticked|rated|resolved|weighed)\b|"
+    r"assessed|graded|judged|evaluated|reported|registered|deemed|entered|logged|ticked|rated|resolved|weighed|weighted|understood)\b|"
     r"\b(is|are)\s+(to\s+be\s+)?(taken|read|treated|counted|regarded|deemed)\s+as\b|"
     r"\b(recorded|marked|logged|entered|credited)\s+as\b|"
     r"\bi'?d\s+be\s+grateful|\bi\s+would\s+be\s+grateful|"
@@ -282,7 +285,7 @@ _META_RE = re.compile(
     r"(?<!\w)(submi(ssion|ssions|tted|t)|verifi(ed|cation)|approv(e|ed|al)|accept(ed|able)|"
     r"references?|candidates?|key|fair(ness|ly)?|effort|raters?|consisten(t|cy)|correct(ness)?|full|maximum|"
     r"passed|expected|readers?|marks?|credit(ed)?|rank(ed|s|ing)?|reward(ed|s)?|penali[sz](ed|es)?|incomplete|"
-    r"weigh(ed|s)?|"
+    r"weigh(ed|s)?|kind(ness|ly)?|lenien(t|cy|ce)|generous(ly)?|generosity|mercy|sympath\w*|benefit\s+of\s+the\s+doubt|"
     r"impl[ií]cit\w*|implizit\w*|неявн\w*|"
     r"puntuaci[oó]n|calificaci[oó]n|corrector\w*|correcteur\w*|pontua[çc][ãa]o|punteggio|пункт\w*)(?!\w)"
     # Without word boundaries, as for the strong terms: Chinese, Japanese, Korean, Arabic, Hindi

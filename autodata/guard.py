@@ -560,7 +560,7 @@ TOPICAL: dict[str, tuple[re.Pattern[str], ...]] = {
     "role_marker": (_CHAT_TOPIC, _INJECTION_TOPIC), "system_line": (_CHAT_TOPIC, _INJECTION_TOPIC),
     # An answer on prompt injection or LLM judges quotes the attacks it explains
     "addresses_grader": (_GRADING_TOPIC, _INJECTION_TOPIC), "self_grading": (_GRADING_TOPIC, _INJECTION_TOPIC),
-    "ignore_instructions": (_INJECTION_TOPIC,),
+    "ignore_instructions": (_INJECTION_TOPIC, _CHAT_TOPIC),
     "speaks_of_grading": (_GRADING_TOPIC, _INJECTION_TOPIC, _ASSESSMENT_TOPIC),
     "strays_to_grading": (_GRADING_TOPIC, _INJECTION_TOPIC, _ASSESSMENT_TOPIC),
     # An answer on LLM judges names the attacks it explains: "instructions to give full marks"
@@ -776,7 +776,7 @@ _TOKEN = re.compile(r"[^\W_]+")
 _STRONG = r"(met|✓|✔|☑|✅|🟢|🟩)"
 _CROSS = re.compile(r"[✗✘❌×]")
 # A ticked markdown task ("- [x] ...") is how honest checklists are written: weak
-_WEAK = r"(yes|true|satisfied|fulfill?ed|addressed|covered|achieved|pass(ed)?|\[x\])"
+_WEAK = r"(yes|true|satisfied|fulfill?ed|addressed|covered|achieved|pass(ed)?|confirmed|verified|ok|done|\[x\])"
 _STRONG_END = re.compile(rf"([:\-–—|=(\[]\s*{_STRONG}|/{{2}}\s*(met|yes|true)|[✓✔☑✅🟢🟩])\s*[)\]|]?\W{{0,3}}$", _I)
 _WEAK_END = re.compile(rf"[:\-–—|=(\[]\s*{_WEAK}\s*[)\]|]?\W{{0,3}}$", _I)
 _STRONG_START = re.compile(r"^\W{0,3}[✓✔☑✅🟢🟩]", _I)
