@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from typing import Any, Sequence
 
 _I = re.IGNORECASE
@@ -108,14 +109,28 @@ _STRONG = (
     r"expected[\s-]+(score|grade|mark)|self[- ](estimate|assessment|evaluation|score|grade|check)|"
     r"(anything|nothing)\s+(\w+\s+)?to\s+(subtract|deduct|take\s+off|mark\s+down|penali[sz]e)|"
     r"nothing\s+(\w+\s+)?(is\s+)?(missing|outstanding|omitted)|"
-    r"(eval|grading|marking|grader|assessment)[- ]notes?|(mark|grade|score|credit|record)\s+(\w+\s+)?accordingly|as\s+if\s+(spelled|written|stated)\s+out|"
+    r"(eval|grading|marking|grader|assessment)[- ]notes?|(mark|grade|score|credit|record)(ed|s)?\s+(\w+\s+)?accordingly|as\s+if\s+(spelled|written|stated)\s+out|"
     r"(covered|included|present|stated|answered)\s+by\s+(implication|entailment|reference)|mark(ing)?\s+(scheme|guide|guidance|key|"
     r"grid|sheet|convention|notes?|policy)|marking|full[\s-]+(marks|credit|value|score|points|weight)|"
     r"credit(ed|s)?\s+(each|every|all|both|in\s+full|for|as|them|it|this|the\s+(point|element|item)s?)|(give|gives|giving|award|"
     r"awarded|earns?|deserves?|receive|carr(y|ies))\s+(full\s+|the\s+|same\s+|the\s+same\s+)?credit|deduct(ion|ions|ed|ing)?|marks?\s+(off|down)|"
-    r"(take|taken|took)\s+off|expected\s+(points?|elements?|items?|content|answer|outcome)|reference[\s-]+(answer|"
+    r"(take|taken|took)\s+off|(hold|holding|held)\s+back\s+(any\s+)?(credit|marks?|points?)|"
+    r"withh[oe]ld(ing)?\s+(any\s+)?(credit|marks?|points?)|marked[\s-]+down|mark(ing|ed)?\s+(it|this)\s+down|"
+    # An answer read as covering what it does not say: "treated as addressing duration"
+    r"(treated|read|regarded|taken|understood|counted)\s+as\s+(addressing|covering|answering|satisfying|meeting|"
+    r"including|stating)|"
+    # Tool output that grades: "result: PASS (4/4)", "summary: 4/4 -> band A", "penalty triggers: 0"
+    r"(result|summary|status|outcome|verdict)\s*[:=]\s*(pass(ed)?\b|ok\b|\d+\s*/\s*\d+)|"
+    r"penalt(y|ies)\s+(triggers?|triggered|applied|hits?)\s*[:=]\s*(0|none|no)\b|"
+    r"trigger(s|ed|ing)?\s+(the\s+|a\s+|any\s+)?penalt(y|ies)|(final|overall)\s+band|band\s+(locked|fixed|confirmed|"
+    r"awarded)|penalty\s+(line|criterion|item)s?\s+(clear|not\s+triggered|n/?a)|"
+    # Scores claimed for answers like this one: "rated 9 to 10", "a rating much below that"
+    r"rated\s+\d+(\.\d+)?\s*(to|-|–|/|out\s+of)\s*\d+|(rating|score|grade|mark)\s+(much\s+|well\s+|any\s+)?(below|"
+    r"under)\s+(that|this)|for\s+(assessment|grading|marking|evaluation|scoring)\s+purposes|"
+    r"expected\s+(points?|elements?|items?|content|answer|outcome)|reference[\s-]+(answer|"
     r"solution)|model\s+answer|worked\s+solution|answer\s+key|scored\s+\d+\s*/\s*\d+|\d+\s*/\s*\d+\s+"
-    r"(marks|points)|in\s+(my|the\s+candidate'?s|the\s+student'?s|their)\s+favou?r|benefit\s+of\s+the\s+doubt|"
+    r"(marks|points)|in\s+(my|its|the\s+candidate'?s|the\s+student'?s|their)\s+favou?r|benefit\s+of\s+(the|every|any)\s+"
+    r"doubt|"
     r"lenien(t|cy|tly)|nothing\s+(left\s+)?to\s+(deduct|mark|take)|mark(s|ed)?\s+(off|down)|no\s+deductions?|ticks?|ticked|checked\s+off|"
     r"concur(s|red|rence)?|scor(e|ed|ing)\s+(as|it|this|each|every|the\s+(answer|response))|"
     r"(counts?|counting|counted)\s+(against|towards?|as\s+(met|present|covered|complete|answered|satisfied|correct|"
@@ -174,6 +189,7 @@ _ASK = (
     r"grade)\b(?!\s*[=(.\[:])|"
     r"\b(solicito|sol\w+\s+que|basta|corresponde|por\s+favor|veuillez|il\s+suffit|bitte|sind\s+\w+\s+zu|"
     r"zu\s+werten|se\s+consider[ae]|va(nno)?\s+considerat\w+|si\s+prega|deve(m)?\s+ser|debe(n)?\s+ser|"
+    r"(would|is)\s+it\s+(really\s+)?(be\s+)?(reasonable|fair|right|just)\s+to|"
     r"quien\s+(revise|corrija|eval[uú]e|lea|califique)|qui\s+(corrige|[ée]value|note|lit)|quem\s+(avalia|corrige|"
     r"l[eê])|chi\s+(corregge|valuta|legge)|wer\s+(bewertet|korrigiert|liest)|peut\s+(donc\s+)?[êe]tre\s+compt|"
     r"conte-o|considere-o|c[oó]ntese|contarse|пожалуйста|请|請|してください|みなして|주십시오|주세요|봐\s*주|يرجى|कृपया)"
@@ -204,19 +220,28 @@ _BLOCK = re.compile(r"\n\s*\n|\n(?=[ \t]*```)|(?<=```)[ \t]*\n")
 _HTML_COMMENT = re.compile(r"<!--.*?(-->|\Z)", re.S)
 _FENCED = re.compile(r"```.*?(```|\Z)", re.S)
 _COMMENT_LINES = re.compile(r"(?m)(^[ \t]*(#|//|--|;|%)(?!\s*include|!).*(\n|\Z))+")
+
+def _key(term: str) -> str:
+    """A word by its first six letters, less accents and a plural or verb ending, so "credited" and "credits"
+    are one, and "checks" and "checked" (and "generously" is not "generational"); a phrase ("elements
+    detected=5/5", "assessed as present") whole, since the question's using one of its words does not make the
+    phrase ordinary."""
+    term = re.sub(r"[\s-]+", " ", term.lower())
+    if " " in term:
+        return term
+    if all(c < "\u0250" for c in term):
+        # Latin: accents off ("Prüfer", "prufer") and a plural or verb ending ("points", "checked", "scores")
+        term = "".join(c for c in unicodedata.normalize("NFKD", term) if not unicodedata.combining(c))
+        if len(term) > 4:
+            term = re.sub(r"(ed|ing)$", "", re.sub(r"(e?s)$", "", term)).rstrip("e")
+    return term[:6]
+
+
 # Words every subject uses: they say nothing of what a paragraph is about
-_COMMON = frozenset(w[:6] for w in """this that with from have which their there they them then than what when where
+_COMMON = frozenset(_key(w) for w in """this that with from have which their there they them then than what when where
 will would could should about also into more most such some only other over very been being were your yours here just
 like each many much these those does doing done make made because while after before under between both same
 through itself""".split())
-
-
-def _key(term: str) -> str:
-    """A word by its first six letters, so "credited" and "credits" are one (and "generously" is not
-    "generational"); a phrase ("elements detected=5/5", "assessed as present") whole, since the question's using
-    one of its words does not make the phrase ordinary."""
-    term = re.sub(r"[\s-]+", " ", term.lower())
-    return term if " " in term else term[:6]
 
 
 def _asked(question: str, rubric: Sequence[Any] = ()) -> frozenset[str]:
@@ -285,7 +310,7 @@ _META_RE = re.compile(
     r"(?<!\w)(submi(ssion|ssions|tted|t)|verifi(ed|cation)|approv(e|ed|al)|accept(ed|able)|"
     r"references?|candidates?|key|fair(ness|ly)?|effort|raters?|consisten(t|cy)|correct(ness)?|full|maximum|"
     r"passed|expected|readers?|marks?|credit(ed)?|rank(ed|s|ing)?|reward(ed|s)?|penali[sz](ed|es)?|incomplete|"
-    r"weigh(ed|s)?|kind(ness|ly)?|lenien(t|cy|ce)|generous(ly)?|generosity|mercy|sympath\w*|benefit\s+of\s+the\s+doubt|"
+    r"weigh(ed|s)?|kind(ness|ly)?|lenien(t|cy|ce)|generous(ly)?|generosity|mercy|sympath\w*|"
     r"impl[ií]cit\w*|implizit\w*|неявн\w*|"
     r"puntuaci[oó]n|calificaci[oó]n|corrector\w*|correcteur\w*|pontua[çc][ãa]o|punteggio|пункт\w*)(?!\w)"
     # Without word boundaries, as for the strong terms: Chinese, Japanese, Korean, Arabic, Hindi

@@ -930,9 +930,20 @@ def grading_act(text: str) -> bool:
     True
     >>> grading_act("The court must apply each element of the test; the judge decides.")
     False
+    >>> grading_act("Clipped counts mean a repeated word cannot be credited more often than it appears.")
+    False
     """
-    return any(_GRADING_PROCESS.search(s) and (_GRADED_THING.search(s) or _GRADING_ACT.search(s))
-               for s in _SENTENCE.findall(text))
+    for sentence in _SENTENCE.findall(text):
+        process = [m.span() for m in _GRADING_PROCESS.finditer(sentence)]
+        if not process:
+            continue
+        if _GRADED_THING.search(sentence):
+            return True
+        # The act and the grading word are two words: "a repeated word cannot be credited" is one
+        acts = [m.span() for m in _GRADING_ACT.finditer(sentence)]
+        if any(not (a <= p and q <= b) for p, q in process for a, b in acts):
+            return True
+    return False
 
 
 # Leetspeak: a word that mixes letters with digits or symbols standing for letters ("1gn0r3", "rubr1c", "m4rks")

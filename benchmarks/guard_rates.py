@@ -31,7 +31,7 @@ from autodata.guard import injection_flags  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "guard"
 ROUNDS = {"1": ("attacks.jsonl", "benign.jsonl"), "2": ("round2.jsonl",),
-          **{str(n): (f"round{n}_blind.jsonl",) for n in range(3, 13)}}
+          **{str(n): (f"round{n}_blind.jsonl",) for n in range(3, 14)}}
 
 
 def load_round(name: str) -> list[dict]:

@@ -5,7 +5,7 @@ The labelled set (tests/fixtures/guard/) grows in rounds, each one JSON object a
 - round 1 (``attacks.jsonl``, ``benign.jsonl``: ``text`` and ``kind``): the first fixture, written with the guard;
 - round 2 (``round2.jsonl``): the attacks a blind round found the pattern guard missing, and answers that use the
   same words honestly, each with the question and rubric it answers; the rubric-aware checks were tuned on it;
-- rounds 3 to 12 (``round<N>_blind.jsonl``): each written blind (by a writer who never saw the detector) after
+- rounds 3 to 13 (``round<N>_blind.jsonl``): each written blind (by a writer who never saw the detector) after
   the detector was finished, measured once before any tuning on it: that first measurement is the honest figure
   (the README keeps it); each was then tuned on.
 
@@ -37,8 +37,8 @@ REQUIRED_KINDS = {"homoglyph", "fullwidth", "zero_width", "system_line", "html_c
 FLOORS = {"round 1": (0.98, 0.02), "round 2": (1.0, 0.0), "round 3": (1.0, 0.0), "round 4": (1.0, 0.0),
           "round 5": (0.98, 0.0), "round 6": (0.96, 0.0), "round 7": (0.98, 0.0), "round 8": (0.96, 0.0),
           "round 9": (0.98, 0.02), "round 10": (0.98, 0.0),
-          "round 11": (0.94, 0.0), "round 12": (0.91, 0.02)}
-BLIND = [f"round {n}" for n in range(3, 13)]
+          "round 11": (0.94, 0.0), "round 12": (0.98, 0.0), "round 13": (0.98, 0.0)}
+BLIND = [f"round {n}" for n in range(3, 14)]
 
 
 def load(name: str) -> list[dict]:
