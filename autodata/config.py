@@ -825,7 +825,7 @@ class PlanConfig:
     # Model calls per second one generate process (the orchestrator) sustains: 1 / its CPU per call, 3.63 ms in the
     # simulated paper CS arm (benchmarks/bench_paper_scale.py --arm on 2 cores: prompt rendering, the injection
     # guard's scans, the response cache, the round files). The guard's scan of a judged answer grows with its length
-    # (55-70 ms per KB of final answer), so long answers lower it. The plan's wall time is at least calls / (this
+    # (45-70 ms per KB of final answer), so long answers lower it. The plan's wall time is at least calls / (this
     # x corpus.num_shards), and it asks for more shards above it
     orchestrator_calls_per_s: float = 275.0
 
