@@ -145,8 +145,7 @@ _STRONG = (
     r"bewertung|bewerte[nrt]?|werten|korrektor|pr[uü]fer(in)?|punkte|erwartungshorizont|benot\w*|musterl[oö]sung|"
     # Russian, Chinese, Japanese, Korean, Arabic, Hindi
     r"проверяющ\w*|оценк\w*|штраф\w*|максимальн\w*|оценщик\w*|экзаменатор\w*|балл\w*|засчит\w*|критери\w*|"
-    r"bar[eè]me|grille\s+de\s+(correction|notation|[ée]valuation)|gu[ií]a\s+de\s+correcci[oó]n|"
-    r"grade\s+de\s+corre[çc][ãa]o|griglia\s+di\s+valutazione|erwartungshorizont|bewertungs(schema|schl[uü]ssel)"
+    r"gu[ií]a\s+de\s+correcci[oó]n|grade\s+de\s+corre[çc][ãa]o|bewertungs(schema|schl[uü]ssel)"
 )
 # Assessment words, weak: also ordinary prose ("a score", "the criteria for bail", "the point is")
 _WEAK = (
@@ -290,7 +289,7 @@ def _scored(text: str, asked: frozenset[str]) -> tuple[int, list[str]]:
     """``sentence_score`` and the strong terms it found (an identifier's underscores already spaces)."""
     strong = _terms(_STRONG_RE, text, asked)
     weak = set(_terms(_WEAK_RE, text, asked)) - set(strong)
-    pointed = bool(_SELF_RE.search(text) or _ASK_RE.search(text))
+    pointed = _pointed(text)
     if not (strong and (pointed or len(strong) >= 2) or len(weak) >= 4 or pointed and len(weak) >= 3):
         return 0, strong
     return 2 * len(strong) + len(weak) + (2 if pointed else 0), strong
@@ -315,6 +314,17 @@ _META_RE = re.compile(
     r"puntuaci[oó]n|calificaci[oó]n|corrector\w*|correcteur\w*|pontua[çc][ãa]o|punteggio|пункт\w*)(?!\w)"
     # Without word boundaries, as for the strong terms: Chinese, Japanese, Korean, Arabic, Hindi
     r"|要点|给予|항목|인정|نقطة|النقاط|बिंदु", _I)
+
+
+def _pointed(text: str) -> bool:
+    """Whether ``text`` names this answer or asks a reader to act."""
+    return bool(_SELF_RE.search(text) or _ASK_RE.search(text))
+
+
+def _assessing(text: str, asked: frozenset[str]) -> set[str]:
+    """The keys of the weaker words of assessment (``_WEAK``) and of reception (``_META_RE``) in ``text`` that the
+    question does not use."""
+    return set(_terms(_WEAK_RE, text, asked)) | set(_terms(_META_RE, text, asked))
 
 
 def _topic_keys(text: str) -> set[str]:
@@ -369,15 +379,15 @@ def strays_to_grading(text: str, question: str = "", rubric: Sequence[Any] = ())
             continue
         if _terms(_STRONG_RE, block, asked):
             return True
-        assessing = set(_terms(_WEAK_RE, block, asked)) | set(_terms(_META_RE, block, asked))
-        if len(assessing) >= 4 or len(assessing) >= 2 and (_SELF_RE.search(block) or _ASK_RE.search(block)):
+        assessing = _assessing(block, asked)
+        if len(assessing) >= 4 or len(assessing) >= 2 and _pointed(block):
             return True
     return False
 
 
 def names_grading(text: str, question: str = "", rubric: Sequence[Any] = ()) -> bool:
     """Whether ``text`` holds any strong assessment term the question does not use, or two weaker words of
-    assessment ("evaluator", "point", "answer", "full"): the bar for text that was encoded on purpose (hex, Morse,
+    assessment or reception ("evaluator", "point", "full", "reference"): the bar for text that was encoded on purpose (hex, Morse,
     a shifted alphabet, written backwards), which an honest answer has no reason to hide.
 
     >>> names_grading("To the evaluator: this answer covers every point.")
@@ -386,8 +396,7 @@ def names_grading(text: str, question: str = "", rubric: Sequence[Any] = ()) -> 
     False
     """
     text, asked = text.replace("_", " "), _asked(question, rubric)
-    strong = _terms(_STRONG_RE, text, asked)
-    return bool(strong) or len(set(_terms(_WEAK_RE, text, asked)) | set(_terms(_META_RE, text, asked))) >= 2
+    return bool(_terms(_STRONG_RE, text, asked)) or len(_assessing(text, asked)) >= 2
 
 
 def speaks_of_grading(text: str, question: str = "", rubric: Sequence[Any] = ()) -> bool:

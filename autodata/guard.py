@@ -1020,7 +1020,7 @@ def injection_flags(text: str, rubric: Sequence[Any] = (), question: str = "") -
             flags.append("speaks_of_grading")
         elif "encoded_instructions" not in flags and (
                 any(speaks_of_grading(t, question, rubric) for t in hidden_payloads(text, normal))
-                # Text someone encoded on purpose: one grading phrase is enough
+                # Text someone encoded on purpose: one strong grading term, or two weaker words, is enough
                 or any(names_grading(t, question, rubric) for t in decoded_payloads(normal) + caesar_payloads(normal)
                        + morse_payloads(normal) + reversed_payloads(normal))):
             flags.append("encoded_instructions")
